@@ -1,0 +1,447 @@
+//! The TOML config of `tidewater run`.
+//!
+//! ```toml
+//! [log]
+//! default_partitions = 1          # partitions of a topic created implicitly
+//! maintenance_interval = "1m"     # how often retention and key expiry run
+//!
+//! [[topic]]                       # optional: topics to create, with retention
+//! name = "sensor-readings"
+//! partitions = 4
+//! retention = "7d"                # by append time; absent = keep forever
+//! retention_bytes = 1073741824    # per partition; absent = no size limit
+//!
+//! [[processor]]
+//! name = "enrich"                 # also its consumer name and state scope
+//! component = "enrich.wasm"       # relative to this file
+//! inputs = ["sensor-readings"]
+//! output = "readings-enriched"    # where outputs without a topic go
+//! dead_letter_topic = "enrich.dlq" # default: <name>.dlq
+//! batch.max_records = 1024
+//! idempotency.key = "json:/device,/ts"  # record-key | hash | offset | json:/ptr,...
+//! idempotency.ttl = "7d"
+//! idempotency.unkeyed = "dead-letter"   # or "process"
+//! limits.call_deadline = "1s"
+//! limits.memory_bytes = 67108864
+//! limits.transient_retries = 3
+//! limits.retry_backoff = "100ms"
+//! limits.log_lines_per_s = 100
+//! [processor.config]              # handed to the component's init, as strings
+//! "field.V1" = "temperature_c"
+//! ```
+//!
+//! Unknown keys are refused, with the line they are on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::idempotency::KeyMode;
+use crate::log::check_topic_name;
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where (line and column).
+        message: String,
+    },
+    /// The values do not make sense together.
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The embedded log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Topics to create up front.
+    #[serde(default, rename = "topic")]
+    pub topics: Vec<TopicConfig>,
+    /// The processors to run.
+    #[serde(default, rename = "processor")]
+    pub processors: Vec<ProcessorConfig>,
+}
+
+/// `[log]`: the embedded log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Partitions of a topic created implicitly (by an output or a produce). Default 1.
+    pub default_partitions: u32,
+    /// How often retention and idempotency-key expiry run. Default 1 minute.
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            default_partitions: 1,
+            maintenance_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[[topic]]`: a topic to create, with its retention.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// The topic name (Kafka's rule: a-z A-Z 0-9 . _ -).
+    pub name: String,
+    /// Partition count; default `log.default_partitions`.
+    pub partitions: Option<u32>,
+    /// Remove records appended longer ago than this. Absent: keep forever.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// Trim each partition to at most this many bytes. Absent: no limit.
+    pub retention_bytes: Option<u64>,
+}
+
+/// `[[processor]]`: one named job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// The processor's name: its consumer name, state scope and key scope.
+    pub name: String,
+    /// The component file, relative to the config file.
+    pub component: PathBuf,
+    /// Topics to read.
+    pub inputs: Vec<String>,
+    /// The topic outputs go to unless they name another.
+    pub output: String,
+    /// Where failed events go. Default `<name>.dlq`.
+    pub dead_letter_topic: Option<String>,
+    /// Batching.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Idempotency keys.
+    #[serde(default)]
+    pub idempotency: IdempotencyConfig,
+    /// Limits per instance and call.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Handed to the component's `init` as (key, value) strings, sorted by key.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+/// `batch`: how many events go into one call and one commit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most events per batch. Default 1024. Each batch is one durable commit
+    /// (about 5–10 ms on a disk), so small batches cost throughput.
+    pub max_records: usize,
+    /// Most bytes of records per batch. Default 16 MiB.
+    pub max_bytes: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_records: 1024,
+            max_bytes: 16 << 20,
+        }
+    }
+}
+
+/// What to do with an event whose idempotency key cannot be derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unkeyed {
+    /// Send it to the dead-letter topic with the reason (default).
+    #[default]
+    DeadLetter,
+    /// Process it without deduplication.
+    Process,
+}
+
+/// `idempotency`: how keys are derived and how long they are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// `record-key`, `hash`, `offset` (default) or `json:/ptr[,/ptr...]`; an
+    /// `idempotency-key` header always wins.
+    pub key: String,
+    /// How long a key is remembered, from when it was first recorded. Default 7 days.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// What to do when the key cannot be derived.
+    pub unkeyed: Unkeyed,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            key: "offset".into(),
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            unkeyed: Unkeyed::DeadLetter,
+        }
+    }
+}
+
+/// `limits`: what one instance may use, and how failures are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest one call may run. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub call_deadline: Duration,
+    /// Most linear memory per instance, in bytes. Default 64 MiB.
+    pub memory_bytes: usize,
+    /// Retries of an event that returned `transient`. Default 3.
+    pub transient_retries: u32,
+    /// Wait before the first retry; doubles each time. Default 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Most log lines per second from the component. Default 100.
+    pub log_lines_per_s: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            call_deadline: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+            transient_retries: 3,
+            retry_backoff: Duration::from_millis(100),
+            log_lines_per_s: 100,
+        }
+    }
+}
+
+impl ProcessorConfig {
+    /// The dead-letter topic: the configured one or `<name>.dlq`.
+    pub fn dead_letter_topic(&self) -> String {
+        self.dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.name))
+    }
+
+    /// The parsed key mode.
+    ///
+    /// # Errors
+    ///
+    /// The message of [`crate::idempotency::BadKeyMode`].
+    pub fn key_mode(&self) -> Result<KeyMode, String> {
+        self.idempotency.key.parse().map_err(|e| format!("{e}"))
+    }
+
+    /// The `config` table as strings: strings as they are, other values as TOML.
+    pub fn init_config(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), s)
+            })
+            .collect()
+    }
+}
+
+impl Config {
+    /// Reads, parses and checks `path`; component paths become relative to
+    /// the current directory.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the file and what is wrong in it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in &mut config.processors {
+            if p.component.is_relative() {
+                p.component = base.join(&p.component);
+            }
+        }
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no checks beyond the types).
+    ///
+    /// # Errors
+    ///
+    /// toml's message, with line and column.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Checks names, topics, modes and limits.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, naming the processor and key.
+    pub fn check(&self) -> Result<(), String> {
+        if self.log.default_partitions == 0 {
+            return Err("log.default_partitions must be at least 1".into());
+        }
+        for t in &self.topics {
+            check_topic_name(&t.name).map_err(|e| format!("[[topic]] {e}"))?;
+            if t.partitions == Some(0) {
+                return Err(format!("topic {:?}: partitions must be at least 1", t.name));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for p in &self.processors {
+            let ctx = |m: String| format!("processor {:?}: {m}", p.name);
+            let name_ok = !p.name.is_empty()
+                && p.name.len() <= 200
+                && p.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+            if !name_ok {
+                return Err(ctx(
+                    "a name is 1 to 200 of the characters a-z A-Z 0-9 . _ -".into(),
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(ctx("the name is used twice".into()));
+            }
+            if p.inputs.is_empty() {
+                return Err(ctx("inputs is empty: name at least one topic".into()));
+            }
+            for t in p.inputs.iter().chain([&p.output, &p.dead_letter_topic()]) {
+                check_topic_name(t).map_err(|e| ctx(e.to_string()))?;
+            }
+            if p.inputs.contains(&p.output) {
+                return Err(ctx(format!(
+                    "output {:?} is also an input: the processor would read its own outputs",
+                    p.output
+                )));
+            }
+            p.key_mode().map_err(ctx)?;
+            if p.batch.max_records == 0 || p.batch.max_bytes == 0 {
+                return Err(ctx("batch.max_records and batch.max_bytes must be at least 1".into()));
+            }
+            if p.limits.memory_bytes < 1 << 20 {
+                return Err(ctx(format!(
+                    "limits.memory_bytes is {} bytes; at least 1048576 (1 MiB) is needed",
+                    p.limits.memory_bytes
+                )));
+            }
+            if p.limits.call_deadline < crate::runtime::EPOCH_TICK {
+                return Err(ctx(format!(
+                    "limits.call_deadline must be at least {} ms",
+                    crate::runtime::EPOCH_TICK.as_millis()
+                )));
+            }
+            if p.idempotency.ttl.is_zero() {
+                return Err(ctx("idempotency.ttl must be above 0".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[processor]]
+name = "p"
+component = "p.wasm"
+inputs = ["in"]
+output = "out"
+"#;
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        c.check().unwrap();
+        let p = &c.processors[0];
+        assert_eq!(p.dead_letter_topic(), "p.dlq");
+        assert_eq!(p.key_mode().unwrap(), KeyMode::Offset);
+        assert_eq!(p.idempotency.ttl, Duration::from_secs(604_800));
+        assert_eq!(p.batch.max_records, 1024);
+        assert_eq!(p.limits.memory_bytes, 67_108_864);
+        assert_eq!(c.log.default_partitions, 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err = Config::parse(&format!("{MINIMAL}colour = \"red\"\n")).unwrap_err();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        assert!(err.contains("line 7"), "{err}");
+        let err = Config::parse(&format!("{MINIMAL}idempotency.kee = \"hash\"\n")).unwrap_err();
+        assert!(err.contains("unknown field `kee`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_processor() {
+        let c = Config::parse(&format!("{MINIMAL}idempotency.key = \"md5\"\n")).unwrap();
+        assert!(c.check().unwrap_err().starts_with("processor \"p\": idempotency key mode \"md5\""));
+        let c = Config::parse(&MINIMAL.replace("\"out\"", "\"in\"")).unwrap();
+        assert!(c.check().unwrap_err().contains("also an input"));
+        let c = Config::parse(&format!("{MINIMAL}{}", MINIMAL)).unwrap();
+        assert!(c.check().unwrap_err().contains("used twice"));
+        let c = Config::parse(&MINIMAL.replace("\"out\"", "\"a/b\"")).unwrap();
+        assert!(c.check().unwrap_err().contains("\"a/b\" is not valid"));
+    }
+
+    #[test]
+    fn init_config_is_strings() {
+        let c = Config::parse(&format!("{MINIMAL}[processor.config]\nb = 2.5\na = \"x\"\nc = true\n")).unwrap();
+        assert_eq!(
+            c.processors[0].init_config(),
+            [("a".into(), "x".into()), ("b".into(), "2.5".into()), ("c".into(), "true".into())]
+        );
+    }
+
+    #[test]
+    fn every_example_config_in_the_repo_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut seen = 0;
+        for dir in ["demo", "examples"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+            for e in entries {
+                let path = e.unwrap().path();
+                if path.extension().is_some_and(|x| x == "toml") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    c.check().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 1, "no example config found");
+    }
+}

@@ -1,0 +1,88 @@
+//! The redb file that holds everything durable: the embedded log, consumer
+//! positions, idempotency keys, processor state and counters.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The file name of the database inside the data dir.
+pub const DB_FILE: &str = "tidewater.redb";
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The data dir could not be created.
+    #[error("cannot create data dir {path}: {source}")]
+    CreateDir {
+        /// The data dir.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Another process holds the database.
+    #[error(
+        "{path} is in use by another tidewater process (the embedded log serves one process at a time: stop the other one, or use another --data-dir)"
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// redb refused the file.
+    #[error("cannot open {path}: {source}")]
+    Redb {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        source: redb::DatabaseError,
+    },
+}
+
+/// Opens (creating if needed) the database in `data_dir`.
+///
+/// A database that was not closed cleanly (power loss, SIGKILL) is repaired
+/// on open; every transaction that committed before the crash is kept.
+///
+/// # Errors
+///
+/// [`OpenError::InUse`] when another process has it open, [`OpenError::CreateDir`]
+/// and [`OpenError::Redb`] for I/O and format errors.
+pub fn open(data_dir: &Path) -> Result<Arc<redb::Database>, OpenError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let path = data_dir.join(DB_FILE);
+    match redb::Database::create(&path) {
+        Ok(db) => Ok(Arc::new(db)),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::InUse { path }),
+        Err(source) => Err(OpenError::Redb { path, source }),
+    }
+}
+
+/// Any storage error of redb, flattened for the modules' error types.
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StorageError(#[from] pub redb::Error);
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StorageError {
+            fn from(e: $t) -> Self {
+                StorageError(e.into())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Milliseconds since the Unix epoch, from the wall clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,332 @@
+//! Starting and stopping processors: `tidewater run` as a library call.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::db::{OpenError, StorageError, now_ms};
+use crate::log::{Log, LogError};
+use crate::pipeline::{EmbeddedSink, EmbeddedSource, Pipeline, PipelineError, Settings, WasmHandler};
+use crate::runtime::{CallError, Limits, LoadError, Runtime};
+use crate::stats::{self, Counters};
+
+/// How long an idle processor waits before polling its inputs again.
+pub const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The data dir (database and compiled-component cache).
+    pub data_dir: PathBuf,
+    /// Stop once every processor has read everything in its inputs and no
+    /// processor has committed anything for a few poll intervals.
+    pub until_idle: bool,
+}
+
+/// Why `run` could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The config asks for nothing to run.
+    #[error("the config has no [[processor]] section: nothing to run")]
+    NoProcessors,
+    /// The database could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// redb failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A component could not be loaded.
+    #[error("processor {processor}: {error}")]
+    Load {
+        /// The processor.
+        processor: String,
+        /// Why.
+        error: LoadError,
+    },
+    /// A component could not be instantiated, or its `init` refused the config.
+    #[error("processor {processor}: {error}")]
+    Start {
+        /// The processor.
+        processor: String,
+        /// Why.
+        error: CallError,
+    },
+    /// A setting is invalid.
+    #[error("processor {processor}: {message}")]
+    Config {
+        /// The processor.
+        processor: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What one processor did during a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProcessorSummary {
+    /// Its name.
+    pub name: String,
+    /// The component's SHA-256.
+    pub version: String,
+    /// `stopped`, or `failed: <reason>`.
+    pub status: String,
+    /// What it counted during this run.
+    pub counters: Counters,
+    /// Time spent processing batches (reading, calling, committing), in ms.
+    pub busy_ms: u64,
+}
+
+impl ProcessorSummary {
+    /// Events read per second of busy time.
+    pub fn events_per_s(&self) -> f64 {
+        if self.busy_ms == 0 {
+            0.0
+        } else {
+            self.counters.events_in as f64 * 1000.0 / self.busy_ms as f64
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    /// Per processor, in config order.
+    pub processors: Vec<ProcessorSummary>,
+    /// Wall time from start to stop, in ms.
+    pub elapsed_ms: u64,
+}
+
+struct Shared {
+    idle: AtomicBool,
+    busy_ns: AtomicU64,
+}
+
+/// Runs the processors of `config` until `shutdown` completes (or, with
+/// `until_idle`, until all inputs are drained). Each processor runs on its
+/// own thread; one failing (a `fatal` error) stops only that one.
+///
+/// # Errors
+///
+/// [`RunError`] when the database cannot be opened or a processor cannot
+/// start (its component does not load, or its `init` refuses the config).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = tidewater::config::Config::load("tidewater.toml".as_ref())?;
+/// let options = tidewater::RunOptions { data_dir: ".tidewater".into(), until_idle: false };
+/// let summary = tidewater::run(config, options, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// }).await?;
+/// println!("{} processors ran", summary.processors.len());
+/// # Ok(()) }
+/// ```
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    if config.processors.is_empty() {
+        return Err(RunError::NoProcessors);
+    }
+    let db = crate::db::open(&options.data_dir)?;
+    let log = Log::new(db.clone(), config.log.default_partitions);
+    for t in &config.topics {
+        log.create_topic(&t.name, t.partitions.unwrap_or(config.log.default_partitions))?;
+        log.set_retention(
+            &t.name,
+            t.retention.map(|d| d.as_millis() as u64),
+            t.retention_bytes,
+        )?;
+    }
+    let runtime = Arc::new(
+        Runtime::new(Some(options.data_dir.join("cache"))).map_err(|error| RunError::Load {
+            processor: "(engine)".into(),
+            error,
+        })?,
+    );
+
+    // Load and start every processor before any runs, so a bad config stops
+    // the run before it touches a stream.
+    let mut pipelines = Vec::new();
+    let mut loaded_components: BTreeMap<PathBuf, Arc<crate::runtime::LoadedComponent>> = BTreeMap::new();
+    for p in &config.processors {
+        let settings = Settings::from_config(p).map_err(|message| RunError::Config {
+            processor: p.name.clone(),
+            message,
+        })?;
+        let component = match loaded_components.get(&p.component) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Arc::new(runtime.load(&p.component).map_err(|error| RunError::Load {
+                    processor: p.name.clone(),
+                    error,
+                })?);
+                tracing::info!(
+                    processor = %p.name, version = %c.sha256, cached = c.cached,
+                    load_ms = c.load_time.as_millis() as u64, "component loaded"
+                );
+                loaded_components.insert(p.component.clone(), c.clone());
+                c
+            }
+        };
+        let limits = Limits {
+            call_deadline: p.limits.call_deadline,
+            memory_bytes: p.limits.memory_bytes,
+            log_lines_per_s: p.limits.log_lines_per_s,
+        };
+        let handler = WasmHandler::new(runtime.clone(), component, settings.name.clone(), limits, p.init_config())
+            .map_err(|error| RunError::Start {
+                processor: p.name.clone(),
+                error,
+            })?;
+        for input in &p.inputs {
+            if log.partitions(input)?.is_none() {
+                tracing::warn!(processor = %p.name, topic = %input, "input topic does not exist yet; it is read once it appears");
+            }
+        }
+        let source = EmbeddedSource::new(log.clone(), settings.name.clone(), p.inputs.clone());
+        let sink = EmbeddedSink::new(config.log.default_partitions);
+        pipelines.push(Pipeline::new(settings, db.clone(), Box::new(source), Box::new(sink), Box::new(handler)));
+    }
+
+    let before = stats::read_all(&log)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for mut pipeline in pipelines {
+        let name = pipeline.name().to_string();
+        let version = pipeline.version().to_owned();
+        stats::set_status(&db, &name, "running")?;
+        let shared = Arc::new(Shared {
+            idle: AtomicBool::new(false),
+            busy_ns: AtomicU64::new(0),
+        });
+        let (stop, progress, shared2, db2) = (stop.clone(), progress.clone(), shared.clone(), db.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("processor-{name}"))
+            .spawn(move || {
+                let status = loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break "stopped".to_string();
+                    }
+                    shared2.idle.store(false, Ordering::SeqCst);
+                    let t = Instant::now();
+                    match pipeline.step() {
+                        Ok(Some(_)) => {
+                            shared2.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                            progress.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(None) => {
+                            shared2.idle.store(true, Ordering::SeqCst);
+                            std::thread::sleep(IDLE_POLL);
+                        }
+                        Err(e) => {
+                            let code = match &e {
+                                PipelineError::Fatal { .. } => "fatal",
+                                PipelineError::Start { .. } => "start",
+                                _ => "storage",
+                            };
+                            tracing::error!(processor = %pipeline.name(), code, error = %e, "processor stopped; the others go on");
+                            break format!("failed: {e}");
+                        }
+                    }
+                };
+                shared2.idle.store(true, Ordering::SeqCst);
+                if let Err(e) = stats::set_status(&db2, pipeline.name(), &status) {
+                    tracing::error!(processor = %pipeline.name(), error = %e, "cannot record the processor's status");
+                }
+                status
+            })
+            .expect("spawning a thread");
+        threads.push((name, version, shared, handle));
+    }
+
+    let maintenance = {
+        let (log, db) = (log.clone(), db.clone());
+        move || {
+            let now = now_ms();
+            match log.enforce_retention(now) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "retention removed records"),
+                Err(e) => tracing::error!(error = %e, "retention failed"),
+            }
+            match crate::idempotency::purge_expired(&db, now) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(keys = n, "expired idempotency keys purged"),
+                Err(e) => tracing::error!(error = %e, "idempotency key purge failed"),
+            }
+        }
+    };
+    let _ = tokio::task::spawn_blocking(maintenance.clone()).await;
+
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut last_maintenance = Instant::now();
+    let mut quiet_ticks = 0;
+    let mut last_progress = u64::MAX;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        if last_maintenance.elapsed() >= config.log.maintenance_interval {
+            last_maintenance = Instant::now();
+            let _ = tokio::task::spawn_blocking(maintenance.clone()).await;
+        }
+        let all_idle = threads.iter().all(|(_, _, s, h)| h.is_finished() || s.idle.load(Ordering::SeqCst));
+        if threads.iter().all(|(_, _, _, h)| h.is_finished()) {
+            break;
+        }
+        let p = progress.load(Ordering::SeqCst);
+        if options.until_idle && all_idle && p == last_progress {
+            quiet_ticks += 1;
+            if quiet_ticks >= 3 {
+                break;
+            }
+        } else {
+            quiet_ticks = 0;
+        }
+        last_progress = p;
+    }
+    stop.store(true, Ordering::SeqCst);
+
+    let mut results = Vec::new();
+    for (name, version, shared, handle) in threads {
+        let status = tokio::task::spawn_blocking(move || handle.join())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| "failed: the processor thread panicked".into());
+        results.push((name, version, status, shared.busy_ns.load(Ordering::Relaxed)));
+    }
+    let after = stats::read_all(&log)?;
+    let processors = results
+        .into_iter()
+        .map(|(name, version, status, busy_ns)| {
+            let now = after.get(&name).map(|s| s.counters).unwrap_or_default();
+            let then = before.get(&name).map(|s| s.counters).unwrap_or_default();
+            ProcessorSummary {
+                counters: now.since(&then),
+                name,
+                version,
+                status,
+                busy_ms: busy_ns / 1_000_000,
+            }
+        })
+        .collect();
+    Ok(RunSummary {
+        processors,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}

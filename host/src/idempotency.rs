@@ -1,0 +1,527 @@
+//! Idempotency keys: which events a processor has already had the effect of.
+//!
+//! The key of an event is its `idempotency-key` header if it has one, else
+//! what the processor's [`KeyMode`] derives. Keys are scoped per processor
+//! and kept for a TTL (default 7 days, counted from when the key was first
+//! recorded, by the wall clock), then purged.
+//!
+//! Each key is stored with a fingerprint of the payload it first came with
+//! (the first 16 bytes of SHA-256 over the value). A later event with the
+//! same key is a [`Verdict::Duplicate`] when its fingerprint matches, and a
+//! [`Verdict::Conflict`] when it does not: same key, different payload.
+
+use std::str::FromStr;
+
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use sha2::{Digest, Sha256};
+
+use crate::db::StorageError;
+use crate::log::LogRecord;
+
+/// The header that carries an explicit idempotency key.
+pub const HEADER: &str = "idempotency-key";
+
+/// How a processor derives an event's key when it has no `idempotency-key` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMode {
+    /// `record-key`: the record key's bytes.
+    RecordKey,
+    /// `json:/ptr[,/ptr...]`: the values at these JSON pointers (RFC 6901)
+    /// in the value, as a canonical JSON array.
+    Json(Vec<String>),
+    /// `hash`: SHA-256 over the key and the value.
+    Hash,
+    /// `offset`: `topic/partition/offset`, so only a redelivery of the same
+    /// record is a duplicate.
+    Offset,
+}
+
+impl Default for KeyMode {
+    fn default() -> Self {
+        KeyMode::Offset
+    }
+}
+
+/// A key mode that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "idempotency key mode {0:?} is not valid: use record-key, hash, offset or json:/pointer[,/pointer...]"
+)]
+pub struct BadKeyMode(pub String);
+
+impl FromStr for KeyMode {
+    type Err = BadKeyMode;
+
+    fn from_str(s: &str) -> Result<Self, BadKeyMode> {
+        match s {
+            "record-key" => Ok(KeyMode::RecordKey),
+            "hash" => Ok(KeyMode::Hash),
+            "offset" => Ok(KeyMode::Offset),
+            _ => {
+                let pointers: Vec<String> = s
+                    .strip_prefix("json:")
+                    .ok_or_else(|| BadKeyMode(s.to_owned()))?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+                if pointers.iter().all(|p| p.starts_with('/')) {
+                    Ok(KeyMode::Json(pointers))
+                } else {
+                    Err(BadKeyMode(s.to_owned()))
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for KeyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyMode::RecordKey => f.write_str("record-key"),
+            KeyMode::Hash => f.write_str("hash"),
+            KeyMode::Offset => f.write_str("offset"),
+            KeyMode::Json(p) => write!(f, "json:{}", p.join(",")),
+        }
+    }
+}
+
+/// Why an event's key could not be derived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// `record-key` mode and the record has no key.
+    #[error("the record has no key (idempotency key mode record-key)")]
+    NoRecordKey,
+    /// `json:` mode and the value is missing or not JSON.
+    #[error("the value is not JSON ({0}), so json: pointers cannot be read")]
+    NotJson(String),
+    /// `json:` mode and a pointer finds nothing.
+    #[error("JSON pointer {0} is missing in the value")]
+    MissingPointer(String),
+}
+
+/// The idempotency key of `event` under `mode`.
+///
+/// In `json:` mode the key is the JSON array of the pointed values, written
+/// with object fields sorted by name, so the same values in another field
+/// order give the same key. A value with a repeated field name counts its
+/// last occurrence (the rule of serde_json and of ECMAScript's `JSON.parse`).
+///
+/// # Errors
+///
+/// [`KeyError`] when the mode finds nothing to use.
+pub fn derive_key(mode: &KeyMode, event: &LogRecord) -> Result<Vec<u8>, KeyError> {
+    if let Some(k) = event.record.header(HEADER) {
+        return Ok(k.to_vec());
+    }
+    let r = &event.record;
+    match mode {
+        KeyMode::RecordKey => r.key.clone().ok_or(KeyError::NoRecordKey),
+        KeyMode::Offset => Ok(offset_key(event)),
+        KeyMode::Hash => {
+            let mut h = Sha256::new();
+            for part in [&r.key, &r.value] {
+                match part {
+                    None => h.update([0u8]),
+                    Some(b) => {
+                        h.update([1u8]);
+                        h.update((b.len() as u64).to_be_bytes());
+                        h.update(b);
+                    }
+                }
+            }
+            Ok(h.finalize().to_vec())
+        }
+        KeyMode::Json(pointers) => {
+            let value = r
+                .value
+                .as_deref()
+                .ok_or_else(|| KeyError::NotJson("tombstone".into()))?;
+            let doc: serde_json::Value =
+                serde_json::from_slice(value).map_err(|e| KeyError::NotJson(e.to_string()))?;
+            let parts = pointers
+                .iter()
+                .map(|p| {
+                    doc.pointer(p)
+                        .cloned()
+                        .ok_or_else(|| KeyError::MissingPointer(p.clone()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            // serde_json's map is sorted by key (no preserve_order feature).
+            Ok(serde_json::Value::Array(parts).to_string().into_bytes())
+        }
+    }
+}
+
+/// `topic/partition/offset` of `event`, as bytes.
+pub fn offset_key(event: &LogRecord) -> Vec<u8> {
+    format!("{}/{}/{}", event.topic, event.partition, event.offset).into_bytes()
+}
+
+/// The fingerprint of a payload: the first 16 bytes of SHA-256 over a tag
+/// byte (0 tombstone, 1 value) and the value.
+pub fn fingerprint(value: Option<&[u8]>) -> [u8; 16] {
+    let mut h = Sha256::new();
+    match value {
+        None => h.update([0u8]),
+        Some(v) => {
+            h.update([1u8]);
+            h.update(v);
+        }
+    }
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
+/// What became of the event that first recorded a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was processed and its outputs published.
+    Processed = 1,
+    /// It was sent to the dead-letter topic.
+    DeadLettered = 2,
+}
+
+/// What is stored per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Fingerprint of the first payload.
+    pub fingerprint: [u8; 16],
+    /// When the key was recorded, ms since the Unix epoch (wall clock).
+    pub recorded_ms: u64,
+    /// When it expires, ms since the Unix epoch.
+    pub expires_ms: u64,
+    /// What became of the event.
+    pub outcome: Outcome,
+}
+
+impl KeyRecord {
+    fn encode(&self) -> [u8; 33] {
+        let mut b = [0u8; 33];
+        b[..16].copy_from_slice(&self.fingerprint);
+        b[16..24].copy_from_slice(&self.recorded_ms.to_be_bytes());
+        b[24..32].copy_from_slice(&self.expires_ms.to_be_bytes());
+        b[32] = self.outcome as u8;
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<KeyRecord> {
+        if b.len() != 33 {
+            return None;
+        }
+        Some(KeyRecord {
+            fingerprint: b[..16].try_into().ok()?,
+            recorded_ms: u64::from_be_bytes(b[16..24].try_into().ok()?),
+            expires_ms: u64::from_be_bytes(b[24..32].try_into().ok()?),
+            outcome: match b[32] {
+                1 => Outcome::Processed,
+                2 => Outcome::DeadLettered,
+                _ => return None,
+            },
+        })
+    }
+}
+
+/// How an event relates to the keys seen before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The key is new: process the event.
+    New,
+    /// Seen with the same payload: skip it.
+    Duplicate,
+    /// Seen with a different payload: dead-letter it.
+    Conflict,
+}
+
+/// Compares a payload fingerprint with what is stored under its key.
+pub fn verdict(stored: Option<&KeyRecord>, fingerprint: &[u8; 16]) -> Verdict {
+    match stored {
+        None => Verdict::New,
+        Some(k) if &k.fingerprint == fingerprint => Verdict::Duplicate,
+        Some(_) => Verdict::Conflict,
+    }
+}
+
+/// (processor, key) → [`KeyRecord`]
+const KEYS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("idempotency.keys");
+/// (expires_ms, processor, key) → ()
+const EXPIRY: TableDefinition<(u64, &str, &[u8]), ()> = TableDefinition::new("idempotency.expiry");
+
+/// The record of `key` for `processor`, if any, as of `txn`. An expired key
+/// that was not purged yet still counts.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn lookup(
+    txn: &ReadTransaction,
+    processor: &str,
+    key: &[u8],
+) -> Result<Option<KeyRecord>, StorageError> {
+    let table = match txn.open_table(KEYS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(table
+        .get((processor, key))?
+        .and_then(|g| KeyRecord::decode(g.value())))
+}
+
+/// (processor, key, fingerprint) → expires_ms: payloads already dead-lettered
+/// as conflicts, so the same conflicting event delivered again is a duplicate
+/// rather than a second dead letter.
+const CONFLICTS: TableDefinition<(&str, &[u8], &[u8]), u64> =
+    TableDefinition::new("idempotency.conflicts");
+
+/// Whether `processor` already dead-lettered a conflict of `key` with this
+/// `fingerprint`, as of `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn conflict_seen(
+    txn: &ReadTransaction,
+    processor: &str,
+    key: &[u8],
+    fingerprint: &[u8; 16],
+) -> Result<bool, StorageError> {
+    match txn.open_table(CONFLICTS) {
+        Ok(t) => Ok(t.get((processor, key, &fingerprint[..]))?.is_some()),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Remembers, inside `txn`, that a conflict of `key` with `fingerprint` was
+/// dead-lettered; forgotten after `expires_ms`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn mark_conflict_in(
+    txn: &WriteTransaction,
+    processor: &str,
+    key: &[u8],
+    fingerprint: &[u8; 16],
+    expires_ms: u64,
+) -> Result<(), StorageError> {
+    txn.open_table(CONFLICTS)?
+        .insert((processor, key, &fingerprint[..]), expires_ms)?;
+    Ok(())
+}
+
+/// Records `key` for `processor` inside `txn`, unless it is already there.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn mark_in(
+    txn: &WriteTransaction,
+    processor: &str,
+    key: &[u8],
+    record: &KeyRecord,
+) -> Result<(), StorageError> {
+    let mut keys = txn.open_table(KEYS)?;
+    if keys.get((processor, key))?.is_some() {
+        return Ok(());
+    }
+    keys.insert((processor, key), record.encode().as_slice())?;
+    txn.open_table(EXPIRY)?
+        .insert((record.expires_ms, processor, key), ())?;
+    Ok(())
+}
+
+/// Removes every key that expired before `now_ms`, in one transaction.
+/// Returns how many were removed.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn purge_expired(db: &redb::Database, now_ms: u64) -> Result<u64, StorageError> {
+    let txn = db.begin_write()?;
+    let mut removed = 0;
+    {
+        let mut expiry = txn.open_table(EXPIRY)?;
+        let mut keys = txn.open_table(KEYS)?;
+        let expired: Vec<(u64, String, Vec<u8>)> = expiry
+            .range(..(now_ms, "", &[][..]))?
+            .map(|e| {
+                e.map(|(k, _)| {
+                    let (t, p, key) = k.value();
+                    (t, p.to_owned(), key.to_vec())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for (t, p, key) in expired {
+            expiry.remove((t, p.as_str(), key.as_slice()))?;
+            keys.remove((p.as_str(), key.as_slice()))?;
+            removed += 1;
+        }
+        let mut conflicts = txn.open_table(CONFLICTS)?;
+        let before = conflicts.len()?;
+        conflicts.retain(|_, expires_ms| expires_ms >= now_ms)?;
+        removed += before - conflicts.len()?;
+    }
+    txn.commit()?;
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Record;
+    use proptest::prelude::*;
+
+    fn event(key: Option<&[u8]>, value: Option<&[u8]>, headers: Vec<(&str, &[u8])>) -> LogRecord {
+        LogRecord {
+            topic: "t".into(),
+            partition: 2,
+            offset: 7,
+            append_ms: 0,
+            record: Record {
+                timestamp_ms: 0,
+                key: key.map(<[u8]>::to_vec),
+                value: value.map(<[u8]>::to_vec),
+                headers: headers
+                    .into_iter()
+                    .map(|(n, v)| (n.to_owned(), v.to_vec()))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn modes_parse_and_print() {
+        for m in ["record-key", "hash", "offset", "json:/device,/ts", "json:/a/b"] {
+            assert_eq!(m.parse::<KeyMode>().unwrap().to_string(), m);
+        }
+        for bad in ["", "json:", "json:device", "json:/a,b", "md5"] {
+            assert_eq!(bad.parse::<KeyMode>(), Err(BadKeyMode(bad.into())));
+        }
+    }
+
+    #[test]
+    fn header_wins_over_every_mode() {
+        let e = event(Some(b"k"), Some(b"{}"), vec![(HEADER, &[0xff, 1])]);
+        for m in [KeyMode::RecordKey, KeyMode::Hash, KeyMode::Offset, KeyMode::Json(vec!["/x".into()])] {
+            assert_eq!(derive_key(&m, &e).unwrap(), [0xff, 1]);
+        }
+    }
+
+    #[test]
+    fn each_mode_derives_its_key() {
+        let e = event(Some(b"dev-1"), Some(br#"{"ts":"t1","device":"dev-1","n":{"b":1,"a":2}}"#), vec![]);
+        assert_eq!(derive_key(&KeyMode::RecordKey, &e).unwrap(), b"dev-1");
+        assert_eq!(derive_key(&KeyMode::Offset, &e).unwrap(), b"t/2/7");
+        assert_eq!(
+            derive_key(&"json:/device,/ts".parse().unwrap(), &e).unwrap(),
+            br#"["dev-1","t1"]"#
+        );
+        assert_eq!(
+            derive_key(&"json:/n".parse().unwrap(), &e).unwrap(),
+            br#"[{"a":2,"b":1}]"#
+        );
+        let h = derive_key(&KeyMode::Hash, &e).unwrap();
+        assert_eq!(h.len(), 32);
+        // Moving a byte from the key to the value changes the hash.
+        let moved = event(Some(b"dev-"), Some(br#"1{"ts":"t1","device":"dev-1","n":{"b":1,"a":2}}"#), vec![]);
+        assert_ne!(derive_key(&KeyMode::Hash, &moved).unwrap(), h);
+    }
+
+    #[test]
+    fn underivable_keys_say_why() {
+        let e = event(None, Some(br#"{"device":"d"}"#), vec![]);
+        assert_eq!(derive_key(&KeyMode::RecordKey, &e), Err(KeyError::NoRecordKey));
+        assert_eq!(
+            derive_key(&"json:/device,/ts".parse().unwrap(), &e),
+            Err(KeyError::MissingPointer("/ts".into()))
+        );
+        let not_json = event(None, Some(b"nope"), vec![]);
+        assert!(matches!(
+            derive_key(&"json:/a".parse().unwrap(), &not_json),
+            Err(KeyError::NotJson(_))
+        ));
+        let tombstone = event(None, None, vec![]);
+        assert!(matches!(
+            derive_key(&"json:/a".parse().unwrap(), &tombstone),
+            Err(KeyError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn repeated_json_field_counts_last() {
+        let e = event(None, Some(br#"{"a":1,"a":2}"#), vec![]);
+        assert_eq!(derive_key(&"json:/a".parse().unwrap(), &e).unwrap(), b"[2]");
+    }
+
+    #[test]
+    fn fingerprint_tells_tombstone_from_empty() {
+        assert_ne!(fingerprint(None), fingerprint(Some(b"")));
+        assert_eq!(fingerprint(Some(b"x")), fingerprint(Some(b"x")));
+    }
+
+    #[test]
+    fn store_mark_lookup_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let rec = |fp: u8, expires_ms| KeyRecord {
+            fingerprint: [fp; 16],
+            recorded_ms: 1,
+            expires_ms,
+            outcome: Outcome::Processed,
+        };
+        let txn = db.begin_write().unwrap();
+        mark_in(&txn, "p", b"a", &rec(1, 100)).unwrap();
+        mark_in(&txn, "p", b"b", &rec(2, 300)).unwrap();
+        // The first record of a key wins.
+        mark_in(&txn, "p", b"a", &rec(9, 999)).unwrap();
+        mark_in(&txn, "other", b"a", &rec(3, 100)).unwrap();
+        txn.commit().unwrap();
+        let r = db.begin_read().unwrap();
+        assert_eq!(lookup(&r, "p", b"a").unwrap(), Some(rec(1, 100)));
+        assert_eq!(lookup(&r, "other", b"a").unwrap(), Some(rec(3, 100)));
+        assert_eq!(lookup(&r, "p", b"zz").unwrap(), None);
+        drop(r);
+        assert_eq!(purge_expired(&db, 200).unwrap(), 2);
+        let r = db.begin_read().unwrap();
+        assert_eq!(lookup(&r, "p", b"a").unwrap(), None);
+        assert_eq!(lookup(&r, "p", b"b").unwrap(), Some(rec(2, 300)));
+    }
+
+    #[test]
+    fn verdicts() {
+        let k = KeyRecord {
+            fingerprint: [1; 16],
+            recorded_ms: 0,
+            expires_ms: 0,
+            outcome: Outcome::Processed,
+        };
+        assert_eq!(verdict(None, &[1; 16]), Verdict::New);
+        assert_eq!(verdict(Some(&k), &[1; 16]), Verdict::Duplicate);
+        assert_eq!(verdict(Some(&k), &[2; 16]), Verdict::Conflict);
+    }
+
+    proptest! {
+        #[test]
+        fn json_key_ignores_field_order(fields in proptest::collection::btree_map("[a-z]{1,4}", any::<i32>(), 1..6)) {
+            let forward: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let backward: Vec<String> = forward.iter().rev().cloned().collect();
+            let a = format!("{{\"o\":{{{}}}}}", forward.join(","));
+            let b = format!("{{\"o\":{{{}}}}}", backward.join(","));
+            let mode: KeyMode = "json:/o".parse().unwrap();
+            prop_assert_eq!(
+                derive_key(&mode, &event(None, Some(a.as_bytes()), vec![])).unwrap(),
+                derive_key(&mode, &event(None, Some(b.as_bytes()), vec![])).unwrap()
+            );
+        }
+
+        #[test]
+        fn key_record_round_trips(fp in any::<[u8; 16]>(), a in any::<u64>(), b in any::<u64>(), dl in any::<bool>()) {
+            let k = KeyRecord { fingerprint: fp, recorded_ms: a, expires_ms: b, outcome: if dl { Outcome::DeadLettered } else { Outcome::Processed } };
+            prop_assert_eq!(KeyRecord::decode(&k.encode()), Some(k));
+        }
+    }
+}

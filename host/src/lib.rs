@@ -1,0 +1,30 @@
+//! tidewater: a stream processor that runs sandboxed WebAssembly components
+//! on every event of durable streams, with idempotency keys, state and
+//! positions kept in redb.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML config of `tidewater run`.
+//! - [`db`]: the redb file that holds everything durable.
+//! - [`log`]: the embedded durable log (topics, partitions, offsets, retention, positions).
+//! - [`idempotency`]: idempotency keys: derivation, duplicates, conflicts, expiry.
+//! - [`state`]: per-processor key-value state, committed with each batch.
+//! - [`runtime`]: wasmtime, the WIT world's bindings, limits, the compiled-component cache.
+//! - [`pipeline`]: the run loop of one processor: source → dedupe → component → one commit.
+//! - [`stats`]: per-processor counters and status.
+//! - [`ingest`]: turning CSV files into events.
+//! - [`host`]: starting and stopping processors (`tidewater run`).
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod db;
+pub mod host;
+pub mod idempotency;
+pub mod ingest;
+pub mod log;
+pub mod pipeline;
+pub mod runtime;
+pub mod state;
+pub mod stats;
+
+pub use host::{RunOptions, RunSummary, run};

@@ -1,0 +1,819 @@
+//! The embedded durable log: topics of N partitions, append-only, in redb.
+//!
+//! Offsets start at 0 in every partition and grow by one per record; they are
+//! never reused, even after retention removed the records before them. A
+//! record is durable once the transaction that appended it commits
+//! (`Durability::Immediate`, an fsync): a SIGKILL or power loss afterwards
+//! loses nothing, one before it loses the whole transaction and nothing else.
+//!
+//! Records with a key go to partition `murmur2(key) mod partitions`, as Kafka's
+//! default partitioner does, so a key keeps its partition on both. Records
+//! without a key go by a hash of their value, so the choice is deterministic.
+//!
+//! Consumer positions (the next offset a processor reads, per topic and
+//! partition) live beside the records, so a processor commits its position
+//! in the same transaction as its outputs.
+
+use std::sync::Arc;
+
+use redb::{
+    Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use serde_bytes::Bytes;
+
+use crate::db::{StorageError, now_ms};
+
+/// A record header: a name and an opaque value. Order and repeats are kept.
+pub type Header = (String, Vec<u8>);
+
+/// The content of one record, as written by a producer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// Event time, in milliseconds since the Unix epoch (UTC).
+    pub timestamp_ms: i64,
+    /// The key; it chooses the partition.
+    pub key: Option<Vec<u8>>,
+    /// The value; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// The headers, in order.
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// The first header called `name`, if any.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// A record as stored in a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The offset in the partition.
+    pub offset: u64,
+    /// When it was appended, in milliseconds since the Unix epoch (wall clock).
+    pub append_ms: u64,
+    /// What the producer wrote.
+    pub record: Record,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicInfo {
+    /// The topic name.
+    pub name: String,
+    /// Per partition, in order: the first offset still stored, the next offset
+    /// to be written (the end), and the stored size in bytes.
+    pub partitions: Vec<PartitionInfo>,
+    /// Records older than this (by append time, in ms) are removed; `None` keeps them.
+    pub retention_ms: Option<u64>,
+    /// Each partition is trimmed to at most this many bytes; `None` keeps all.
+    pub retention_bytes: Option<u64>,
+}
+
+/// One partition's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionInfo {
+    /// The first offset still stored (the log start offset).
+    pub start: u64,
+    /// The offset the next record will get (the log end offset).
+    pub end: u64,
+    /// Bytes stored in this partition (encoded records).
+    pub bytes: u64,
+}
+
+/// Why a log operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The topic does not exist.
+    #[error("topic {0:?} does not exist")]
+    NoSuchTopic(String),
+    /// The partition does not exist.
+    #[error("topic {topic:?} has {partitions} partitions, there is no partition {partition}")]
+    NoSuchPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many it has.
+        partitions: u32,
+    },
+    /// A topic exists with another partition count.
+    #[error("topic {topic:?} exists with {existing} partitions, not {requested}")]
+    PartitionCount {
+        /// The topic.
+        topic: String,
+        /// Its partition count.
+        existing: u32,
+        /// The count asked for.
+        requested: u32,
+    },
+    /// The topic name is not allowed.
+    #[error(
+        "topic name {0:?} is not valid: use 1 to 249 of the characters a-z A-Z 0-9 . _ - (the Kafka rule)"
+    )]
+    BadTopicName(String),
+    /// A stored record could not be decoded.
+    #[error("record {topic}/{partition}@{offset} is corrupt: {reason}")]
+    Corrupt {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// redb failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+macro_rules! log_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for LogError {
+            fn from(e: $t) -> Self {
+                LogError::Storage(e.into())
+            }
+        }
+    )*};
+}
+log_from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// topic → (partitions, retention in ms, retention in bytes)
+const TOPICS: TableDefinition<&str, (u32, Option<u64>, Option<u64>)> =
+    TableDefinition::new("log.topics");
+/// (topic, partition) → (start offset, end offset, bytes)
+const PARTITIONS: TableDefinition<(&str, u32), (u64, u64, u64)> =
+    TableDefinition::new("log.partitions");
+/// (topic, partition, offset) → encoded record
+const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("log.records");
+/// (consumer, topic, partition) → next offset to read
+const POSITIONS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("log.positions");
+
+const FORMAT_V1: u8 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    append_ms: u64,
+    timestamp_ms: i64,
+    #[serde(borrow)]
+    key: Option<&'a Bytes>,
+    #[serde(borrow)]
+    value: Option<&'a Bytes>,
+    #[serde(borrow)]
+    headers: Vec<(&'a str, &'a Bytes)>,
+}
+
+fn encode(record: &Record, append_ms: u64) -> Vec<u8> {
+    let stored = Stored {
+        append_ms,
+        timestamp_ms: record.timestamp_ms,
+        key: record.key.as_deref().map(Bytes::new),
+        value: record.value.as_deref().map(Bytes::new),
+        headers: record
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), Bytes::new(v)))
+            .collect(),
+    };
+    let mut out = vec![FORMAT_V1];
+    // Serializing into a Vec cannot fail for this type.
+    out.extend(postcard::to_allocvec(&stored).unwrap_or_default());
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<(u64, Record), String> {
+    let Some((&FORMAT_V1, rest)) = bytes.split_first() else {
+        return Err(format!("unknown format byte {:?}", bytes.first()));
+    };
+    let s: Stored<'_> = postcard::from_bytes(rest).map_err(|e| e.to_string())?;
+    Ok((
+        s.append_ms,
+        Record {
+            timestamp_ms: s.timestamp_ms,
+            key: s.key.map(|k| k.to_vec()),
+            value: s.value.map(|v| v.to_vec()),
+            headers: s
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_owned(), v.to_vec()))
+                .collect(),
+        },
+    ))
+}
+
+/// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition of `record` in a topic of `partitions` partitions.
+pub fn partition_for(record: &Record, partitions: u32) -> u32 {
+    let basis = record
+        .key
+        .as_deref()
+        .or(record.value.as_deref())
+        .unwrap_or(&[]);
+    ((murmur2(basis) & 0x7fff_ffff) as u32) % partitions.max(1)
+}
+
+/// Checks a topic name against Kafka's rule.
+///
+/// # Errors
+///
+/// [`LogError::BadTopicName`] naming it.
+pub fn check_topic_name(name: &str) -> Result<(), LogError> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::BadTopicName(name.to_owned()))
+    }
+}
+
+/// Creates `topic` with `partitions` partitions inside `txn` if it does not
+/// exist; returns its partition count.
+///
+/// # Errors
+///
+/// [`LogError::PartitionCount`] when it exists with another count (unless
+/// `partitions` is `None`), [`LogError::BadTopicName`], storage errors.
+pub fn ensure_topic_in(
+    txn: &WriteTransaction,
+    topic: &str,
+    partitions: Option<u32>,
+    default_partitions: u32,
+) -> Result<u32, LogError> {
+    let mut topics = txn.open_table(TOPICS)?;
+    if let Some(existing) = topics.get(topic)? {
+        let existing = existing.value().0;
+        return match partitions {
+            Some(requested) if requested != existing => Err(LogError::PartitionCount {
+                topic: topic.to_owned(),
+                existing,
+                requested,
+            }),
+            _ => Ok(existing),
+        };
+    }
+    check_topic_name(topic)?;
+    let n = partitions.unwrap_or(default_partitions).max(1);
+    topics.insert(topic, (n, None, None))?;
+    let mut parts = txn.open_table(PARTITIONS)?;
+    for p in 0..n {
+        parts.insert((topic, p), (0, 0, 0))?;
+    }
+    Ok(n)
+}
+
+/// Appends `record` to `topic` inside `txn`, creating the topic with
+/// `default_partitions` partitions if needed. `partition` overrides the
+/// partitioner. Returns the partition and offset it got.
+///
+/// # Errors
+///
+/// [`LogError::NoSuchPartition`], [`LogError::BadTopicName`], storage errors.
+pub fn append_in(
+    txn: &WriteTransaction,
+    topic: &str,
+    partition: Option<u32>,
+    record: &Record,
+    default_partitions: u32,
+) -> Result<(u32, u64), LogError> {
+    let partitions = ensure_topic_in(txn, topic, None, default_partitions)?;
+    let p = match partition {
+        Some(p) if p >= partitions => {
+            return Err(LogError::NoSuchPartition {
+                topic: topic.to_owned(),
+                partition: p,
+                partitions,
+            });
+        }
+        Some(p) => p,
+        None => partition_for(record, partitions),
+    };
+    let bytes = encode(record, now_ms());
+    let mut parts = txn.open_table(PARTITIONS)?;
+    let (start, end, size) = parts.get((topic, p))?.map_or((0, 0, 0), |g| g.value());
+    txn.open_table(RECORDS)?
+        .insert((topic, p, end), bytes.as_slice())?;
+    parts.insert((topic, p), (start, end + 1, size + bytes.len() as u64))?;
+    Ok((p, end))
+}
+
+/// The next offset `consumer` reads from `topic`/`partition`, inside `txn`;
+/// `None` if it never committed one.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn position_in(
+    txn: &WriteTransaction,
+    consumer: &str,
+    topic: &str,
+    partition: u32,
+) -> Result<Option<u64>, LogError> {
+    Ok(txn
+        .open_table(POSITIONS)?
+        .get((consumer, topic, partition))?
+        .map(|g| g.value()))
+}
+
+/// Sets the next offset `consumer` reads from `topic`/`partition`, inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn set_position_in(
+    txn: &WriteTransaction,
+    consumer: &str,
+    topic: &str,
+    partition: u32,
+    next_offset: u64,
+) -> Result<(), LogError> {
+    txn.open_table(POSITIONS)?
+        .insert((consumer, topic, partition), next_offset)?;
+    Ok(())
+}
+
+/// A consumer's position on one partition, with the partition's bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Position {
+    /// The consumer (a processor name).
+    pub consumer: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset the consumer reads.
+    pub next_offset: u64,
+    /// The partition's end offset; `end - next_offset` is the lag.
+    pub end: u64,
+}
+
+/// The embedded log: a handle on the database that reads and appends
+/// records in transactions of its own.
+#[derive(Clone)]
+pub struct Log {
+    db: Arc<Database>,
+    default_partitions: u32,
+}
+
+impl Log {
+    /// A log in `db`; topics created implicitly get `default_partitions` partitions.
+    pub fn new(db: Arc<Database>, default_partitions: u32) -> Self {
+        Log {
+            db,
+            default_partitions: default_partitions.max(1),
+        }
+    }
+
+    /// The database the log lives in.
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// How many partitions an implicitly created topic gets.
+    pub fn default_partitions(&self) -> u32 {
+        self.default_partitions
+    }
+
+    /// Creates `topic` with `partitions` partitions, or checks that it has them.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::PartitionCount`] when it exists with another count;
+    /// [`LogError::BadTopicName`]; storage errors.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<u32, LogError> {
+        let txn = self.db.begin_write()?;
+        let n = ensure_topic_in(&txn, topic, Some(partitions), self.default_partitions)?;
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// Sets a topic's retention: by age (append time, ms) and by size per
+    /// partition (bytes). `None` removes that limit.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::NoSuchTopic`]; storage errors.
+    pub fn set_retention(
+        &self,
+        topic: &str,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<(), LogError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut topics = txn.open_table(TOPICS)?;
+            let n = topics
+                .get(topic)?
+                .map(|g| g.value().0)
+                .ok_or_else(|| LogError::NoSuchTopic(topic.to_owned()))?;
+            topics.insert(topic, (n, retention_ms, retention_bytes))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Appends `records` to `topic` in one durable transaction, creating the
+    /// topic if needed. Returns each record's partition and offset, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`append_in`]; on error nothing was appended.
+    pub fn append(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Vec<(u32, u64)>, LogError> {
+        let txn = self.db.begin_write()?;
+        let placed = records
+            .into_iter()
+            .map(|r| append_in(&txn, topic, None, &r, self.default_partitions))
+            .collect::<Result<Vec<_>, _>>()?;
+        txn.commit()?;
+        Ok(placed)
+    }
+
+    /// The topic's partition count, or `None` if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn partitions(&self, topic: &str) -> Result<Option<u32>, LogError> {
+        let txn = self.db.begin_read()?;
+        let topics = match txn.open_table(TOPICS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(topics.get(topic)?.map(|g| g.value().0))
+    }
+
+    /// Every topic, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn topics(&self) -> Result<Vec<TopicInfo>, LogError> {
+        let txn = self.db.begin_read()?;
+        let (topics, parts) = match (txn.open_table(TOPICS), txn.open_table(PARTITIONS)) {
+            (Ok(t), Ok(p)) => (t, p),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in topics.iter()? {
+            let (name, meta) = entry?;
+            let (n, retention_ms, retention_bytes) = meta.value();
+            let name = name.value().to_owned();
+            let mut partitions = Vec::with_capacity(n as usize);
+            for p in 0..n {
+                let (start, end, bytes) = parts
+                    .get((name.as_str(), p))?
+                    .map_or((0, 0, 0), |g| g.value());
+                partitions.push(PartitionInfo { start, end, bytes });
+            }
+            out.push(TopicInfo {
+                name,
+                partitions,
+                retention_ms,
+                retention_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `max_records` records of `topic`/`partition` from `from_offset`
+    /// on, stopping early once `max_bytes` of encoded records were read (at
+    /// least one record is returned if any is available). An offset below
+    /// the log start reads from the start.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::NoSuchTopic`], [`LogError::NoSuchPartition`],
+    /// [`LogError::Corrupt`], storage errors.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let txn = self.db.begin_read()?;
+        let n = match txn.open_table(TOPICS) {
+            Ok(t) => t.get(topic)?.map(|g| g.value().0),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+        .ok_or_else(|| LogError::NoSuchTopic(topic.to_owned()))?;
+        if partition >= n {
+            return Err(LogError::NoSuchPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: n,
+            });
+        }
+        let records = txn.open_table(RECORDS)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for entry in records.range((topic, partition, from_offset)..(topic, partition, u64::MAX))? {
+            if out.len() >= max_records || (bytes >= max_bytes && !out.is_empty()) {
+                break;
+            }
+            let (k, v) = entry?;
+            let offset = k.value().2;
+            let raw = v.value();
+            bytes += raw.len();
+            let (append_ms, record) = decode(raw).map_err(|reason| LogError::Corrupt {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                reason,
+            })?;
+            out.push(LogRecord {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                append_ms,
+                record,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The next offset `consumer` reads from `topic`/`partition`; `None` if it
+    /// never committed one.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn position(
+        &self,
+        consumer: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, LogError> {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(POSITIONS) {
+            Ok(t) => Ok(t.get((consumer, topic, partition))?.map(|g| g.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every committed consumer position, with the partition end offsets.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn positions(&self) -> Result<Vec<Position>, LogError> {
+        let txn = self.db.begin_read()?;
+        let (positions, parts) = match (txn.open_table(POSITIONS), txn.open_table(PARTITIONS)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in positions.iter()? {
+            let (k, v) = entry?;
+            let (consumer, topic, partition) = k.value();
+            let end = parts.get((topic, partition))?.map_or(0, |g| g.value().1);
+            out.push(Position {
+                consumer: consumer.to_owned(),
+                topic: topic.to_owned(),
+                partition,
+                next_offset: v.value(),
+                end,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes the records that fall outside their topic's retention: older
+    /// than `retention_ms` by append time (measured against `now_ms`), or
+    /// beyond `retention_bytes` per partition, oldest first. The end offsets
+    /// do not change. Returns how many records were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Corrupt`], storage errors.
+    pub fn enforce_retention(&self, now_ms: u64) -> Result<u64, LogError> {
+        let txn = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let topics: Vec<(String, u32, Option<u64>, Option<u64>)> =
+                match txn.open_table(TOPICS) {
+                    Ok(t) => t
+                        .iter()?
+                        .map(|e| {
+                            e.map(|(k, v)| {
+                                let (n, ms, bytes) = v.value();
+                                (k.value().to_owned(), n, ms, bytes)
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                    Err(e) => return Err(e.into()),
+                };
+            let mut parts = txn.open_table(PARTITIONS)?;
+            let mut records = txn.open_table(RECORDS)?;
+            for (topic, n, retention_ms, retention_bytes) in topics {
+                if retention_ms.is_none() && retention_bytes.is_none() {
+                    continue;
+                }
+                let cutoff = retention_ms.map(|ms| now_ms.saturating_sub(ms));
+                for p in 0..n {
+                    let (mut start, end, mut size) =
+                        parts.get((topic.as_str(), p))?.map_or((0, 0, 0), |g| g.value());
+                    while start < end {
+                        let Some(raw) = records.get((topic.as_str(), p, start))?.map(|g| {
+                            let raw = g.value();
+                            (raw.len() as u64, decode(raw).map(|(ms, _)| ms))
+                        }) else {
+                            start += 1;
+                            continue;
+                        };
+                        let (len, append_ms) = raw;
+                        let append_ms = append_ms.map_err(|reason| LogError::Corrupt {
+                            topic: topic.clone(),
+                            partition: p,
+                            offset: start,
+                            reason,
+                        })?;
+                        let too_old = cutoff.is_some_and(|c| append_ms < c);
+                        let too_big = retention_bytes.is_some_and(|b| size > b);
+                        if !too_old && !too_big {
+                            break;
+                        }
+                        records.remove((topic.as_str(), p, start))?;
+                        size -= len;
+                        start += 1;
+                        removed += 1;
+                    }
+                    parts.insert((topic.as_str(), p), (start, end, size))?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Vectors from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn encoding_keeps_every_byte() {
+        let r = Record {
+            timestamp_ms: -5,
+            key: Some(vec![]),
+            value: None,
+            headers: vec![
+                ("h".into(), vec![0xff, 0x00]),
+                ("h".into(), vec![]),
+                ("ü".into(), b"x".to_vec()),
+            ],
+        };
+        assert_eq!(decode(&encode(&r, 42)).unwrap(), (42, r));
+    }
+
+    fn temp_log() -> (tempfile::TempDir, Log) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        (dir, Log::new(db, 1))
+    }
+
+    #[test]
+    fn append_read_and_offsets() {
+        let (_dir, log) = temp_log();
+        log.create_topic("t", 3).unwrap();
+        let recs: Vec<Record> = (0..10)
+            .map(|i| Record {
+                timestamp_ms: i,
+                key: Some(format!("k{}", i % 4).into_bytes()),
+                value: Some(vec![i as u8]),
+                headers: vec![],
+            })
+            .collect();
+        let placed = log.append("t", recs.clone()).unwrap();
+        // The same key always lands in the same partition.
+        for (i, &(p, _)) in placed.iter().enumerate() {
+            assert_eq!(p, partition_for(&recs[i], 3));
+        }
+        let mut total = 0;
+        for p in 0..3 {
+            let got = log.read("t", p, 0, 100, usize::MAX).unwrap();
+            for (i, r) in got.iter().enumerate() {
+                assert_eq!(r.offset, i as u64);
+            }
+            total += got.len();
+        }
+        assert_eq!(total, 10);
+        assert!(matches!(
+            log.read("t", 3, 0, 1, 1),
+            Err(LogError::NoSuchPartition { partition: 3, .. })
+        ));
+        assert!(matches!(log.read("nope", 0, 0, 1, 1), Err(LogError::NoSuchTopic(_))));
+        assert!(matches!(
+            log.create_topic("t", 2),
+            Err(LogError::PartitionCount { existing: 3, requested: 2, .. })
+        ));
+        assert!(matches!(log.create_topic("a/b", 1), Err(LogError::BadTopicName(_))));
+    }
+
+    #[test]
+    fn retention_by_size_keeps_offsets() {
+        let (_dir, log) = temp_log();
+        log.create_topic("t", 1).unwrap();
+        let rec = |i: u8| Record {
+            value: Some(vec![i; 100]),
+            ..Record::default()
+        };
+        log.append("t", (0..10).map(rec)).unwrap();
+        let one = log.topics().unwrap()[0].partitions[0].bytes / 10;
+        log.set_retention("t", None, Some(one * 3)).unwrap();
+        assert_eq!(log.enforce_retention(now_ms()).unwrap(), 7);
+        let info = log.topics().unwrap()[0].partitions[0];
+        assert_eq!((info.start, info.end, info.bytes), (7, 10, one * 3));
+        let got = log.read("t", 0, 0, 100, usize::MAX).unwrap();
+        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [7, 8, 9]);
+        // New records continue the offsets.
+        assert_eq!(log.append("t", [rec(10)]).unwrap(), [(0, 10)]);
+    }
+
+    #[test]
+    fn retention_by_age() {
+        let (_dir, log) = temp_log();
+        log.append("t", [Record::default(), Record::default()]).unwrap();
+        log.set_retention("t", Some(60_000), None).unwrap();
+        assert_eq!(log.enforce_retention(now_ms()).unwrap(), 0);
+        assert_eq!(log.enforce_retention(now_ms() + 61_000).unwrap(), 2);
+        assert_eq!(log.topics().unwrap()[0].partitions[0].start, 2);
+    }
+}

@@ -1,0 +1,502 @@
+//! The WebAssembly runtime: wasmtime with the component model, the
+//! `tidewater:processor@0.1.0` world, limits, and a cache of compiled
+//! components.
+//!
+//! - One [`Engine`] per host, with epoch interruption: a background thread
+//!   advances the epoch every [`EPOCH_TICK`], and each call gets a deadline
+//!   of `call_deadline / EPOCH_TICK` ticks.
+//! - Each instance has its own store with a memory cap (bytes of linear
+//!   memory and tables over all its instances).
+//! - WASI 0.2 is linked with nothing granted: no preopened directories, no
+//!   environment, no arguments, empty stdin, stdout and stderr discarded,
+//!   sockets denied. Components from Python and JavaScript need WASI to start.
+//! - Compiled components are cached on disk, named by the SHA-256 of the
+//!   component and a hash of the engine's settings, so a restart or a second
+//!   processor using the same `.wasm` does not compile again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::state::StateOverlay;
+
+/// The one place the WIT world's bindings are generated.
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "processor",
+        path: "../wit",
+        imports: { default: trappable },
+    });
+}
+
+pub use bindings::tidewater::processor::log::Level;
+pub use bindings::tidewater::processor::types::{Event, Output, ProcessError};
+
+/// What a processor returns for one event: its outputs, or why not.
+pub type EventResult = Result<Vec<Output>, ProcessError>;
+
+/// How often the epoch advances; deadlines are whole multiples of it.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits that apply to each instance of a processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest a call of `init` or `process` may run before it is interrupted.
+    pub call_deadline: Duration,
+    /// Most linear memory an instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Most log lines per second a processor may write; the rest are dropped and counted.
+    pub log_lines_per_s: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_deadline: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+            log_lines_per_s: 100,
+        }
+    }
+}
+
+/// Why a component could not be loaded or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read component {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a component wasmtime accepts.
+    #[error("{path} is not a valid WebAssembly component: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// wasmtime's explanation.
+        reason: String,
+    },
+    /// The component does not fit the world: a missing export or an import
+    /// the host does not provide.
+    #[error("{path} does not fit the world tidewater:processor/processor@0.1.0: {reason}")]
+    World {
+        /// The file.
+        path: PathBuf,
+        /// wasmtime's explanation, naming the export or import.
+        reason: String,
+    },
+    /// The engine could not be set up.
+    #[error("wasmtime engine: {0}")]
+    Engine(String),
+}
+
+/// Why a call into a component failed as a whole (not one event's error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The component trapped (a panic, `unreachable`, an out-of-bounds access...).
+    #[error("component trapped: {0}")]
+    Trap(String),
+    /// The call ran past its deadline and was interrupted.
+    #[error("call exceeded its deadline of {deadline_ms} ms")]
+    Timeout {
+        /// The deadline, in ms.
+        deadline_ms: u64,
+    },
+    /// The instance tried to grow its memory past the cap.
+    #[error("instance exceeded its memory limit of {limit_bytes} bytes")]
+    MemoryLimit {
+        /// The cap, in bytes.
+        limit_bytes: usize,
+    },
+    /// `init` refused the config.
+    #[error("init refused the config: {0}")]
+    InitRefused(String),
+    /// The component broke the contract (e.g. returned the wrong number of results).
+    #[error("component broke the contract: {0}")]
+    Contract(String),
+}
+
+impl CallError {
+    /// A stable, lowercase code for logs, metrics and dead-letter headers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::Trap(_) => "trap",
+            CallError::Timeout { .. } => "timeout",
+            CallError::MemoryLimit { .. } => "memory-limit",
+            CallError::InitRefused(_) => "init-refused",
+            CallError::Contract(_) => "contract",
+        }
+    }
+}
+
+/// The store data of one instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    processor: Arc<str>,
+    log_window: (Instant, u32),
+    log_limit: u32,
+    /// Log lines dropped by the rate limit.
+    pub log_dropped: u64,
+    /// The state view of the batch in progress.
+    pub state: StateOverlay,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+struct MemoryLimiter {
+    limit: usize,
+    hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit: the instance asked for {desired} bytes, the limit is {} bytes",
+                self.limit
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+impl bindings::tidewater::processor::state::Host for HostState {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.state
+            .get(&key)
+            .map_err(|e| wasmtime::Error::msg(format!("state read failed: {e}")))
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.state.put(key, Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.state.put(key, None);
+        Ok(())
+    }
+}
+
+impl bindings::tidewater::processor::log::Host for HostState {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let now = Instant::now();
+        if now.duration_since(self.log_window.0) >= Duration::from_secs(1) {
+            self.log_window = (now, 0);
+        }
+        if self.log_window.1 >= self.log_limit {
+            self.log_dropped += 1;
+            return Ok(());
+        }
+        self.log_window.1 += 1;
+        let p = &*self.processor;
+        match level {
+            Level::Trace => tracing::trace!(processor = p, "{message}"),
+            Level::Debug => tracing::debug!(processor = p, "{message}"),
+            Level::Info => tracing::info!(processor = p, "{message}"),
+            Level::Warn => tracing::warn!(processor = p, "{message}"),
+            Level::Error => tracing::error!(processor = p, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl bindings::tidewater::processor::types::Host for HostState {}
+
+/// The engine, the linker and the compiled-component cache. Cheap to share
+/// behind an `Arc`; dropping the last handle stops the epoch thread.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled component, ready to instantiate.
+pub struct LoadedComponent {
+    /// SHA-256 of the `.wasm` file, hex: the version's identity.
+    pub sha256: String,
+    /// How long loading took (compile, or read from the cache).
+    pub load_time: Duration,
+    /// Whether it came from the compiled-component cache.
+    pub cached: bool,
+    pre: bindings::ProcessorPre<HostState>,
+}
+
+impl Runtime {
+    /// A runtime whose compiled components are cached in `cache_dir` (none: no cache).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Engine`] when wasmtime cannot be configured.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        bindings::Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker, flag) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("tidewater-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir,
+            stop,
+        })
+    }
+
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let dir = self.cache_dir.as_ref()?;
+        Some(dir.join(format!("{sha256}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// Loads the component at `path`: from the compiled cache when present,
+    /// else compiles it (and fills the cache), then checks it against the world.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Read`], [`LoadError::Invalid`] (not a component),
+    /// [`LoadError::World`] (a missing export or an unknown import).
+    pub fn load(&self, path: &Path) -> Result<LoadedComponent, LoadError> {
+        let start = Instant::now();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let cache = self.cache_path(&sha256);
+        // SAFETY: the cache directory holds only artefacts this host wrote
+        // with `precompile_component` for an engine of the same settings.
+        let cached = cache
+            .as_ref()
+            .filter(|c| c.exists())
+            .and_then(|c| unsafe { Component::deserialize_file(&self.engine, c) }.ok());
+        let was_cached = cached.is_some();
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let compiled = self.engine.precompile_component(&bytes).map_err(invalid)?;
+                if let Some(c) = &cache {
+                    store_atomically(c, &compiled);
+                }
+                // SAFETY: `compiled` was produced just above by this engine.
+                unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(invalid)?
+            }
+        };
+        let world = |e: wasmtime::Error| LoadError::World {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(world)?;
+        let pre = bindings::ProcessorPre::new(pre).map_err(world)?;
+        Ok(LoadedComponent {
+            sha256,
+            load_time: start.elapsed(),
+            cached: was_cached,
+            pre,
+        })
+    }
+
+    /// A new instance of `component` for `processor`, with `limits`, after
+    /// calling its `init` with `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::InitRefused`] when `init` returns an error; a trap,
+    /// timeout or memory breach during instantiation or `init`.
+    pub fn instantiate(
+        &self,
+        component: &LoadedComponent,
+        processor: Arc<str>,
+        limits: Limits,
+        config: &[(String, String)],
+    ) -> Result<Instance, CallError> {
+        let state = HostState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: limits.memory_bytes,
+                hit: false,
+            },
+            processor,
+            log_window: (Instant::now(), 0),
+            log_limit: limits.log_lines_per_s,
+            log_dropped: 0,
+            state: StateOverlay::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let mut instance = Instance {
+            deadline_ticks: deadline_ticks(limits.call_deadline),
+            limits,
+            bindings: None,
+            store,
+        };
+        instance.arm();
+        let bindings = component
+            .pre
+            .instantiate(&mut instance.store)
+            .map_err(|e| instance.classify(e))?;
+        instance.arm();
+        match bindings.call_init(&mut instance.store, config) {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => return Err(CallError::InitRefused(refusal)),
+            Err(e) => return Err(instance.classify(e)),
+        }
+        instance.bindings = Some(bindings);
+        Ok(instance)
+    }
+}
+
+fn deadline_ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+fn store_atomically(path: &Path, bytes: &[u8]) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled component");
+    }
+}
+
+/// One live instance of a component. After a [`CallError`] it must not be
+/// called again: drop it and instantiate a fresh one.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: Option<bindings::Processor>,
+    limits: Limits,
+    deadline_ticks: u64,
+}
+
+impl Instance {
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    fn classify(&mut self, e: wasmtime::Error) -> CallError {
+        if self.store.data().limiter.hit {
+            return CallError::MemoryLimit {
+                limit_bytes: self.limits.memory_bytes,
+            };
+        }
+        if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            return CallError::Timeout {
+                deadline_ms: self.limits.call_deadline.as_millis() as u64,
+            };
+        }
+        CallError::Trap(format!("{e:#}"))
+    }
+
+    /// Calls `process` on `events` with `state` as the state view; returns
+    /// one result per event and gives the state view back (its current-call
+    /// writes are kept on success, dropped on error).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`] when the call as a whole failed; the instance is then spent.
+    pub fn process(
+        &mut self,
+        events: &[Event],
+        state: &mut StateOverlay,
+    ) -> Result<Vec<EventResult>, CallError> {
+        let Some(bindings) = self.bindings.take() else {
+            return Err(CallError::Contract(
+                "the instance is spent after an earlier error".into(),
+            ));
+        };
+        std::mem::swap(&mut self.store.data_mut().state, state);
+        self.arm();
+        let result = bindings.call_process(&mut self.store, events);
+        std::mem::swap(&mut self.store.data_mut().state, state);
+        let results = match result {
+            Ok(r) => r,
+            Err(e) => {
+                state.drop_call();
+                return Err(self.classify(e));
+            }
+        };
+        if results.len() != events.len() {
+            state.drop_call();
+            return Err(CallError::Contract(format!(
+                "process returned {} results for a batch of {} events (the WIT world requires one per event)",
+                results.len(),
+                events.len()
+            )));
+        }
+        state.keep_call();
+        self.bindings = Some(bindings);
+        Ok(results)
+    }
+
+    /// Log lines dropped by the rate limit so far.
+    pub fn log_dropped(&self) -> u64 {
+        self.store.data().log_dropped
+    }
+}

@@ -1,0 +1,180 @@
+//! Per-processor counters and status, kept in redb.
+//!
+//! Counters are added in the same transaction that commits a batch, so they
+//! are exact across crashes: a batch that did not commit counted nothing.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::Serialize;
+
+use crate::db::StorageError;
+use crate::log::{Log, LogError};
+
+/// (processor, counter) → value
+const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("stats.counters");
+/// processor → status text
+const STATUS: TableDefinition<&str, &str> = TableDefinition::new("stats.status");
+
+/// What a processor did, counted in events or records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Events read from the inputs.
+    pub events_in: u64,
+    /// Events skipped: their idempotency key was seen with the same payload.
+    pub duplicates: u64,
+    /// Events dead-lettered: their key was seen with a different payload.
+    pub conflicts: u64,
+    /// Records published to output topics.
+    pub outputs: u64,
+    /// Events sent to the dead-letter topic, for any reason.
+    pub dead_lettered: u64,
+    /// Events the component failed on (invalid, trap, timeout, memory, retries exhausted).
+    pub errors: u64,
+    /// Events processed without an idempotency key (`unkeyed = "process"`).
+    pub unkeyed: u64,
+}
+
+impl Counters {
+    const NAMES: [&'static str; 7] = [
+        "events_in",
+        "duplicates",
+        "conflicts",
+        "outputs",
+        "dead_lettered",
+        "errors",
+        "unkeyed",
+    ];
+
+    fn values(&self) -> [u64; 7] {
+        [
+            self.events_in,
+            self.duplicates,
+            self.conflicts,
+            self.outputs,
+            self.dead_lettered,
+            self.errors,
+            self.unkeyed,
+        ]
+    }
+
+    fn set(&mut self, name: &str, v: u64) {
+        match name {
+            "events_in" => self.events_in = v,
+            "duplicates" => self.duplicates = v,
+            "conflicts" => self.conflicts = v,
+            "outputs" => self.outputs = v,
+            "dead_lettered" => self.dead_lettered = v,
+            "errors" => self.errors = v,
+            "unkeyed" => self.unkeyed = v,
+            _ => {}
+        }
+    }
+
+    /// Adds `other` to these counters.
+    pub fn add(&mut self, other: &Counters) {
+        let (names, values) = (Self::NAMES, other.values());
+        let mine = self.values();
+        for i in 0..names.len() {
+            self.set(names[i], mine[i] + values[i]);
+        }
+    }
+
+    /// These counters minus `earlier` (saturating at 0).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        let mut out = Counters::default();
+        let (a, b) = (self.values(), earlier.values());
+        for (i, name) in Self::NAMES.iter().enumerate() {
+            out.set(name, a[i].saturating_sub(b[i]));
+        }
+        out
+    }
+}
+
+/// Adds `delta` to `processor`'s counters inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn add_in(txn: &WriteTransaction, processor: &str, delta: &Counters) -> Result<(), StorageError> {
+    let mut t = txn.open_table(COUNTERS)?;
+    for (name, v) in Counters::NAMES.iter().zip(delta.values()) {
+        if v == 0 {
+            continue;
+        }
+        let old = t.get((processor, *name))?.map_or(0, |g| g.value());
+        t.insert((processor, *name), old + v)?;
+    }
+    Ok(())
+}
+
+/// Records `processor`'s status (`running`, `stopped`, `failed: ...`) in its
+/// own durable transaction.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn set_status(db: &redb::Database, processor: &str, status: &str) -> Result<(), StorageError> {
+    let txn = db.begin_write()?;
+    txn.open_table(STATUS)?.insert(processor, status)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// What `tidewater stats` shows for one processor.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessorStats {
+    /// `running`, `stopped`, `failed: <reason>`, or `unknown`.
+    pub status: String,
+    /// The counters since the data dir was created.
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Records in the inputs not yet read (sum over partitions of end − position).
+    pub lag: u64,
+}
+
+/// Every processor's counters, status and lag, by name.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn read_all(log: &Log) -> Result<BTreeMap<String, ProcessorStats>, LogError> {
+    let txn = log.db().begin_read().map_err(StorageError::from)?;
+    let mut out: BTreeMap<String, ProcessorStats> = BTreeMap::new();
+    match txn.open_table(COUNTERS) {
+        Ok(t) => {
+            for e in t.iter().map_err(StorageError::from)? {
+                let (k, v) = e.map_err(StorageError::from)?;
+                let (p, name) = k.value();
+                out.entry(p.to_owned())
+                    .or_default()
+                    .counters
+                    .set(name, v.value());
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(StorageError::from(e).into()),
+    }
+    match txn.open_table(STATUS) {
+        Ok(t) => {
+            for e in t.iter().map_err(StorageError::from)? {
+                let (k, v) = e.map_err(StorageError::from)?;
+                out.entry(k.value().to_owned()).or_default().status = v.value().to_owned();
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(StorageError::from(e).into()),
+    }
+    drop(txn);
+    for pos in log.positions()? {
+        if let Some(s) = out.get_mut(&pos.consumer) {
+            s.lag += pos.end.saturating_sub(pos.next_offset);
+        }
+    }
+    for s in out.values_mut() {
+        if s.status.is_empty() {
+            s.status = "unknown".into();
+        }
+    }
+    Ok(out)
+}
