@@ -23,7 +23,12 @@ use tidewater::log::{Log, Record};
 #[command(name = "tidewater", version, max_term_width = 100)]
 pub struct Cli {
     /// Where the database and the compiled-component cache live.
-    #[arg(long, global = true, env = "TIDEWATER_DATA_DIR", default_value = ".tidewater")]
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEWATER_DATA_DIR",
+        default_value = ".tidewater"
+    )]
     pub data_dir: PathBuf,
 
     #[command(subcommand)]
@@ -164,31 +169,56 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
         Format::Table => {
             println!(
                 "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9}  status",
-                "processor", "events read", "duplicates", "conflicts", "outputs", "dead-lettered", "errors", "events/s"
+                "processor",
+                "events read",
+                "duplicates",
+                "conflicts",
+                "outputs",
+                "dead-lettered",
+                "errors",
+                "events/s"
             );
             for p in &summary.processors {
                 let c = &p.counters;
                 println!(
                     "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9.0}  {}",
-                    p.name, c.events_in, c.duplicates, c.conflicts, c.outputs, c.dead_lettered, c.errors,
-                    p.events_per_s(), p.status
+                    p.name,
+                    c.events_in,
+                    c.duplicates,
+                    c.conflicts,
+                    c.outputs,
+                    c.dead_lettered,
+                    c.errors,
+                    p.events_per_s(),
+                    p.status
                 );
             }
             println!("elapsed: {:.1} s", summary.elapsed_ms as f64 / 1000.0);
         }
     }
-    let failed = summary.processors.iter().any(|p| p.status.starts_with("failed"));
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    let failed = summary
+        .processors
+        .iter()
+        .any(|p| p.status.starts_with("failed"));
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=100.0).contains(&a.redeliver_percent) {
-        bail!("--redeliver-percent is {}, it must be between 0 and 100", a.redeliver_percent);
+        bail!(
+            "--redeliver-percent is {}, it must be between 0 and 100",
+            a.redeliver_percent
+        );
     }
     if a.chunk == 0 {
         bail!("--chunk must be at least 1");
     }
-    let file = std::fs::File::open(&a.csv).with_context(|| format!("cannot open {}", a.csv.display()))?;
+    let file =
+        std::fs::File::open(&a.csv).with_context(|| format!("cannot open {}", a.csv.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let log = open_log(data_dir)?;
     tidewater::log::check_topic_name(&a.topic)?;
@@ -217,14 +247,19 @@ fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<ExitCod
         match row {
             Ok(record) => {
                 good += 1;
-                if a.redeliver_percent > 0.0 && ingest::chosen_for_redelivery(&a.device, good, a.redeliver_percent) {
+                if a.redeliver_percent > 0.0
+                    && ingest::chosen_for_redelivery(&a.device, good, a.redeliver_percent)
+                {
                     again.push(record.clone());
                 }
                 chunk.push(record);
-                if chunk.len() >= a.chunk
-                    && let Err(e) = log.append(&a.topic, chunk.drain(..))
-                {
-                    append_error = Some(e);
+                if chunk.len() >= a.chunk {
+                    match log.append(&a.topic, chunk.drain(..)) {
+                        Ok(placed) => {
+                            tracing::debug!(topic = %a.topic, records = placed.len(), "chunk committed")
+                        }
+                        Err(e) => append_error = Some(e),
+                    }
                 }
             }
             Err(bad) => {
@@ -281,7 +316,9 @@ fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<ExitCod
 fn bytes_json(b: &[u8]) -> serde_json::Value {
     match std::str::from_utf8(b) {
         Ok(s) => serde_json::Value::from(s),
-        Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+        Err(_) => {
+            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
     }
 }
 
@@ -300,10 +337,16 @@ struct JsonRecord<'a> {
 fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let log = open_log(data_dir)?;
     let Some(n) = log.partitions(&a.topic)? else {
-        bail!("topic {:?} does not exist (see `tidewater topics`)", a.topic);
+        bail!(
+            "topic {:?} does not exist (see `tidewater topics`)",
+            a.topic
+        );
     };
     let partitions: Vec<u32> = match a.partition {
-        Some(p) if p >= n => bail!("topic {:?} has {n} partitions, there is no partition {p}", a.topic),
+        Some(p) if p >= n => bail!(
+            "topic {:?} has {n} partitions, there is no partition {p}",
+            a.topic
+        ),
         Some(p) => vec![p],
         None => (0..n).collect(),
     };
@@ -358,13 +401,28 @@ fn stats(data_dir: &std::path::Path, format: Format) -> anyhow::Result<ExitCode>
         Format::Table => {
             println!(
                 "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>7}  status",
-                "processor", "events read", "duplicates", "conflicts", "outputs", "dead-lettered", "errors", "lag"
+                "processor",
+                "events read",
+                "duplicates",
+                "conflicts",
+                "outputs",
+                "dead-lettered",
+                "errors",
+                "lag"
             );
             for (name, s) in &all {
                 let c = &s.counters;
                 println!(
                     "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>7}  {}",
-                    name, c.events_in, c.duplicates, c.conflicts, c.outputs, c.dead_lettered, c.errors, s.lag, s.status
+                    name,
+                    c.events_in,
+                    c.duplicates,
+                    c.conflicts,
+                    c.outputs,
+                    c.dead_lettered,
+                    c.errors,
+                    s.lag,
+                    s.status
                 );
             }
         }
@@ -378,10 +436,16 @@ fn topics(data_dir: &std::path::Path, a: FormatArgs) -> anyhow::Result<ExitCode>
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&topics)?),
         Format::Table => {
-            println!("{:<28} {:>9} {:>10} {:>12}", "topic", "partition", "start", "end");
+            println!(
+                "{:<28} {:>9} {:>10} {:>12}",
+                "topic", "partition", "start", "end"
+            );
             for t in &topics {
                 for (p, info) in t.partitions.iter().enumerate() {
-                    println!("{:<28} {:>9} {:>10} {:>12}", t.name, p, info.start, info.end);
+                    println!(
+                        "{:<28} {:>9} {:>10} {:>12}",
+                        t.name, p, info.start, info.end
+                    );
                 }
             }
         }

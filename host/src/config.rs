@@ -349,7 +349,9 @@ impl Config {
             }
             p.key_mode().map_err(ctx)?;
             if p.batch.max_records == 0 || p.batch.max_bytes == 0 {
-                return Err(ctx("batch.max_records and batch.max_bytes must be at least 1".into()));
+                return Err(ctx(
+                    "batch.max_records and batch.max_bytes must be at least 1".into(),
+                ));
             }
             if p.limits.memory_bytes < 1 << 20 {
                 return Err(ctx(format!(
@@ -408,7 +410,11 @@ output = "out"
     #[test]
     fn bad_values_name_the_processor() {
         let c = Config::parse(&format!("{MINIMAL}idempotency.key = \"md5\"\n")).unwrap();
-        assert!(c.check().unwrap_err().starts_with("processor \"p\": idempotency key mode \"md5\""));
+        assert!(
+            c.check()
+                .unwrap_err()
+                .starts_with("processor \"p\": idempotency key mode \"md5\"")
+        );
         let c = Config::parse(&MINIMAL.replace("\"out\"", "\"in\"")).unwrap();
         assert!(c.check().unwrap_err().contains("also an input"));
         let c = Config::parse(&format!("{MINIMAL}{}", MINIMAL)).unwrap();
@@ -419,10 +425,17 @@ output = "out"
 
     #[test]
     fn init_config_is_strings() {
-        let c = Config::parse(&format!("{MINIMAL}[processor.config]\nb = 2.5\na = \"x\"\nc = true\n")).unwrap();
+        let c = Config::parse(&format!(
+            "{MINIMAL}[processor.config]\nb = 2.5\na = \"x\"\nc = true\n"
+        ))
+        .unwrap();
         assert_eq!(
             c.processors[0].init_config(),
-            [("a".into(), "x".into()), ("b".into(), "2.5".into()), ("c".into(), "true".into())]
+            [
+                ("a".into(), "x".into()),
+                ("b".into(), "2.5".into()),
+                ("c".into(), "true".into())
+            ]
         );
     }
 
@@ -431,13 +444,17 @@ output = "out"
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut seen = 0;
         for dir in ["demo", "examples"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
             for e in entries {
                 let path = e.unwrap().path();
                 if path.extension().is_some_and(|x| x == "toml") {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                    c.check().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    let c =
+                        Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    c.check()
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                     seen += 1;
                 }
             }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::db::{OpenError, StorageError, now_ms};
 use crate::log::{Log, LogError};
-use crate::pipeline::{EmbeddedSink, EmbeddedSource, Pipeline, PipelineError, Settings, WasmHandler};
+use crate::pipeline::{
+    EmbeddedSink, EmbeddedSource, Pipeline, PipelineError, Settings, WasmHandler,
+};
 use crate::runtime::{CallError, Limits, LoadError, Runtime};
 use crate::stats::{self, Counters};
 
@@ -142,24 +144,28 @@ pub async fn run(
     let db = crate::db::open(&options.data_dir)?;
     let log = Log::new(db.clone(), config.log.default_partitions);
     for t in &config.topics {
-        log.create_topic(&t.name, t.partitions.unwrap_or(config.log.default_partitions))?;
+        log.create_topic(
+            &t.name,
+            t.partitions.unwrap_or(config.log.default_partitions),
+        )?;
         log.set_retention(
             &t.name,
             t.retention.map(|d| d.as_millis() as u64),
             t.retention_bytes,
         )?;
     }
-    let runtime = Arc::new(
-        Runtime::new(Some(options.data_dir.join("cache"))).map_err(|error| RunError::Load {
+    let runtime = Arc::new(Runtime::new(Some(options.data_dir.join("cache"))).map_err(
+        |error| RunError::Load {
             processor: "(engine)".into(),
             error,
-        })?,
-    );
+        },
+    )?);
 
     // Load and start every processor before any runs, so a bad config stops
     // the run before it touches a stream.
     let mut pipelines = Vec::new();
-    let mut loaded_components: BTreeMap<PathBuf, Arc<crate::runtime::LoadedComponent>> = BTreeMap::new();
+    let mut loaded_components: BTreeMap<PathBuf, Arc<crate::runtime::LoadedComponent>> =
+        BTreeMap::new();
     for p in &config.processors {
         let settings = Settings::from_config(p).map_err(|message| RunError::Config {
             processor: p.name.clone(),
@@ -185,11 +191,17 @@ pub async fn run(
             memory_bytes: p.limits.memory_bytes,
             log_lines_per_s: p.limits.log_lines_per_s,
         };
-        let handler = WasmHandler::new(runtime.clone(), component, settings.name.clone(), limits, p.init_config())
-            .map_err(|error| RunError::Start {
-                processor: p.name.clone(),
-                error,
-            })?;
+        let handler = WasmHandler::new(
+            runtime.clone(),
+            component,
+            settings.name.clone(),
+            limits,
+            p.init_config(),
+        )
+        .map_err(|error| RunError::Start {
+            processor: p.name.clone(),
+            error,
+        })?;
         for input in &p.inputs {
             if log.partitions(input)?.is_none() {
                 tracing::warn!(processor = %p.name, topic = %input, "input topic does not exist yet; it is read once it appears");
@@ -197,7 +209,13 @@ pub async fn run(
         }
         let source = EmbeddedSource::new(log.clone(), settings.name.clone(), p.inputs.clone());
         let sink = EmbeddedSink::new(config.log.default_partitions);
-        pipelines.push(Pipeline::new(settings, db.clone(), Box::new(source), Box::new(sink), Box::new(handler)));
+        pipelines.push(Pipeline::new(
+            settings,
+            db.clone(),
+            Box::new(source),
+            Box::new(sink),
+            Box::new(handler),
+        ));
     }
 
     let before = stats::read_all(&log)?;
@@ -212,7 +230,8 @@ pub async fn run(
             idle: AtomicBool::new(false),
             busy_ns: AtomicU64::new(0),
         });
-        let (stop, progress, shared2, db2) = (stop.clone(), progress.clone(), shared.clone(), db.clone());
+        let (stop, progress, shared2, db2) =
+            (stop.clone(), progress.clone(), shared.clone(), db.clone());
         let handle = std::thread::Builder::new()
             .name(format!("processor-{name}"))
             .spawn(move || {
@@ -284,7 +303,9 @@ pub async fn run(
             last_maintenance = Instant::now();
             let _ = tokio::task::spawn_blocking(maintenance.clone()).await;
         }
-        let all_idle = threads.iter().all(|(_, _, s, h)| h.is_finished() || s.idle.load(Ordering::SeqCst));
+        let all_idle = threads
+            .iter()
+            .all(|(_, _, s, h)| h.is_finished() || s.idle.load(Ordering::SeqCst));
         if threads.iter().all(|(_, _, _, h)| h.is_finished()) {
             break;
         }
@@ -308,7 +329,12 @@ pub async fn run(
             .ok()
             .and_then(Result::ok)
             .unwrap_or_else(|| "failed: the processor thread panicked".into());
-        results.push((name, version, status, shared.busy_ns.load(Ordering::Relaxed)));
+        results.push((
+            name,
+            version,
+            status,
+            shared.busy_ns.load(Ordering::Relaxed),
+        ));
     }
     let after = stats::read_all(&log)?;
     let processors = results

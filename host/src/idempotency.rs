@@ -12,7 +12,9 @@
 
 use std::str::FromStr;
 
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
 use sha2::{Digest, Sha256};
 
 use crate::db::StorageError;
@@ -22,7 +24,7 @@ use crate::log::LogRecord;
 pub const HEADER: &str = "idempotency-key";
 
 /// How a processor derives an event's key when it has no `idempotency-key` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum KeyMode {
     /// `record-key`: the record key's bytes.
     RecordKey,
@@ -31,15 +33,10 @@ pub enum KeyMode {
     Json(Vec<String>),
     /// `hash`: SHA-256 over the key and the value.
     Hash,
-    /// `offset`: `topic/partition/offset`, so only a redelivery of the same
-    /// record is a duplicate.
+    /// `offset` (the default): `topic/partition/offset`, so only a
+    /// redelivery of the same record is a duplicate.
+    #[default]
     Offset,
-}
-
-impl Default for KeyMode {
-    fn default() -> Self {
-        KeyMode::Offset
-    }
 }
 
 /// A key mode that does not parse.
@@ -111,13 +108,27 @@ pub enum KeyError {
 ///
 /// [`KeyError`] when the mode finds nothing to use.
 pub fn derive_key(mode: &KeyMode, event: &LogRecord) -> Result<Vec<u8>, KeyError> {
-    if let Some(k) = event.record.header(HEADER) {
-        return Ok(k.to_vec());
-    }
+    derive(mode, event).map(|(key, _)| key)
+}
+
+/// The idempotency key of `event` under `mode` (see [`derive_key`]) and the
+/// fingerprint of its payload (see [`fingerprint`]). In `json:` mode the
+/// fingerprint is taken over the value written canonically (fields sorted,
+/// no spaces), so the same object with its fields in another order is the
+/// same payload: a duplicate, not a conflict.
+///
+/// # Errors
+///
+/// [`KeyError`] when the mode finds nothing to use.
+pub fn derive(mode: &KeyMode, event: &LogRecord) -> Result<(Vec<u8>, [u8; 16]), KeyError> {
     let r = &event.record;
+    let raw_fp = || fingerprint(r.value.as_deref());
+    if let Some(k) = r.header(HEADER) {
+        return Ok((k.to_vec(), raw_fp()));
+    }
     match mode {
-        KeyMode::RecordKey => r.key.clone().ok_or(KeyError::NoRecordKey),
-        KeyMode::Offset => Ok(offset_key(event)),
+        KeyMode::RecordKey => Ok((r.key.clone().ok_or(KeyError::NoRecordKey)?, raw_fp())),
+        KeyMode::Offset => Ok((offset_key(event), raw_fp())),
         KeyMode::Hash => {
             let mut h = Sha256::new();
             for part in [&r.key, &r.value] {
@@ -130,7 +141,7 @@ pub fn derive_key(mode: &KeyMode, event: &LogRecord) -> Result<Vec<u8>, KeyError
                     }
                 }
             }
-            Ok(h.finalize().to_vec())
+            Ok((h.finalize().to_vec(), raw_fp()))
         }
         KeyMode::Json(pointers) => {
             let value = r
@@ -147,8 +158,10 @@ pub fn derive_key(mode: &KeyMode, event: &LogRecord) -> Result<Vec<u8>, KeyError
                         .ok_or_else(|| KeyError::MissingPointer(p.clone()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            // serde_json's map is sorted by key (no preserve_order feature).
-            Ok(serde_json::Value::Array(parts).to_string().into_bytes())
+            // serde_json's map is sorted by key (no preserve_order feature),
+            // so both strings below are canonical.
+            let key = serde_json::Value::Array(parts).to_string().into_bytes();
+            Ok((key, fingerprint(Some(doc.to_string().as_bytes()))))
         }
     }
 }
@@ -374,6 +387,7 @@ mod tests {
     use super::*;
     use crate::log::Record;
     use proptest::prelude::*;
+    use redb::ReadableDatabase;
 
     fn event(key: Option<&[u8]>, value: Option<&[u8]>, headers: Vec<(&str, &[u8])>) -> LogRecord {
         LogRecord {
@@ -395,7 +409,13 @@ mod tests {
 
     #[test]
     fn modes_parse_and_print() {
-        for m in ["record-key", "hash", "offset", "json:/device,/ts", "json:/a/b"] {
+        for m in [
+            "record-key",
+            "hash",
+            "offset",
+            "json:/device,/ts",
+            "json:/a/b",
+        ] {
             assert_eq!(m.parse::<KeyMode>().unwrap().to_string(), m);
         }
         for bad in ["", "json:", "json:device", "json:/a,b", "md5"] {
@@ -406,14 +426,23 @@ mod tests {
     #[test]
     fn header_wins_over_every_mode() {
         let e = event(Some(b"k"), Some(b"{}"), vec![(HEADER, &[0xff, 1])]);
-        for m in [KeyMode::RecordKey, KeyMode::Hash, KeyMode::Offset, KeyMode::Json(vec!["/x".into()])] {
+        for m in [
+            KeyMode::RecordKey,
+            KeyMode::Hash,
+            KeyMode::Offset,
+            KeyMode::Json(vec!["/x".into()]),
+        ] {
             assert_eq!(derive_key(&m, &e).unwrap(), [0xff, 1]);
         }
     }
 
     #[test]
     fn each_mode_derives_its_key() {
-        let e = event(Some(b"dev-1"), Some(br#"{"ts":"t1","device":"dev-1","n":{"b":1,"a":2}}"#), vec![]);
+        let e = event(
+            Some(b"dev-1"),
+            Some(br#"{"ts":"t1","device":"dev-1","n":{"b":1,"a":2}}"#),
+            vec![],
+        );
         assert_eq!(derive_key(&KeyMode::RecordKey, &e).unwrap(), b"dev-1");
         assert_eq!(derive_key(&KeyMode::Offset, &e).unwrap(), b"t/2/7");
         assert_eq!(
@@ -427,14 +456,21 @@ mod tests {
         let h = derive_key(&KeyMode::Hash, &e).unwrap();
         assert_eq!(h.len(), 32);
         // Moving a byte from the key to the value changes the hash.
-        let moved = event(Some(b"dev-"), Some(br#"1{"ts":"t1","device":"dev-1","n":{"b":1,"a":2}}"#), vec![]);
+        let moved = event(
+            Some(b"dev-"),
+            Some(br#"1{"ts":"t1","device":"dev-1","n":{"b":1,"a":2}}"#),
+            vec![],
+        );
         assert_ne!(derive_key(&KeyMode::Hash, &moved).unwrap(), h);
     }
 
     #[test]
     fn underivable_keys_say_why() {
         let e = event(None, Some(br#"{"device":"d"}"#), vec![]);
-        assert_eq!(derive_key(&KeyMode::RecordKey, &e), Err(KeyError::NoRecordKey));
+        assert_eq!(
+            derive_key(&KeyMode::RecordKey, &e),
+            Err(KeyError::NoRecordKey)
+        );
         assert_eq!(
             derive_key(&"json:/device,/ts".parse().unwrap(), &e),
             Err(KeyError::MissingPointer("/ts".into()))
@@ -449,6 +485,21 @@ mod tests {
             derive_key(&"json:/a".parse().unwrap(), &tombstone),
             Err(KeyError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn json_fingerprint_ignores_field_order_and_spacing() {
+        let mode: KeyMode = "json:/id".parse().unwrap();
+        let a = derive(&mode, &event(None, Some(br#"{"id":"a","v":1}"#), vec![])).unwrap();
+        let b = derive(
+            &mode,
+            &event(None, Some(br#"{ "v": 1, "id": "a" }"#), vec![]),
+        )
+        .unwrap();
+        let c = derive(&mode, &event(None, Some(br#"{"id":"a","v":2}"#), vec![])).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.0, c.0);
+        assert_ne!(a.1, c.1);
     }
 
     #[test]

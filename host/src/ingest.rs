@@ -71,12 +71,21 @@ pub fn parse_time_ms(text: &str) -> Result<i64, String> {
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Ok(d.timestamp_millis());
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
         if let Ok(d) = DateTime::parse_from_str(t, f) {
             return Ok(d.timestamp_millis());
         }
     }
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
             return Ok(d.and_utc().timestamp_millis());
         }
@@ -96,7 +105,8 @@ fn cell_json(cell: &str) -> String {
     }
     if let Ok(x) = c.parse::<f64>()
         && x.is_finite()
-        && c.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        && c.bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
     {
         return serde_json::Value::from(x).to_string();
     }
@@ -169,7 +179,11 @@ pub fn read_csv(
         };
         if row.len() != header.len() {
             each(Err(bad(
-                format!("row has {} cells, the header has {}", row.len(), header.len()),
+                format!(
+                    "row has {} cells, the header has {}",
+                    row.len(),
+                    header.len()
+                ),
                 &row,
             )));
             continue;
@@ -260,7 +274,8 @@ mod tests {
     fn gzip_is_detected() {
         use std::io::Write;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(b"isig,datetime,glucose\n1,2010-03-24 09:51:00,2\n").unwrap();
+        gz.write_all(b"isig,datetime,glucose\n1,2010-03-24 09:51:00,2\n")
+            .unwrap();
         let rows = collect(&gz.finish().unwrap());
         assert_eq!(rows.len(), 1);
         assert!(rows[0].is_ok());
@@ -282,15 +297,30 @@ mod tests {
     #[test]
     fn missing_time_column_lists_the_columns() {
         let err = read_csv(&b"a,b\n1,2\n"[..], &opts(), |_| {}).unwrap_err();
-        assert_eq!(err.to_string(), "column \"datetime\" is not in the header (columns: a, b)");
+        assert_eq!(
+            err.to_string(),
+            "column \"datetime\" is not in the header (columns: a, b)"
+        );
     }
 
     #[test]
     fn times_in_the_data_sets_parse() {
-        assert_eq!(parse_time_ms("2016-02-15T00:00:00Z").unwrap(), 1_455_494_400_000);
-        assert_eq!(parse_time_ms("2022-03-20T11:00:00+01:00").unwrap(), 1_647_770_400_000);
-        assert_eq!(parse_time_ms("2015-02-04 17:51:00").unwrap(), 1_423_072_260_000);
-        assert_eq!(parse_time_ms("2015-02-04 17:51:00.5").unwrap(), 1_423_072_260_500);
+        assert_eq!(
+            parse_time_ms("2016-02-15T00:00:00Z").unwrap(),
+            1_455_494_400_000
+        );
+        assert_eq!(
+            parse_time_ms("2022-03-20T11:00:00+01:00").unwrap(),
+            1_647_770_400_000
+        );
+        assert_eq!(
+            parse_time_ms("2015-02-04 17:51:00").unwrap(),
+            1_423_072_260_000
+        );
+        assert_eq!(
+            parse_time_ms("2015-02-04 17:51:00.5").unwrap(),
+            1_423_072_260_500
+        );
         assert!(parse_time_ms("17:51").is_err());
     }
 
@@ -306,9 +336,19 @@ mod tests {
 
     #[test]
     fn redelivery_choice_is_stable_and_about_right() {
-        let n = (0..100_000).filter(|&l| chosen_for_redelivery("d", l, 5.0)).count();
+        let n = (0..100_000)
+            .filter(|&l| chosen_for_redelivery("d", l, 5.0))
+            .count();
         assert!((4_500..5_500).contains(&n), "{n}");
-        assert_eq!(chosen_for_redelivery("d", 17, 5.0), chosen_for_redelivery("d", 17, 5.0));
-        assert_eq!((0..1000).filter(|&l| chosen_for_redelivery("d", l, 0.0)).count(), 0);
+        assert_eq!(
+            chosen_for_redelivery("d", 17, 5.0),
+            chosen_for_redelivery("d", 17, 5.0)
+        );
+        assert_eq!(
+            (0..1000)
+                .filter(|&l| chosen_for_redelivery("d", l, 0.0))
+                .count(),
+            0
+        );
     }
 }

@@ -16,9 +16,7 @@
 
 use std::sync::Arc;
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_bytes::Bytes;
 
@@ -652,20 +650,20 @@ impl Log {
         let txn = self.db.begin_write()?;
         let mut removed = 0;
         {
-            let topics: Vec<(String, u32, Option<u64>, Option<u64>)> =
-                match txn.open_table(TOPICS) {
-                    Ok(t) => t
-                        .iter()?
-                        .map(|e| {
-                            e.map(|(k, v)| {
-                                let (n, ms, bytes) = v.value();
-                                (k.value().to_owned(), n, ms, bytes)
-                            })
+            let topics: Vec<(String, u32, Option<u64>, Option<u64>)> = match txn.open_table(TOPICS)
+            {
+                Ok(t) => t
+                    .iter()?
+                    .map(|e| {
+                        e.map(|(k, v)| {
+                            let (n, ms, bytes) = v.value();
+                            (k.value().to_owned(), n, ms, bytes)
                         })
-                        .collect::<Result<_, _>>()?,
-                    Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
-                    Err(e) => return Err(e.into()),
-                };
+                    })
+                    .collect::<Result<_, _>>()?,
+                Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
             let mut parts = txn.open_table(PARTITIONS)?;
             let mut records = txn.open_table(RECORDS)?;
             for (topic, n, retention_ms, retention_bytes) in topics {
@@ -674,8 +672,9 @@ impl Log {
                 }
                 let cutoff = retention_ms.map(|ms| now_ms.saturating_sub(ms));
                 for p in 0..n {
-                    let (mut start, end, mut size) =
-                        parts.get((topic.as_str(), p))?.map_or((0, 0, 0), |g| g.value());
+                    let (mut start, end, mut size) = parts
+                        .get((topic.as_str(), p))?
+                        .map_or((0, 0, 0), |g| g.value());
                     while start < end {
                         let Some(raw) = records.get((topic.as_str(), p, start))?.map(|g| {
                             let raw = g.value();
@@ -779,12 +778,22 @@ mod tests {
             log.read("t", 3, 0, 1, 1),
             Err(LogError::NoSuchPartition { partition: 3, .. })
         ));
-        assert!(matches!(log.read("nope", 0, 0, 1, 1), Err(LogError::NoSuchTopic(_))));
+        assert!(matches!(
+            log.read("nope", 0, 0, 1, 1),
+            Err(LogError::NoSuchTopic(_))
+        ));
         assert!(matches!(
             log.create_topic("t", 2),
-            Err(LogError::PartitionCount { existing: 3, requested: 2, .. })
+            Err(LogError::PartitionCount {
+                existing: 3,
+                requested: 2,
+                ..
+            })
         ));
-        assert!(matches!(log.create_topic("a/b", 1), Err(LogError::BadTopicName(_))));
+        assert!(matches!(
+            log.create_topic("a/b", 1),
+            Err(LogError::BadTopicName(_))
+        ));
     }
 
     #[test]
@@ -810,7 +819,8 @@ mod tests {
     #[test]
     fn retention_by_age() {
         let (_dir, log) = temp_log();
-        log.append("t", [Record::default(), Record::default()]).unwrap();
+        log.append("t", [Record::default(), Record::default()])
+            .unwrap();
         log.set_retention("t", Some(60_000), None).unwrap();
         assert_eq!(log.enforce_retention(now_ms()).unwrap(), 0);
         assert_eq!(log.enforce_retention(now_ms() + 61_000).unwrap(), 2);

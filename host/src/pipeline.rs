@@ -32,8 +32,7 @@ use crate::db::{StorageError, now_ms};
 use crate::idempotency::{self, KeyMode, KeyRecord, Outcome, Verdict};
 use crate::log::{Log, LogError, LogRecord, Record};
 use crate::runtime::{
-    CallError, Event, EventResult, Instance, Limits, LoadedComponent, Output, ProcessError,
-    Runtime,
+    CallError, Event, EventResult, Instance, Limits, LoadedComponent, Output, ProcessError, Runtime,
 };
 use crate::state::StateOverlay;
 use crate::stats::{self, Counters};
@@ -65,7 +64,9 @@ pub mod dlq_headers {
 #[non_exhaustive]
 pub enum PipelineError {
     /// The component returned `fatal` for an event.
-    #[error("processor {processor} (version {version}) returned fatal at {topic}/{partition}@{offset}: {message}")]
+    #[error(
+        "processor {processor} (version {version}) returned fatal at {topic}/{partition}@{offset}: {message}"
+    )]
     Fatal {
         /// The processor.
         processor: String,
@@ -141,7 +142,11 @@ pub trait Source: Send {
     /// # Errors
     ///
     /// When the source cannot be read.
-    fn poll(&mut self, max_records: usize, max_bytes: usize) -> Result<Option<Batch>, PipelineError>;
+    fn poll(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Batch>, PipelineError>;
 
     /// Records, inside `txn`, that `batch` is done.
     ///
@@ -164,7 +169,12 @@ pub trait Sink: Send {
     /// # Errors
     ///
     /// When the record cannot be placed.
-    fn publish_in(&mut self, txn: &WriteTransaction, topic: &str, record: &Record) -> Result<(), PipelineError>;
+    fn publish_in(
+        &mut self,
+        txn: &WriteTransaction,
+        topic: &str,
+        record: &Record,
+    ) -> Result<(), PipelineError>;
 
     /// Makes what was published durable downstream.
     ///
@@ -204,8 +214,21 @@ impl EmbeddedSource {
                 continue;
             };
             for p in 0..n {
-                if !self.partitions.iter().any(|(t, q, _)| t == topic && *q == p) {
-                    let next = self.log.position(&self.consumer, topic, p)?.unwrap_or(0);
+                if !self
+                    .partitions
+                    .iter()
+                    .any(|(t, q, _)| t == topic && *q == p)
+                {
+                    let next = match self.log.position(&self.consumer, topic, p)? {
+                        Some(next) => next,
+                        None => {
+                            // Record the start so that lag counts from it.
+                            let txn = self.log.db().begin_write()?;
+                            crate::log::set_position_in(&txn, &self.consumer, topic, p, 0)?;
+                            txn.commit()?;
+                            0
+                        }
+                    };
                     self.partitions.push((topic.clone(), p, next));
                 }
             }
@@ -215,13 +238,19 @@ impl EmbeddedSource {
 }
 
 impl Source for EmbeddedSource {
-    fn poll(&mut self, max_records: usize, max_bytes: usize) -> Result<Option<Batch>, PipelineError> {
+    fn poll(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Batch>, PipelineError> {
         self.refresh()?;
         let n = self.partitions.len();
         for i in 0..n {
             let idx = (self.cursor + i) % n;
             let (topic, partition, next) = &self.partitions[idx];
-            let records = self.log.read(topic, *partition, *next, max_records, max_bytes)?;
+            let records = self
+                .log
+                .read(topic, *partition, *next, max_records, max_bytes)?;
             if let Some(first) = records.first() {
                 if first.offset > *next {
                     tracing::warn!(
@@ -242,7 +271,13 @@ impl Source for EmbeddedSource {
     }
 
     fn commit_in(&mut self, txn: &WriteTransaction, batch: &Batch) -> Result<(), PipelineError> {
-        crate::log::set_position_in(txn, &self.consumer, &batch.topic, batch.partition, batch.next_offset())?;
+        crate::log::set_position_in(
+            txn,
+            &self.consumer,
+            &batch.topic,
+            batch.partition,
+            batch.next_offset(),
+        )?;
         Ok(())
     }
 
@@ -271,7 +306,12 @@ impl EmbeddedSink {
 }
 
 impl Sink for EmbeddedSink {
-    fn publish_in(&mut self, txn: &WriteTransaction, topic: &str, record: &Record) -> Result<(), PipelineError> {
+    fn publish_in(
+        &mut self,
+        txn: &WriteTransaction,
+        topic: &str,
+        record: &Record,
+    ) -> Result<(), PipelineError> {
         crate::log::append_in(txn, topic, None, record, self.default_partitions)?;
         Ok(())
     }
@@ -292,7 +332,11 @@ pub trait Handler: Send {
     /// # Errors
     ///
     /// [`CallError`] when the call failed as a whole; the next call starts afresh.
-    fn call(&mut self, events: &[Event], state: &mut StateOverlay) -> Result<Vec<EventResult>, CallError>;
+    fn call(
+        &mut self,
+        events: &[Event],
+        state: &mut StateOverlay,
+    ) -> Result<Vec<EventResult>, CallError>;
 }
 
 /// A [`Handler`] that runs a WebAssembly component, re-instantiating it
@@ -336,7 +380,11 @@ impl Handler for WasmHandler {
         &self.component.sha256
     }
 
-    fn call(&mut self, events: &[Event], state: &mut StateOverlay) -> Result<Vec<EventResult>, CallError> {
+    fn call(
+        &mut self,
+        events: &[Event],
+        state: &mut StateOverlay,
+    ) -> Result<Vec<EventResult>, CallError> {
         let mut instance = match self.instance.take() {
             Some(i) => i,
             None => self.runtime.instantiate(
@@ -376,7 +424,11 @@ where
         "native"
     }
 
-    fn call(&mut self, events: &[Event], state: &mut StateOverlay) -> Result<Vec<EventResult>, CallError> {
+    fn call(
+        &mut self,
+        events: &[Event],
+        state: &mut StateOverlay,
+    ) -> Result<Vec<EventResult>, CallError> {
         let out = events.iter().map(|e| (self.f)(e, state)).collect();
         state.keep_call();
         Ok(out)
@@ -435,16 +487,27 @@ impl Settings {
 
 /// What to do with one event of a batch.
 enum Fate {
-    Process { key: Vec<u8>, keyed: bool },
+    /// Process it; `fingerprint` is `None` for an event without a key.
+    Process {
+        key: Vec<u8>,
+        fingerprint: Option<[u8; 16]>,
+    },
     Duplicate,
-    Conflict(Vec<u8>),
+    Conflict {
+        key: Vec<u8>,
+        fingerprint: [u8; 16],
+    },
     NoKey(String),
 }
 
 /// How one processed event ended.
 enum Ending {
     Done(Vec<Output>),
-    DeadLetter { kind: &'static str, message: String, attempts: u32 },
+    DeadLetter {
+        kind: &'static str,
+        message: String,
+        attempts: u32,
+    },
 }
 
 /// One processor's run loop: a source, a handler, a sink, and the database
@@ -511,11 +574,11 @@ impl Pipeline {
             if !s.deduplicate {
                 fates.push(Fate::Process {
                     key: idempotency::offset_key(rec),
-                    keyed: false,
+                    fingerprint: None,
                 });
                 continue;
             }
-            let key = match idempotency::derive_key(&s.key_mode, rec) {
+            let (key, fp) = match idempotency::derive(&s.key_mode, rec) {
                 Ok(k) => k,
                 Err(e) => {
                     fates.push(match s.unkeyed {
@@ -524,14 +587,13 @@ impl Pipeline {
                             counters.unkeyed += 1;
                             Fate::Process {
                                 key: idempotency::offset_key(rec),
-                                keyed: false,
+                                fingerprint: None,
                             }
                         }
                     });
                     continue;
                 }
             };
-            let fp = idempotency::fingerprint(rec.record.value.as_deref());
             let stored = match first_seen.get(&key) {
                 Some(f) => Some(KeyRecord {
                     fingerprint: *f,
@@ -544,7 +606,10 @@ impl Pipeline {
             fates.push(match idempotency::verdict(stored.as_ref(), &fp) {
                 Verdict::New => {
                     first_seen.insert(key.clone(), fp);
-                    Fate::Process { key, keyed: true }
+                    Fate::Process {
+                        key,
+                        fingerprint: Some(fp),
+                    }
                 }
                 Verdict::Duplicate => Fate::Duplicate,
                 Verdict::Conflict => {
@@ -557,7 +622,10 @@ impl Pipeline {
                         Fate::Duplicate
                     } else {
                         conflicts_seen.insert(pair.clone());
-                        Fate::Conflict(pair.0)
+                        Fate::Conflict {
+                            key: pair.0,
+                            fingerprint: fp,
+                        }
                     }
                 }
             });
@@ -572,7 +640,9 @@ impl Pipeline {
             .map(|(r, _)| to_event(r))
             .collect();
         let mut state = StateOverlay::new(s.name.clone(), snapshot);
-        let mut endings = self.run_recovering(&batch, &events, &mut state)?.into_iter();
+        let mut endings = self
+            .run_recovering(&batch, &events, &mut state)?
+            .into_iter();
 
         // 3. Commit everything in one transaction.
         let s = &self.settings;
@@ -580,27 +650,40 @@ impl Pipeline {
         let expires_ms = now.saturating_add(s.key_ttl.as_millis() as u64);
         let txn = self.db.begin_write()?;
         for (rec, fate) in batch.records.iter().zip(fates) {
-            let fp = || idempotency::fingerprint(rec.record.value.as_deref());
             match fate {
                 Fate::Duplicate => counters.duplicates += 1,
-                Fate::Conflict(key) => {
+                Fate::Conflict { key, fingerprint } => {
                     counters.conflicts += 1;
                     counters.dead_lettered += 1;
                     let message = format!(
                         "idempotency key {} was first seen with a different payload",
                         String::from_utf8_lossy(&key)
                     );
-                    let dl = dead_letter(rec, "duplicate-key-different-payload", &message, &s.name, self.handler.version(), 0);
+                    let dl = dead_letter(
+                        rec,
+                        "duplicate-key-different-payload",
+                        &message,
+                        &s.name,
+                        self.handler.version(),
+                        0,
+                    );
                     self.sink.publish_in(&txn, &s.dead_letter_topic, &dl)?;
-                    idempotency::mark_conflict_in(&txn, &s.name, &key, &fp(), expires_ms)?;
+                    idempotency::mark_conflict_in(&txn, &s.name, &key, &fingerprint, expires_ms)?;
                 }
                 Fate::NoKey(reason) => {
                     counters.dead_lettered += 1;
                     let message = format!("no idempotency key ({} mode): {reason}", s.key_mode);
-                    let dl = dead_letter(rec, "no-idempotency-key", &message, &s.name, self.handler.version(), 0);
+                    let dl = dead_letter(
+                        rec,
+                        "no-idempotency-key",
+                        &message,
+                        &s.name,
+                        self.handler.version(),
+                        0,
+                    );
                     self.sink.publish_in(&txn, &s.dead_letter_topic, &dl)?;
                 }
-                Fate::Process { key, keyed } => {
+                Fate::Process { key, fingerprint } => {
                     let outcome = match endings.next() {
                         Some(Ending::Done(outputs)) => {
                             counters.outputs += outputs.len() as u64;
@@ -611,18 +694,29 @@ impl Pipeline {
                             }
                             Outcome::Processed
                         }
-                        Some(Ending::DeadLetter { kind, message, attempts }) => {
+                        Some(Ending::DeadLetter {
+                            kind,
+                            message,
+                            attempts,
+                        }) => {
                             counters.errors += 1;
                             counters.dead_lettered += 1;
-                            let dl = dead_letter(rec, kind, &message, &s.name, self.handler.version(), attempts);
+                            let dl = dead_letter(
+                                rec,
+                                kind,
+                                &message,
+                                &s.name,
+                                self.handler.version(),
+                                attempts,
+                            );
                             self.sink.publish_in(&txn, &s.dead_letter_topic, &dl)?;
                             Outcome::DeadLettered
                         }
                         None => unreachable!("one ending per processed event"),
                     };
-                    if keyed {
+                    if let Some(fingerprint) = fingerprint {
                         let record = KeyRecord {
-                            fingerprint: fp(),
+                            fingerprint,
                             recorded_ms: now,
                             expires_ms,
                             outcome,
@@ -708,7 +802,10 @@ impl Pipeline {
                 });
             }
             if !retry.is_empty() {
-                let delay = self.settings.retry_backoff.saturating_mul(1 << round.min(16));
+                let delay = self
+                    .settings
+                    .retry_backoff
+                    .saturating_mul(1 << round.min(16));
                 tracing::info!(
                     processor = %self.settings.name, topic = %batch.topic, partition = batch.partition,
                     events = retry.len(), delay_ms = delay.as_millis() as u64,
@@ -719,7 +816,10 @@ impl Pipeline {
             }
             pending = retry;
         }
-        Ok(endings.into_iter().map(|e| e.expect("every event ended")).collect())
+        Ok(endings
+            .into_iter()
+            .map(|e| e.expect("every event ended"))
+            .collect())
     }
 
     /// Calls the handler; when the call fails as a whole, splits the events
@@ -785,13 +885,22 @@ pub fn output_key(input_key: &[u8], processor: &str, index: usize) -> Vec<u8> {
     k
 }
 
-fn output_record(input: &LogRecord, out: Output, input_key: &[u8], processor: &str, index: usize) -> Record {
+fn output_record(
+    input: &LogRecord,
+    out: Output,
+    input_key: &[u8],
+    processor: &str,
+    index: usize,
+) -> Record {
     let mut headers: Vec<(String, Vec<u8>)> = out
         .headers
         .into_iter()
         .filter(|(n, _)| n != idempotency::HEADER)
         .collect();
-    headers.push((idempotency::HEADER.to_owned(), output_key(input_key, processor, index)));
+    headers.push((
+        idempotency::HEADER.to_owned(),
+        output_key(input_key, processor, index),
+    ));
     Record {
         timestamp_ms: input.record.timestamp_ms,
         key: out.key,
@@ -802,7 +911,14 @@ fn output_record(input: &LogRecord, out: Output, input_key: &[u8], processor: &s
 
 /// The dead-letter record for `input`: its key, value and headers byte for
 /// byte, then the `tidewater-*` headers of [`dlq_headers`].
-pub fn dead_letter(input: &LogRecord, kind: &str, message: &str, processor: &str, version: &str, attempts: u32) -> Record {
+pub fn dead_letter(
+    input: &LogRecord,
+    kind: &str,
+    message: &str,
+    processor: &str,
+    version: &str,
+    attempts: u32,
+) -> Record {
     use dlq_headers as h;
     let mut record = input.record.clone();
     let extra: [(&str, String); 8] = [
@@ -815,8 +931,10 @@ pub fn dead_letter(input: &LogRecord, kind: &str, message: &str, processor: &str
         (h::PARTITION, input.partition.to_string()),
         (h::OFFSET, input.offset.to_string()),
     ];
-    record
-        .headers
-        .extend(extra.into_iter().map(|(n, v)| (n.to_owned(), v.into_bytes())));
+    record.headers.extend(
+        extra
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.into_bytes())),
+    );
     record
 }

@@ -17,6 +17,9 @@ const STATE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("state
 
 type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// A state entry: key and value bytes.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// One processor's view of its state during a batch.
 #[derive(Default)]
 pub struct StateOverlay {
@@ -109,7 +112,7 @@ impl StateOverlay {
 /// # Errors
 ///
 /// Storage errors.
-pub fn dump(db: &redb::Database, processor: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+pub fn dump(db: &redb::Database, processor: &str) -> Result<Vec<Entry>, StorageError> {
     use redb::ReadableDatabase;
     let txn = db.begin_read()?;
     let table = match txn.open_table(STATE) {

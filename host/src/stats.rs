@@ -96,7 +96,11 @@ impl Counters {
 /// # Errors
 ///
 /// Storage errors.
-pub fn add_in(txn: &WriteTransaction, processor: &str, delta: &Counters) -> Result<(), StorageError> {
+pub fn add_in(
+    txn: &WriteTransaction,
+    processor: &str,
+    delta: &Counters,
+) -> Result<(), StorageError> {
     let mut t = txn.open_table(COUNTERS)?;
     for (name, v) in Counters::NAMES.iter().zip(delta.values()) {
         if v == 0 {

@@ -11,7 +11,7 @@ pub mod bindings {
     });
 }
 
-pub use bindings::{export, Guest};
+pub use bindings::{Guest, export};
 
 use crate::{Event, Output, ProcessError};
 

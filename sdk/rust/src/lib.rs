@@ -74,15 +74,18 @@ macro_rules! export_processor {
         const _: () = {
             struct TidewaterGuest;
             impl $crate::__private::Guest for TidewaterGuest {
-                fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>)
-                    -> ::std::result::Result<(), ::std::string::String> {
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $init(&$crate::Config::from(config))
                 }
-                fn process(events: ::std::vec::Vec<$crate::__private::WitEvent>) -> $crate::__private::WitResults {
+                fn process(
+                    events: ::std::vec::Vec<$crate::__private::WitEvent>,
+                ) -> $crate::__private::WitResults {
                     $crate::__private::process_batch(events, $process)
                 }
             }
-            $crate::__private::export!(TidewaterGuest with_types_in $crate::__private::bindings);
+    $crate::__private::export!(TidewaterGuest with_types_in $crate::__private::bindings);
         };
     };
 }

@@ -20,7 +20,7 @@ pub enum Level {
 pub fn log(level: Level, message: &str) {
     #[cfg(target_arch = "wasm32")]
     {
-        use crate::abi::wit_log::{log, Level as L};
+        use crate::abi::wit_log::{Level as L, log};
         let l = match level {
             Level::Trace => L::Trace,
             Level::Debug => L::Debug,

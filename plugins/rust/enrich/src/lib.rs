@@ -63,9 +63,7 @@ pub fn init(config: &Config) -> Result<(), String> {
         }
         map.insert(name.to_owned(), value.to_owned());
     }
-    SETTINGS
-        .set(s)
-        .map_err(|_| "init called twice".to_string())
+    SETTINGS.set(s).map_err(|_| "init called twice".to_string())
 }
 
 /// The kind of device that reports `measurements`: `flowmeter` (flow),
@@ -117,14 +115,16 @@ pub fn process(event: Event) -> Result<Vec<Output>, ProcessError> {
         .value
         .as_deref()
         .ok_or_else(|| invalid("tombstone: a reading needs a value".into()))?;
-    let serde_json::Value::Object(fields) = serde_json::from_slice(value)
-        .map_err(|e| invalid(format!("value is not JSON: {e}")))?
+    let serde_json::Value::Object(fields) =
+        serde_json::from_slice(value).map_err(|e| invalid(format!("value is not JSON: {e}")))?
     else {
         return Err(invalid("value is not a JSON object".into()));
     };
     let text = |name: &str| match fields.get(name) {
         Some(serde_json::Value::String(s)) => Ok(s.clone()),
-        _ => Err(invalid(format!("field {name:?} is missing or not a string"))),
+        _ => Err(invalid(format!(
+            "field {name:?} is missing or not a string"
+        ))),
     };
     let device = text("device")?;
     let ts = text("ts")?;

@@ -69,7 +69,9 @@ pub fn init(config: &Config) -> Result<(), String> {
             return Err(format!("{m}.min ({min}) is above {m}.max ({max})"));
         }
     }
-    RULES.set(rules).map_err(|_| "init called twice".to_string())
+    RULES
+        .set(rules)
+        .map_err(|_| "init called twice".to_string())
 }
 
 /// Where a value stands against its bounds.
@@ -127,7 +129,14 @@ fn zone(rule: &Rule, x: f64) -> Zone {
     }
 }
 
-fn alert(r: &Enriched, measurement: &str, kind: &str, value: f64, limit: f64, previous: Option<f64>) -> Output {
+fn alert(
+    r: &Enriched,
+    measurement: &str,
+    kind: &str,
+    value: f64,
+    limit: f64,
+    previous: Option<f64>,
+) -> Output {
     let mut s = String::with_capacity(160);
     s.push_str("{\"device\":");
     push_string(&mut s, &r.device);

@@ -1,0 +1,105 @@
+//! `probe`: a processor for the host's tests. The value of each event is a
+//! command; anything that is not a command is echoed back.
+//!
+//! | value | result |
+//! |---|---|
+//! | `count:<name>` | adds 1 to state `<name>`, outputs the new count as decimal text |
+//! | `invalid` | `invalid("probe invalid")` |
+//! | `fatal` | `fatal("probe fatal")` |
+//! | `transient` | `transient("probe transient")` |
+//! | `trap` | panics (the instance traps) |
+//! | `spin` | loops forever (the call hits its deadline) |
+//! | `grow` | allocates until memory runs out (the instance hits its memory cap) |
+//! | anything else, or a tombstone | one output with the event's key, value and headers, byte for byte |
+//!
+//! Config: `fail-init = "<message>"` makes `init` refuse with that message.
+
+use tidewater_sdk::{Config, Event, Output, ProcessError, state};
+
+/// Refuses the config when it has `fail-init`.
+///
+/// # Errors
+///
+/// The `fail-init` message.
+pub fn init(config: &Config) -> Result<(), String> {
+    match config.get("fail-init") {
+        Some(m) => Err(m.to_owned()),
+        None => Ok(()),
+    }
+}
+
+/// Runs the event's command; see the crate docs.
+///
+/// # Errors
+///
+/// As the command says.
+pub fn process(event: Event) -> Result<Vec<Output>, ProcessError> {
+    match event.value.as_deref() {
+        Some(b"invalid") => Err(ProcessError::Invalid("probe invalid".into())),
+        Some(b"fatal") => Err(ProcessError::Fatal("probe fatal".into())),
+        Some(b"transient") => Err(ProcessError::Transient("probe transient".into())),
+        Some(b"trap") => panic!("probe trap"),
+        Some(b"spin") => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        Some(b"grow") => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        Some(v) if v.starts_with(b"count:") => {
+            let name = &v[6..];
+            let n = state::get(name)
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            state::set(name, n.to_string().as_bytes());
+            Ok(vec![Output::new(n.to_string()).with_key_from(&event)])
+        }
+        _ => Ok(vec![Output {
+            topic: None,
+            key: event.key,
+            value: event.value,
+            headers: event.headers,
+        }]),
+    }
+}
+
+tidewater_sdk::export_processor!(process, init);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_and_counts() {
+        state::clear();
+        let mut e = Event::new("t", vec![0xff, 0]);
+        e.headers = vec![("h".into(), vec![0xfe]), ("h".into(), vec![])];
+        let out = process(e.clone()).unwrap();
+        assert_eq!(out[0].value, e.value);
+        assert_eq!(out[0].headers, e.headers);
+        assert_eq!(
+            process(Event::new("t", "count:a")).unwrap()[0]
+                .value
+                .as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            process(Event::new("t", "count:a")).unwrap()[0]
+                .value
+                .as_deref(),
+            Some(&b"2"[..])
+        );
+        assert_eq!(
+            process(Event::new("t", "invalid")),
+            Err(ProcessError::Invalid("probe invalid".into()))
+        );
+    }
+}
