@@ -36,6 +36,8 @@
 //! Natively (`cargo test`), [`state`] is an in-memory map and [`log`] writes
 //! to stderr, so the same code runs in unit tests.
 
+#![deny(missing_docs)]
+
 mod types;
 
 pub mod log;
