@@ -10,6 +10,8 @@ use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tidewater::config::Config;
 use tidewater::ingest::{self, CsvOptions};
+use rdkafka::producer::BaseProducer;
+use tidewater::kafka::{DeliveryContext, KafkaConfig};
 use tidewater::log::{Log, Record};
 
 /// Runs sandboxed WebAssembly processors on every event of durable streams.
@@ -50,7 +52,17 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+struct KafkaArgs {
+    /// Use Apache Kafka at these bootstrap servers (host:port, comma-separated)
+    /// instead of the embedded log. For `run`, this overrides [kafka] brokers.
+    #[arg(long, env = "TIDEWATER_BROKERS")]
+    brokers: Option<String>,
+}
+
+#[derive(Debug, Args)]
 struct RunArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// The TOML config: [[processor]] sections and optional [log] and [[topic]].
     #[arg(long, short, env = "TIDEWATER_CONFIG")]
     config: PathBuf,
@@ -65,6 +77,8 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct ProduceArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// The topic to append to (created if missing).
     topic: String,
     /// A CSV file (plain or gzip) whose header names the columns; each row
@@ -93,6 +107,8 @@ struct ProduceArgs {
 
 #[derive(Debug, Args)]
 struct ConsumeArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// The topic to read.
     topic: String,
     /// Only this partition (default: all, one after the other).
@@ -113,6 +129,8 @@ struct ConsumeArgs {
 
 #[derive(Debug, Args)]
 struct StatsArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
     #[command(flatten)]
     format: FormatArgs,
 }
@@ -140,9 +158,9 @@ enum ConsumeFormat {
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(a) => run(&cli.data_dir, a).await,
-        Command::Produce(a) => produce(&cli.data_dir, a),
+        Command::Produce(a) => produce(&cli.data_dir, a).await,
         Command::Consume(a) => consume(&cli.data_dir, a),
-        Command::Stats(a) => stats(&cli.data_dir, a.format.format),
+        Command::Stats(a) => stats(&cli.data_dir, a),
         Command::Topics(a) => topics(&cli.data_dir, a),
     }
 }
@@ -153,7 +171,13 @@ fn open_log(data_dir: &std::path::Path) -> anyhow::Result<Log> {
 }
 
 async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&a.config)?;
+    let mut config = Config::load(&a.config)?;
+    if let Some(brokers) = a.kafka.brokers {
+        match &mut config.kafka {
+            Some(k) => k.brokers = brokers,
+            None => config.kafka = Some(KafkaConfig::new(brokers)),
+        }
+    }
     let options = tidewater::RunOptions {
         data_dir: data_dir.to_owned(),
         until_idle: a.until_idle,
@@ -207,7 +231,26 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
     })
 }
 
-fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<ExitCode> {
+/// Where `produce` appends: the embedded log or a Kafka producer.
+enum Target {
+    Log(Log),
+    Kafka(Box<BaseProducer<DeliveryContext>>, std::time::Duration),
+}
+
+impl Target {
+    /// Appends `records` to `topic` durably: one redb commit, or every record acknowledged.
+    fn append(&self, topic: &str, records: impl IntoIterator<Item = Record>) -> anyhow::Result<usize> {
+        match self {
+            Target::Log(log) => Ok(log.append(topic, records)?.len()),
+            Target::Kafka(p, timeout) => {
+                let records: Vec<Record> = records.into_iter().collect();
+                Ok(tidewater::kafka::produce_all(p, records.iter().map(|r| (topic, r)), *timeout)?)
+            }
+        }
+    }
+}
+
+async fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=100.0).contains(&a.redeliver_percent) {
         bail!(
             "--redeliver-percent is {}, it must be between 0 and 100",
@@ -292,7 +335,6 @@ fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<ExitCod
     for part in again.chunks(a.chunk) {
         log.append(&a.topic, part.iter().cloned())?;
     }
-    let rejected_topic = format!("{}.rejected", a.topic);
     let bad = rejected.len();
     if bad > 0 {
         log.append(&rejected_topic, rejected)?;
@@ -335,67 +377,90 @@ struct JsonRecord<'a> {
 }
 
 fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Result<ExitCode> {
-    let log = open_log(data_dir)?;
-    let Some(n) = log.partitions(&a.topic)? else {
-        bail!(
-            "topic {:?} does not exist (see `tidewater topics`)",
-            a.topic
-        );
-    };
-    let partitions: Vec<u32> = match a.partition {
-        Some(p) if p >= n => bail!(
-            "topic {:?} has {n} partitions, there is no partition {p}",
-            a.topic
-        ),
-        Some(p) => vec![p],
-        None => (0..n).collect(),
-    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut left = a.max.unwrap_or(u64::MAX);
-    for p in partitions {
-        let mut next = a.from_offset;
-        while left > 0 {
-            let batch = log.read(&a.topic, p, next, 4096.min(left as usize), 8 << 20)?;
-            let Some(last) = batch.last() else { break };
-            next = last.offset + 1;
-            for r in batch {
-                left -= 1;
-                let line = match a.format {
-                    ConsumeFormat::Jsonl => serde_json::to_string(&JsonRecord {
-                        topic: &r.topic,
-                        partition: r.partition,
-                        offset: r.offset,
-                        timestamp_ms: r.record.timestamp_ms,
-                        key: r.record.key.as_deref().map(bytes_json),
-                        headers: r
-                            .record
-                            .headers
-                            .iter()
-                            .map(|(n, v)| (n.as_str(), bytes_json(v)))
-                            .collect(),
-                        value: r.record.value.as_deref().map(bytes_json),
-                    })?,
-                    ConsumeFormat::Value => match r.record.value.as_deref().map(bytes_json) {
-                        Some(serde_json::Value::String(s)) => s,
-                        Some(other) => other.to_string(),
-                        None => "null".into(),
-                    },
-                };
-                if writeln!(out, "{line}").is_err() {
-                    // The reader went away (e.g. `| head`): stop quietly.
-                    return Ok(ExitCode::SUCCESS);
+    let mut print = |r: &tidewater::log::LogRecord| -> bool {
+        if left == 0 {
+            return false;
+        }
+        left -= 1;
+        let line = match a.format {
+            ConsumeFormat::Jsonl => serde_json::to_string(&JsonRecord {
+                topic: &r.topic,
+                partition: r.partition,
+                offset: r.offset,
+                timestamp_ms: r.record.timestamp_ms,
+                key: r.record.key.as_deref().map(bytes_json),
+                headers: r
+                    .record
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), bytes_json(v)))
+                    .collect(),
+                value: r.record.value.as_deref().map(bytes_json),
+            })
+            .unwrap_or_default(),
+            ConsumeFormat::Value => match r.record.value.as_deref().map(bytes_json) {
+                Some(serde_json::Value::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => "null".into(),
+            },
+        };
+        // A reader that went away (e.g. `| head`) stops the output quietly.
+        writeln!(out, "{line}").is_ok() && left > 0
+    };
+    match &a.kafka.brokers {
+        None => {
+            let log = open_log(data_dir)?;
+            let Some(n) = log.partitions(&a.topic)? else {
+                bail!("topic {:?} does not exist (see `tidewater topics`)", a.topic);
+            };
+            let partitions: Vec<u32> = match a.partition {
+                Some(p) if p >= n => bail!("topic {:?} has {n} partitions, there is no partition {p}", a.topic),
+                Some(p) => vec![p],
+                None => (0..n).collect(),
+            };
+            'partitions: for p in partitions {
+                let mut next = a.from_offset;
+                loop {
+                    let batch = log.read(&a.topic, p, next, 4096, 8 << 20)?;
+                    let Some(last) = batch.last() else { break };
+                    next = last.offset + 1;
+                    for r in &batch {
+                        if !print(r) {
+                            break 'partitions;
+                        }
+                    }
                 }
             }
+        }
+        Some(brokers) => {
+            let config = KafkaConfig::new(brokers.clone());
+            tidewater::kafka::read_topic(&config, &a.topic, a.partition, a.from_offset, &mut print)?;
         }
     }
     let _ = out.flush();
     Ok(ExitCode::SUCCESS)
 }
 
-fn stats(data_dir: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
+fn stats(data_dir: &std::path::Path, a: StatsArgs) -> anyhow::Result<ExitCode> {
+    let format = a.format.format;
     let log = open_log(data_dir)?;
-    let all = tidewater::stats::read_all(&log)?;
+    let mut all = tidewater::stats::read_all(&log)?;
+    if let Some(brokers) = &a.kafka.brokers {
+        // Positions are kept in redb for Kafka too; the ends come from the broker.
+        let config = KafkaConfig::new(brokers.clone());
+        for s in all.values_mut() {
+            s.lag = 0;
+        }
+        for pos in log.positions()? {
+            let end = tidewater::kafka::high_watermark(&config, &pos.topic, pos.partition)?;
+            if let Some(s) = all.get_mut(&pos.consumer) {
+                s.lag += end.saturating_sub(pos.next_offset);
+            }
+        }
+    }
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
         Format::Table => {

@@ -26,8 +26,19 @@
 //! limits.transient_retries = 3
 //! limits.retry_backoff = "100ms"
 //! limits.log_lines_per_s = 100
+//! group = "enrich"               # Kafka: the consumer group (default: the name)
+//! exactly_once = false            # Kafka: outputs and offsets in one transaction
 //! [processor.config]              # handed to the component's init, as strings
 //! "field.V1" = "temperature_c"
+//!
+//! [kafka]                         # optional: use Apache Kafka instead of the embedded log
+//! brokers = "127.0.0.1:9092"
+//! create_topics = true            # create missing topics at start
+//! partitions = 1                  # of the topics it creates
+//! replication_factor = 1
+//! flush_timeout = "2m"            # longest wait for the broker's acknowledgements
+//! [kafka.properties]              # passed to librdkafka as is (TLS, SASL, timeouts)
+//! "security.protocol" = "SASL_SSL"
 //! ```
 //!
 //! Unknown keys are refused, with the line they are on.
@@ -84,6 +95,9 @@ pub struct Config {
     /// The processors to run.
     #[serde(default, rename = "processor")]
     pub processors: Vec<ProcessorConfig>,
+    /// Apache Kafka: when present, every processor reads and writes Kafka
+    /// topics instead of the embedded log.
+    pub kafka: Option<crate::kafka::KafkaConfig>,
 }
 
 /// `[log]`: the embedded log.
@@ -147,6 +161,12 @@ pub struct ProcessorConfig {
     /// Handed to the component's `init` as (key, value) strings, sorted by key.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
+    /// Kafka only: the consumer group. Default: the processor's name.
+    pub group: Option<String>,
+    /// Kafka only: publish outputs and commit offsets in one Kafka
+    /// transaction, so `read_committed` readers see each output once. Default false.
+    #[serde(default)]
+    pub exactly_once: bool,
 }
 
 /// `batch`: how many events go into one call and one commit.

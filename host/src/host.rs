@@ -45,6 +45,9 @@ pub enum RunError {
     /// redb failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Kafka could not be reached or refused.
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::StreamError),
     /// A component could not be loaded.
     #[error("processor {processor}: {error}")]
     Load {
@@ -143,7 +146,7 @@ pub async fn run(
     }
     let db = crate::db::open(&options.data_dir)?;
     let log = Log::new(db.clone(), config.log.default_partitions);
-    for t in &config.topics {
+    for t in config.topics.iter().filter(|_| config.kafka.is_none()) {
         log.create_topic(
             &t.name,
             t.partitions.unwrap_or(config.log.default_partitions),
@@ -153,6 +156,18 @@ pub async fn run(
             t.retention.map(|d| d.as_millis() as u64),
             t.retention_bytes,
         )?;
+    }
+    if let Some(k) = &config.kafka {
+        let mut topics: BTreeMap<String, Option<u32>> = BTreeMap::new();
+        for p in &config.processors {
+            for t in p.inputs.iter().chain([&p.output, &p.dead_letter_topic()]) {
+                topics.entry(t.clone()).or_insert(None);
+            }
+        }
+        for t in &config.topics {
+            topics.insert(t.name.clone(), t.partitions);
+        }
+        crate::kafka::ensure_topics(k, &topics).await?;
     }
     let runtime = Arc::new(Runtime::new(Some(options.data_dir.join("cache"))).map_err(
         |error| RunError::Load {
@@ -203,7 +218,7 @@ pub async fn run(
             error,
         })?;
         for input in &p.inputs {
-            if log.partitions(input)?.is_none() {
+            if config.kafka.is_none() && log.partitions(input)?.is_none() {
                 tracing::warn!(processor = %p.name, topic = %input, "input topic does not exist yet; it is read once it appears");
             }
         }
@@ -247,7 +262,7 @@ pub async fn run(
                             progress.fetch_add(1, Ordering::SeqCst);
                         }
                         Ok(None) => {
-                            shared2.idle.store(true, Ordering::SeqCst);
+                            shared2.idle.store(pipeline.caught_up(), Ordering::SeqCst);
                             std::thread::sleep(IDLE_POLL);
                         }
                         Err(e) => {

@@ -7,6 +7,7 @@
 //! - [`config`]: the TOML config of `tidewater run`.
 //! - [`db`]: the redb file that holds everything durable.
 //! - [`log`]: the embedded durable log (topics, partitions, offsets, retention, positions).
+//! - [`kafka`]: Apache Kafka as a source and sink (rdkafka), with an outbox and transactions.
 //! - [`idempotency`]: idempotency keys: derivation, duplicates, conflicts, expiry.
 //! - [`state`]: per-processor key-value state, committed with each batch.
 //! - [`runtime`]: wasmtime, the WIT world's bindings, limits, the compiled-component cache.
@@ -21,6 +22,7 @@ pub mod db;
 pub mod host;
 pub mod idempotency;
 pub mod ingest;
+pub mod kafka;
 pub mod log;
 pub mod pipeline;
 pub mod runtime;

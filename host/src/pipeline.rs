@@ -91,6 +91,9 @@ pub enum PipelineError {
         /// Why.
         error: CallError,
     },
+    /// The stream (e.g. Kafka) failed.
+    #[error("stream: {0}")]
+    Stream(String),
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -132,9 +135,9 @@ impl Batch {
 ///
 /// Call order per batch: [`Source::poll`], then [`Source::commit_in`] with the
 /// transaction that commits the batch's effects, then, once that transaction
-/// is durable, [`Source::committed`]. A batch whose transaction did not
-/// commit is delivered again (at-least-once delivery; the idempotency keys
-/// make its effect happen once).
+/// is durable and the [`Sink`] has flushed, [`Source::committed`]. A batch
+/// whose transaction did not commit is delivered again (at-least-once
+/// delivery; the idempotency keys make its effect happen once).
 pub trait Source: Send {
     /// The next batch of at most `max_records` events and about `max_bytes`
     /// bytes, from one partition, or `None` when nothing is waiting.
@@ -155,14 +158,24 @@ pub trait Source: Send {
     /// Storage errors.
     fn commit_in(&mut self, txn: &WriteTransaction, batch: &Batch) -> Result<(), PipelineError>;
 
-    /// Told that the transaction holding `batch`'s effects is durable.
-    fn committed(&mut self, batch: &Batch);
+    /// Told that the transaction holding `batch`'s effects is durable and
+    /// its outputs are published (Kafka commits the offsets here).
+    ///
+    /// # Errors
+    ///
+    /// When the source cannot record the commit.
+    fn committed(&mut self, batch: &Batch) -> Result<(), PipelineError>;
+
+    /// Whether everything available has been read (for `run --until-idle`).
+    fn caught_up(&self) -> bool {
+        true
+    }
 }
 
 /// Where a processor's outputs and dead letters go.
 ///
 /// [`Sink::publish_in`] is called inside the transaction that commits the
-/// batch; [`Sink::flush`] after it is durable.
+/// batch; [`Sink::flush`] after it is durable, before [`Source::committed`].
 pub trait Sink: Send {
     /// Publishes `record` to `topic` as part of `txn`.
     ///
@@ -176,12 +189,12 @@ pub trait Sink: Send {
         record: &Record,
     ) -> Result<(), PipelineError>;
 
-    /// Makes what was published durable downstream.
+    /// Makes what was published for `batch` durable downstream.
     ///
     /// # Errors
     ///
     /// When the destination refuses.
-    fn flush(&mut self) -> Result<(), PipelineError>;
+    fn flush(&mut self, batch: &Batch) -> Result<(), PipelineError>;
 }
 
 /// Reads the processor's input topics from the embedded log, keeping its
@@ -281,7 +294,7 @@ impl Source for EmbeddedSource {
         Ok(())
     }
 
-    fn committed(&mut self, batch: &Batch) {
+    fn committed(&mut self, batch: &Batch) -> Result<(), PipelineError> {
         let next = batch.next_offset();
         if let Some(p) = self
             .partitions
@@ -290,6 +303,7 @@ impl Source for EmbeddedSource {
         {
             p.2 = next;
         }
+        Ok(())
     }
 }
 
@@ -316,7 +330,7 @@ impl Sink for EmbeddedSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), PipelineError> {
+    fn flush(&mut self, _batch: &Batch) -> Result<(), PipelineError> {
         Ok(())
     }
 }
@@ -543,6 +557,11 @@ impl Pipeline {
         &self.settings.name
     }
 
+    /// Whether the source has read everything available.
+    pub fn caught_up(&self) -> bool {
+        self.source.caught_up()
+    }
+
     /// The version being run.
     pub fn version(&self) -> &str {
         self.handler.version()
@@ -640,6 +659,7 @@ impl Pipeline {
             .map(|(r, _)| to_event(r))
             .collect();
         let mut state = StateOverlay::new(s.name.clone(), snapshot);
+        tracing::debug!(processor = %s.name, events = events.len(), "calling the component");
         let mut endings = self
             .run_recovering(&batch, &events, &mut state)?
             .into_iter();
@@ -730,8 +750,8 @@ impl Pipeline {
         self.source.commit_in(&txn, &batch)?;
         stats::add_in(&txn, &s.name, &counters)?;
         txn.commit()?;
-        self.source.committed(&batch);
-        self.sink.flush()?;
+        self.sink.flush(&batch)?;
+        self.source.committed(&batch)?;
         tracing::debug!(
             processor = %s.name, topic = %batch.topic, partition = batch.partition,
             next_offset = batch.next_offset(), events = counters.events_in,

@@ -1,0 +1,307 @@
+//! The pipeline through a real Apache Kafka broker (KRaft, on 127.0.0.1).
+//!
+//! `make test` starts the broker (`kafka/kafka.sh up`) and requires it
+//! (TIDEWATER_REQUIRE_KAFKA=1). A plain `cargo test` without a broker skips
+//! these tests and says so.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tidewater::kafka::KafkaConfig;
+use tidewater::log::LogRecord;
+
+use crate::common::*;
+
+/// The shared broker, or `None` (and a note) when there is none and none is required.
+fn broker() -> Option<String> {
+    if let Ok(b) = std::env::var("TIDEWATER_TEST_BROKERS") {
+        return Some(b);
+    }
+    let file = root().join("target/kafka/bootstrap");
+    let up = std::fs::read_to_string(&file)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|addr| std::net::TcpStream::connect(addr).is_ok());
+    if up.is_none() {
+        assert!(
+            std::env::var("TIDEWATER_REQUIRE_KAFKA").is_err(),
+            "TIDEWATER_REQUIRE_KAFKA is set but no broker answers at {} (run `make kafka-up`)",
+            file.display()
+        );
+        eprintln!("skipped: no Kafka broker (run `make kafka-up`, or `make test` which starts one)");
+    }
+    up
+}
+
+/// A name no other test uses on the shared broker.
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Every record of `topic`, as read_committed consumers see them.
+fn read_all(brokers: &str, topic: &str) -> Vec<LogRecord> {
+    let mut out = Vec::new();
+    tidewater::kafka::read_topic(&KafkaConfig::new(brokers), topic, None, 0, |r| {
+        out.push(r.clone());
+        true
+    })
+    .unwrap();
+    out
+}
+
+fn distinct_keys(records: &[LogRecord]) -> BTreeSet<String> {
+    records.iter().map(|r| header(r, "idempotency-key").unwrap()).collect()
+}
+
+/// The demo's processors on topics and groups of their own (`tag`), with
+/// `extra` added to each processor section.
+fn demo_config(env: &Env, brokers: &str, tag: &str, extra: &str) -> PathBuf {
+    let demo = std::fs::read_to_string(root().join("demo/tidewater.toml")).unwrap();
+    let text = demo
+        .replace("../target/plugins/enrich.wasm", &plugin("enrich").display().to_string())
+        .replace("../target/plugins/threshold.wasm", &plugin("threshold").display().to_string())
+        .replace("\"sensor-readings\"", &format!("\"{tag}-in\""))
+        .replace("\"readings-enriched\"", &format!("\"{tag}-enriched\""))
+        .replace("\"alerts\"", &format!("\"{tag}-alerts\""))
+        .replace("name = \"enrich\"", &format!("name = \"enrich\"\ngroup = \"{tag}-enrich\"\ndead_letter_topic = \"{tag}-enrich.dlq\"\n{extra}"))
+        .replace("name = \"threshold\"", &format!("name = \"threshold\"\ngroup = \"{tag}-threshold\"\ndead_letter_topic = \"{tag}-threshold.dlq\"\n{extra}"));
+    env.config(&format!(
+        "{text}\n[kafka]\nbrokers = \"{brokers}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n"
+    ))
+}
+
+fn produce_csv(env: &Env, brokers: &str, topic: &str, files: &[(&str, &str, &str)]) {
+    for (file, device, column) in files {
+        let out = env
+            .cmd()
+            .args(["produce", topic, "--brokers", brokers, "--partitions", "4", "--redeliver-percent", "5"])
+            .args(["--csv", file, "--device", device, "--time-column", column])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+const ALL: [(&str, &str, &str); 4] = [
+    ("data/sea_surface_temperature.csv.gz", "buoy-b01", "time (UTC)"),
+    ("data/water-flow.csv", "pipeline-7", "Time"),
+    ("data/occupancy.csv", "office-12", "time"),
+    ("data/CGM.csv.gz", "cgm-3", "datetime"),
+];
+const SMALL: [(&str, &str, &str); 2] = [("data/water-flow.csv", "pipeline-7", "Time"), ("data/occupancy.csv", "office-12", "time")];
+
+#[test]
+fn real_data_through_kafka_at_least_once_and_exactly_once() {
+    let Some(brokers) = broker() else { return };
+    for exactly_once in [false, true] {
+        let env = Env::new();
+        let tag = unique(if exactly_once { "eos" } else { "alo" });
+        produce_csv(&env, &brokers, &format!("{tag}-in"), &ALL);
+        let config = demo_config(&env, &brokers, &tag, &format!("exactly_once = {exactly_once}"));
+        let summary = env.run(&config);
+        let enrich = counters(&summary, "enrich");
+        assert_eq!(enrich["outputs"], 73_280, "{summary}");
+        assert_eq!(enrich["conflicts"], 4);
+        let enriched = read_all(&brokers, &format!("{tag}-enriched"));
+        assert_eq!(distinct_keys(&enriched).len(), 73_280);
+        if exactly_once {
+            assert_eq!(enriched.len(), 73_280, "committed records, read_committed");
+        }
+        assert_eq!(counters(&summary, "threshold")["events_in"], enriched.len());
+        assert_eq!(read_all(&brokers, &format!("{tag}-enrich.dlq")).len(), 4);
+    }
+}
+
+#[test]
+fn two_processors_on_one_input_with_their_own_groups_each_see_every_event() {
+    let Some(brokers) = broker() else { return };
+    let env = Env::new();
+    let tag = unique("groups");
+    let probe = plugin("probe");
+    let mut config = String::new();
+    for name in ["a", "b"] {
+        config += &format!(
+            "[[processor]]\nname = \"{name}\"\ngroup = \"{tag}-{name}\"\ncomponent = \"{}\"\ninputs = [\"{tag}-in\"]\noutput = \"{tag}-out-{name}\"\ndead_letter_topic = \"{tag}-{name}.dlq\"\n\n",
+            probe.display()
+        );
+    }
+    config += &format!("[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\n");
+    let config = env.config(&config);
+    let records: Vec<_> = (0..500).map(|i| value(format!("event {i}"))).collect();
+    tidewater::kafka::ensure_topics_blocking(&KafkaConfig { partitions: 3, ..KafkaConfig::new(&brokers) }, &[format!("{tag}-in")]).unwrap();
+    let producer = tidewater::kafka::producer(&KafkaConfig::new(&brokers), None).unwrap();
+    let topic = format!("{tag}-in");
+    tidewater::kafka::produce_all(&producer, records.iter().map(|r| (topic.as_str(), r)), std::time::Duration::from_secs(30)).unwrap();
+    drop(producer);
+    let summary = env.run(&config);
+    for name in ["a", "b"] {
+        assert_eq!(counters(&summary, name)["outputs"], 500, "{name}: {summary}");
+        let out: BTreeSet<Vec<u8>> = read_all(&brokers, &format!("{tag}-out-{name}"))
+            .into_iter()
+            .map(|r| r.record.value.unwrap())
+            .collect();
+        assert_eq!(out.len(), 500);
+    }
+}
+
+#[test]
+fn a_missing_topic_is_an_error_when_creation_is_off() {
+    let Some(brokers) = broker() else { return };
+    let env = Env::new();
+    let tag = unique("missing");
+    let config = env.config(&format!(
+        "[[processor]]\nname = \"p\"\ncomponent = \"{}\"\ninputs = [\"{tag}-in\"]\noutput = \"{tag}-out\"\n[kafka]\nbrokers = \"{brokers}\"\ncreate_topics = false\n",
+        plugin("probe").display()
+    ));
+    let out = env.cmd().args(["run", "--until-idle", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("topic \"{tag}-")), "{err}");
+    assert!(err.contains("does not exist on the broker and [kafka] create_topics is false"), "{err}");
+}
+
+/// Starts `run` and SIGKILLs it right after its stderr showed `line` `n` times.
+fn kill_after(env: &Env, config: &Path, line: &str, n: usize) -> bool {
+    let mut child = env
+        .cmd()
+        .env("TIDEWATER_LOG", "tidewater::pipeline=debug,tidewater::kafka=debug,warn")
+        .args(["run", "--until-idle", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    for l in BufReader::new(child.stderr.take().unwrap()).lines() {
+        if l.unwrap().contains(line) {
+            seen += 1;
+            if seen == n {
+                child.kill().unwrap();
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    seen == n
+}
+
+/// threshold's state: per device and measurement, the count of readings.
+fn threshold_state(env: &Env) -> Vec<(Vec<u8>, Vec<u8>)> {
+    env.with_log(|log| tidewater::state::dump(log.db(), "threshold").unwrap())
+}
+
+#[test]
+fn sigkill_at_five_points_loses_no_key_and_applies_no_state_twice() {
+    let Some(brokers) = broker() else { return };
+    for exactly_once in [false, true] {
+        let clean = Env::new();
+        let tag = unique("clean");
+        produce_csv(&clean, &brokers, &format!("{tag}-in"), &SMALL);
+        let extra = format!("batch.max_records = 16\nexactly_once = {exactly_once}");
+        clean.run(&demo_config(&clean, &brokers, &tag, &extra));
+        let clean_keys = distinct_keys(&read_all(&brokers, &format!("{tag}-enriched")));
+        let clean_alerts = distinct_keys(&read_all(&brokers, &format!("{tag}-alerts")));
+        assert_eq!(clean_keys.len(), 1268 + 509);
+
+        let env = Env::new();
+        let tag = unique("killed");
+        produce_csv(&env, &brokers, &format!("{tag}-in"), &SMALL);
+        let config = demo_config(&env, &brokers, &tag, &extra);
+        let mut kills = 0;
+        for (line, n) in [
+            ("calling the component", 3),
+            ("batch committed", 4),
+            ("outputs acknowledged", 6),
+            ("offsets committed", 9),
+            ("batch committed", 15),
+        ] {
+            kills += usize::from(kill_after(&env, &config, line, n));
+        }
+        assert!(kills >= 4, "only {kills} of 5 runs were killed mid-way");
+        env.run(&config);
+        let enriched = read_all(&brokers, &format!("{tag}-enriched"));
+        assert_eq!(distinct_keys(&enriched), clean_keys, "exactly_once = {exactly_once}");
+        if exactly_once {
+            assert_eq!(enriched.len(), clean_keys.len(), "no committed output twice");
+        }
+        assert_eq!(distinct_keys(&read_all(&brokers, &format!("{tag}-alerts"))), clean_alerts);
+        assert_eq!(threshold_state(&env), threshold_state(&clean), "exactly_once = {exactly_once}");
+    }
+}
+
+/// A broker of the test's own, so restarting it disturbs no other test.
+struct OwnBroker {
+    dir: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    fn start() -> (Self, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = OwnBroker { dir };
+        let addr = b.script("up");
+        (b, addr)
+    }
+
+    fn script(&self, verb: &str) -> String {
+        let out = Command::new(root().join("kafka/kafka.sh"))
+            .arg(verb)
+            .env("KAFKA_DIR", self.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kafka.sh {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("kafka/kafka.sh")).arg("down").env("KAFKA_DIR", self.dir.path()).output();
+    }
+}
+
+#[test]
+fn the_host_rides_out_a_broker_restart() {
+    if broker().is_none() {
+        return;
+    }
+    let (own, brokers) = OwnBroker::start();
+    let env = Env::new();
+    let tag = unique("restart");
+    produce_csv(&env, &brokers, &format!("{tag}-in"), &SMALL);
+    let config = demo_config(&env, &brokers, &tag, "batch.max_records = 16");
+    let mut child = env
+        .cmd()
+        .env("TIDEWATER_LOG", "tidewater::pipeline=debug,warn")
+        .args(["run", "--until-idle", "--format", "json", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = 0;
+    for l in lines.by_ref() {
+        if l.unwrap().contains("batch committed") {
+            seen += 1;
+            if seen == 10 {
+                break;
+            }
+        }
+    }
+    own.script("restart");
+    // Keep draining stderr so the host never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let enriched = read_all(&brokers, &format!("{tag}-enriched"));
+    assert_eq!(distinct_keys(&enriched).len(), 1268 + 509, "{summary}");
+}
