@@ -143,17 +143,6 @@ pub async fn run(
     }
     let db = crate::db::open(&options.data_dir)?;
     let log = Log::new(db.clone(), config.log.default_partitions);
-    for t in &config.topics {
-        log.create_topic(
-            &t.name,
-            t.partitions.unwrap_or(config.log.default_partitions),
-        )?;
-        log.set_retention(
-            &t.name,
-            t.retention.map(|d| d.as_millis() as u64),
-            t.retention_bytes,
-        )?;
-    }
     let runtime = Arc::new(Runtime::new(Some(options.data_dir.join("cache"))).map_err(
         |error| RunError::Load {
             processor: "(engine)".into(),
@@ -203,8 +192,12 @@ pub async fn run(
             error,
         })?;
         for input in &p.inputs {
-            if log.partitions(input)?.is_none() {
-                tracing::warn!(processor = %p.name, topic = %input, "input topic does not exist yet; it is read once it appears");
+            let written_here = config
+                .processors
+                .iter()
+                .any(|q| q.output == *input || q.dead_letter_topic() == *input);
+            if log.partitions(input)?.is_none() && !written_here {
+                tracing::warn!(processor = %p.name, topic = %input, "input topic does not exist yet (nothing was produced to it); it is read once it appears");
             }
         }
         let source = EmbeddedSource::new(log.clone(), settings.name.clone(), p.inputs.clone());
@@ -218,6 +211,18 @@ pub async fn run(
         ));
     }
 
+    // Only now that every processor loaded and started: create the topics.
+    for t in &config.topics {
+        log.create_topic(
+            &t.name,
+            t.partitions.unwrap_or(config.log.default_partitions),
+        )?;
+        log.set_retention(
+            &t.name,
+            t.retention.map(|d| d.as_millis() as u64),
+            t.retention_bytes,
+        )?;
+    }
     let before = stats::read_all(&log)?;
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
@@ -271,6 +276,7 @@ pub async fn run(
         threads.push((name, version, shared, handle));
     }
 
+    tracing::info!(processors = threads.len(), "processors running");
     let maintenance = {
         let (log, db) = (log.clone(), db.clone());
         move || {
