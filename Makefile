@@ -4,6 +4,8 @@
 #   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts)
 #   make bench   criterion benchmarks (WASM vs native, batch sizes, idempotency on/off)
 #   make plugins build the example processors into target/plugins/*.wasm
+#   make demo-kafka  the main job through a real Apache Kafka broker
+#   make kafka-up / kafka-down   a local single-node Kafka (KRaft) on 127.0.0.1
 #
 # Everything is built with one profile (release): the binary, the tests and
 # the benches share one build of wasmtime.
@@ -21,10 +23,12 @@ PLUGINS := enrich threshold probe
 DATA_DIR ?= $(ROOT)/.tidewater
 TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 
-.PHONY: help demo test bench plugins build tools check-data clean
+KAFKA := kafka/kafka.sh
+
+.PHONY: help demo demo-kafka test bench plugins build tools check-data clean kafka-up kafka-down
 
 help:
-	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Toolchain: the wasm32-wasip2 target (rustup), rustfmt and clippy.
 tools:
@@ -59,16 +63,42 @@ demo: build plugins check-data
 	@$(TW) consume alerts --max 1 --format value
 	@echo "(data dir: $(DATA_DIR); run 'make demo' again: every event is a duplicate and no output changes)"
 
+## A single-node Apache Kafka (KRaft) on 127.0.0.1; its jars come from Maven Central.
+kafka-up:
+	@$(KAFKA) up
+
+kafka-down:
+	@$(KAFKA) down
+
 test: tools plugins
 	cargo fmt --all -- --check
 	cd plugins && cargo fmt --all -- --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	cd plugins && cargo clippy --release --locked --all-targets -- -D warnings
 	cd plugins && cargo test --release --locked
-	cargo test --release --locked --workspace
+	cargo build --release --locked --workspace --all-targets
+	@$(KAFKA) up >/dev/null
+	status=0; TIDEWATER_REQUIRE_KAFKA=1 cargo test --release --locked --workspace || status=$$?; $(KAFKA) down; exit $$status
+
+KDATA_DIR ?= $(ROOT)/.tidewater-kafka
+
+demo-kafka: build plugins check-data
+	@brokers=$$($(KAFKA) up) && \
+	echo "== Kafka at $$brokers; ingesting the four data sets into sensor-readings, then 5% again" && \
+	for spec in "data/sea_surface_temperature.csv.gz|buoy-b01|time (UTC)" "data/water-flow.csv|pipeline-7|Time" \
+	            "data/occupancy.csv|office-12|time" "data/CGM.csv.gz|cgm-3|datetime"; do \
+	  IFS='|' read -r file device column <<< "$$spec"; \
+	  TIDEWATER_DATA_DIR=$(KDATA_DIR) $(BIN) produce sensor-readings --brokers "$$brokers" --partitions 4 \
+	    --redeliver-percent 5 --csv "$$file" --device "$$device" --time-column "$$column"; \
+	done && \
+	echo "== running enrich and threshold on Kafka until every input is drained" && \
+	TIDEWATER_LOG=$${TIDEWATER_LOG:-warn} TIDEWATER_DATA_DIR=$(KDATA_DIR) $(BIN) run --config demo/tidewater.toml \
+	  --brokers "$$brokers" --until-idle && \
+	echo "(broker still running: 'make kafka-down' stops it; data dir: $(KDATA_DIR))"
 
 bench: tools plugins
 	cargo bench --locked -p tidewater-host --bench pipeline
 
 clean:
-	rm -rf $(CARGO_TARGET_DIR) $(PLUGIN_DIR) plugins/target $(DATA_DIR)
+	-$(KAFKA) reset
+	rm -rf $(CARGO_TARGET_DIR) $(PLUGIN_DIR) plugins/target $(DATA_DIR) $(KDATA_DIR)

@@ -8,9 +8,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rdkafka::producer::BaseProducer;
 use tidewater::config::Config;
 use tidewater::ingest::{self, CsvOptions};
-use rdkafka::producer::BaseProducer;
 use tidewater::kafka::{DeliveryContext, KafkaConfig};
 use tidewater::log::{Log, Record};
 
@@ -42,6 +42,11 @@ enum Command {
     /// Run the processors of a config file until Ctrl-C (or until idle).
     Run(RunArgs),
     /// Append events to a topic, from a CSV file of sensor readings.
+    ///
+    /// Rows that cannot become events are reported with their line number and
+    /// kept, with the reason, in the topic <TOPIC>.rejected; the exit status is
+    /// then 2. A file that cannot be read to its end (e.g. a truncated gzip
+    /// file) is an error (exit 1) after the rows before the damage were appended.
     Produce(ProduceArgs),
     /// Print the records of a topic.
     Consume(ConsumeArgs),
@@ -86,23 +91,31 @@ struct ProduceArgs {
     #[arg(long)]
     csv: PathBuf,
     /// The device id: the record key and the "device" field of each event.
-    #[arg(long)]
+    #[arg(long, value_parser = non_empty)]
     device: String,
     /// The column that holds each row's time; it becomes the "ts" field
     /// (as written) and the record timestamp (UTC when it names no offset).
     #[arg(long)]
     time_column: String,
-    /// Partitions to create the topic with, if it does not exist.
-    #[arg(long)]
+    /// Partitions to create the topic with, if it does not exist (1 to 10000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     partitions: Option<u32>,
     /// After the file, send this percentage of its rows again, chosen by a
     /// fixed hash of device and line (what devices retrying over a flaky
     /// link do). 0 to 100.
     #[arg(long, default_value_t = 0.0)]
     redeliver_percent: f64,
-    /// Records per durable commit.
-    #[arg(long, default_value_t = 10_000)]
-    chunk: usize,
+    /// Records per durable commit (1 to 1000000).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    chunk: u64,
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_owned())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +183,17 @@ fn open_log(data_dir: &std::path::Path) -> anyhow::Result<Log> {
     Ok(Log::new(db, 1))
 }
 
+/// Opens the log of a data dir that must exist already (for commands that only read).
+fn open_existing_log(data_dir: &std::path::Path) -> anyhow::Result<Log> {
+    if !data_dir.join(tidewater::db::DB_FILE).exists() {
+        bail!(
+            "there is no tidewater data in {} (nothing was produced or run there; --data-dir or TIDEWATER_DATA_DIR choose another)",
+            data_dir.display()
+        );
+    }
+    open_log(data_dir)
+}
+
 async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(&a.config)?;
     if let Some(brokers) = a.kafka.brokers {
@@ -182,10 +206,17 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
         data_dir: data_dir.to_owned(),
         until_idle: a.until_idle,
     };
-    let shutdown = async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("interrupted; finishing the batches in flight");
+    // Registered now, before the components load, so that a signal arriving
+    // while they do is not taken by the default handler.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
+        tracing::info!("asked to stop; finishing the batches in flight");
     };
     let summary = tidewater::run(config, options, shutdown).await?;
     match a.format {
@@ -234,19 +265,55 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
 /// Where `produce` appends: the embedded log or a Kafka producer.
 enum Target {
     Log(Log),
-    Kafka(Box<BaseProducer<DeliveryContext>>, std::time::Duration),
+    Kafka {
+        config: KafkaConfig,
+        producer: Box<BaseProducer<DeliveryContext>>,
+        created: std::cell::RefCell<std::collections::BTreeSet<String>>,
+    },
 }
 
 impl Target {
-    /// Appends `records` to `topic` durably: one redb commit, or every record acknowledged.
-    fn append(&self, topic: &str, records: impl IntoIterator<Item = Record>) -> anyhow::Result<usize> {
+    /// Appends `records` to `topic` durably (one redb commit, or every record
+    /// acknowledged by the broker), creating the topic with `partitions`
+    /// partitions if it does not exist. Returns how many were appended.
+    fn append_creating(
+        &self,
+        topic: &str,
+        partitions: Option<u32>,
+        records: impl IntoIterator<Item = Record>,
+    ) -> anyhow::Result<usize> {
         match self {
-            Target::Log(log) => Ok(log.append(topic, records)?.len()),
-            Target::Kafka(p, timeout) => {
+            Target::Log(log) => Ok(log.append_creating(topic, partitions, records)?.len()),
+            Target::Kafka {
+                config,
+                producer,
+                created,
+            } => {
+                if !created.borrow().contains(topic) {
+                    let topics = [(topic.to_owned(), partitions)].into_iter().collect();
+                    tokio::task::block_in_place(|| {
+                        tokio::runtime::Handle::current()
+                            .block_on(tidewater::kafka::ensure_topics(config, &topics))
+                    })?;
+                    created.borrow_mut().insert(topic.to_owned());
+                }
                 let records: Vec<Record> = records.into_iter().collect();
-                Ok(tidewater::kafka::produce_all(p, records.iter().map(|r| (topic, r)), *timeout)?)
+                Ok(tidewater::kafka::produce_all(
+                    producer,
+                    records.iter().map(|r| (topic, r)),
+                    config.flush_timeout,
+                )?)
             }
         }
+    }
+
+    /// As [`Target::append_creating`] with the default partition count.
+    fn append(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = Record>,
+    ) -> anyhow::Result<usize> {
+        self.append_creating(topic, None, records)
     }
 }
 
@@ -257,17 +324,23 @@ async fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<E
             a.redeliver_percent
         );
     }
-    if a.chunk == 0 {
-        bail!("--chunk must be at least 1");
-    }
+    let chunk_size = a.chunk as usize;
     let file =
         std::fs::File::open(&a.csv).with_context(|| format!("cannot open {}", a.csv.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let log = open_log(data_dir)?;
     tidewater::log::check_topic_name(&a.topic)?;
-    if let Some(n) = a.partitions {
-        log.create_topic(&a.topic, n)?;
-    }
+    let log = match &a.kafka.brokers {
+        None => Target::Log(open_log(data_dir)?),
+        Some(brokers) => {
+            let config = KafkaConfig::new(brokers.clone());
+            let producer = tidewater::kafka::producer(&config, None)?;
+            Target::Kafka {
+                config,
+                producer: Box::new(producer),
+                created: std::cell::RefCell::new(std::collections::BTreeSet::new()),
+            }
+        }
+    };
     let bar = indicatif::ProgressBar::new(size).with_style(
         indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -278,7 +351,7 @@ async fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<E
         device: a.device.clone(),
         time_column: a.time_column.clone(),
     };
-    let mut chunk: Vec<Record> = Vec::with_capacity(a.chunk);
+    let mut chunk: Vec<Record> = Vec::with_capacity(chunk_size.min(10_000));
     let mut again: Vec<Record> = Vec::new();
     let mut rejected: Vec<Record> = Vec::new();
     let mut good = 0u64;
@@ -296,10 +369,10 @@ async fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<E
                     again.push(record.clone());
                 }
                 chunk.push(record);
-                if chunk.len() >= a.chunk {
-                    match log.append(&a.topic, chunk.drain(..)) {
-                        Ok(placed) => {
-                            tracing::debug!(topic = %a.topic, records = placed.len(), "chunk committed")
+                if chunk.len() >= chunk_size {
+                    match log.append_creating(&a.topic, a.partitions, chunk.drain(..)) {
+                        Ok(n) => {
+                            tracing::debug!(topic = %a.topic, records = n, "chunk committed")
                         }
                         Err(e) => append_error = Some(e),
                     }
@@ -310,17 +383,18 @@ async fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<E
                 rejected.push(Record {
                     timestamp_ms: 0,
                     key: Some(a.device.clone().into_bytes()),
-                    value: Some(
-                        serde_json::json!({
-                            "file": a.csv.display().to_string(),
-                            "line": bad.line,
-                            "error": bad.reason,
-                            "cells": bad.cells,
-                        })
-                        .to_string()
-                        .into_bytes(),
-                    ),
-                    headers: vec![],
+                    value: Some(bad.raw),
+                    headers: vec![
+                        ("tidewater-error-message".into(), bad.reason.into_bytes()),
+                        (
+                            "tidewater-source-file".into(),
+                            a.csv.display().to_string().into_bytes(),
+                        ),
+                        (
+                            "tidewater-source-line".into(),
+                            bad.line.to_string().into_bytes(),
+                        ),
+                    ],
                 });
             }
         }
@@ -329,16 +403,35 @@ async fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<E
     if let Some(e) = append_error {
         return Err(e).context(format!("appending to {}", a.topic));
     }
-    result.with_context(|| format!("reading {}", a.csv.display()))?;
-    log.append(&a.topic, chunk.drain(..))?;
+    let rejected_topic = format!("{}.rejected", a.topic);
+    let keep_rejected = |rejected: Vec<Record>| -> anyhow::Result<()> {
+        if !rejected.is_empty() {
+            log.append(&rejected_topic, rejected)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = result {
+        // Keep what was read before the damage, then report it.
+        if !chunk.is_empty() {
+            log.append_creating(&a.topic, a.partitions, chunk.drain(..))?;
+        }
+        keep_rejected(std::mem::take(&mut rejected))?;
+        return Err(e).with_context(|| {
+            format!(
+                "{}: {good} rows were appended before the error",
+                a.csv.display()
+            )
+        });
+    }
+    if !chunk.is_empty() {
+        log.append_creating(&a.topic, a.partitions, chunk.drain(..))?;
+    }
     let redelivered = again.len();
-    for part in again.chunks(a.chunk) {
+    for part in again.chunks(chunk_size) {
         log.append(&a.topic, part.iter().cloned())?;
     }
     let bad = rejected.len();
-    if bad > 0 {
-        log.append(&rejected_topic, rejected)?;
-    }
+    keep_rejected(rejected)?;
     eprintln!(
         "{}: appended {} events from {} ({} sent again) in {:.2} s{}",
         a.topic,
@@ -352,7 +445,11 @@ async fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<E
             String::new()
         }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(if bad > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn bytes_json(b: &[u8]) -> serde_json::Value {
@@ -412,12 +509,18 @@ fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Result<ExitCod
     };
     match &a.kafka.brokers {
         None => {
-            let log = open_log(data_dir)?;
+            let log = open_existing_log(data_dir)?;
             let Some(n) = log.partitions(&a.topic)? else {
-                bail!("topic {:?} does not exist (see `tidewater topics`)", a.topic);
+                bail!(
+                    "topic {:?} does not exist (see `tidewater topics`)",
+                    a.topic
+                );
             };
             let partitions: Vec<u32> = match a.partition {
-                Some(p) if p >= n => bail!("topic {:?} has {n} partitions, there is no partition {p}", a.topic),
+                Some(p) if p >= n => bail!(
+                    "topic {:?} has {n} partitions, there is no partition {p}",
+                    a.topic
+                ),
                 Some(p) => vec![p],
                 None => (0..n).collect(),
             };
@@ -437,7 +540,13 @@ fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Result<ExitCod
         }
         Some(brokers) => {
             let config = KafkaConfig::new(brokers.clone());
-            tidewater::kafka::read_topic(&config, &a.topic, a.partition, a.from_offset, &mut print)?;
+            tidewater::kafka::read_topic(
+                &config,
+                &a.topic,
+                a.partition,
+                a.from_offset,
+                &mut print,
+            )?;
         }
     }
     let _ = out.flush();
@@ -446,7 +555,7 @@ fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Result<ExitCod
 
 fn stats(data_dir: &std::path::Path, a: StatsArgs) -> anyhow::Result<ExitCode> {
     let format = a.format.format;
-    let log = open_log(data_dir)?;
+    let log = open_existing_log(data_dir)?;
     let mut all = tidewater::stats::read_all(&log)?;
     if let Some(brokers) = &a.kafka.brokers {
         // Positions are kept in redb for Kafka too; the ends come from the broker.
@@ -496,7 +605,7 @@ fn stats(data_dir: &std::path::Path, a: StatsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn topics(data_dir: &std::path::Path, a: FormatArgs) -> anyhow::Result<ExitCode> {
-    let log = open_log(data_dir)?;
+    let log = open_existing_log(data_dir)?;
     let topics = log.topics()?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&topics)?),

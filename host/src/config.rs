@@ -330,13 +330,21 @@ impl Config {
     ///
     /// The first problem found, naming the processor and key.
     pub fn check(&self) -> Result<(), String> {
-        if self.log.default_partitions == 0 {
-            return Err("log.default_partitions must be at least 1".into());
+        let max = crate::log::MAX_PARTITIONS;
+        if !(1..=max).contains(&self.log.default_partitions) {
+            return Err(format!("log.default_partitions must be 1 to {max}"));
         }
+        let mut topic_names = std::collections::BTreeSet::new();
         for t in &self.topics {
             check_topic_name(&t.name).map_err(|e| format!("[[topic]] {e}"))?;
-            if t.partitions == Some(0) {
-                return Err(format!("topic {:?}: partitions must be at least 1", t.name));
+            if t.partitions.is_some_and(|p| !(1..=max).contains(&p)) {
+                return Err(format!(
+                    "[[topic]] {:?}: partitions must be 1 to {max}",
+                    t.name
+                ));
+            }
+            if !topic_names.insert(t.name.as_str()) {
+                return Err(format!("[[topic]] {:?} is listed twice", t.name));
             }
         }
         let mut names = std::collections::BTreeSet::new();
@@ -361,11 +369,15 @@ impl Config {
             for t in p.inputs.iter().chain([&p.output, &p.dead_letter_topic()]) {
                 check_topic_name(t).map_err(|e| ctx(e.to_string()))?;
             }
-            if p.inputs.contains(&p.output) {
-                return Err(ctx(format!(
-                    "output {:?} is also an input: the processor would read its own outputs",
-                    p.output
-                )));
+            for (what, t) in [
+                ("output", &p.output),
+                ("dead_letter_topic", &p.dead_letter_topic()),
+            ] {
+                if p.inputs.contains(t) {
+                    return Err(ctx(format!(
+                        "{what} {t:?} is also an input: the processor would read what it writes"
+                    )));
+                }
             }
             p.key_mode().map_err(ctx)?;
             if p.batch.max_records == 0 || p.batch.max_bytes == 0 {
@@ -389,7 +401,54 @@ impl Config {
                 return Err(ctx("idempotency.ttl must be above 0".into()));
             }
         }
+        if let Some(cycle) = self.cycle() {
+            return Err(format!(
+                "the processors form a cycle ({}): each would read what the next writes, for ever",
+                cycle.join(" → ")
+            ));
+        }
         Ok(())
+    }
+
+    /// A cycle of processors, each writing (output or dead letters) to an
+    /// input of the next, if there is one: the names, first one repeated at the end.
+    fn cycle(&self) -> Option<Vec<String>> {
+        let writes = |p: &ProcessorConfig, q: &ProcessorConfig| {
+            q.inputs.contains(&p.output) || q.inputs.contains(&p.dead_letter_topic())
+        };
+        let n = self.processors.len();
+        // Depth-first search from each processor; n is small.
+        fn visit(
+            at: usize,
+            path: &mut Vec<usize>,
+            edges: &dyn Fn(usize, usize) -> bool,
+            n: usize,
+        ) -> Option<Vec<usize>> {
+            for next in 0..n {
+                if !edges(at, next) {
+                    continue;
+                }
+                if let Some(i) = path.iter().position(|&p| p == next) {
+                    let mut c = path[i..].to_vec();
+                    c.push(next);
+                    return Some(c);
+                }
+                path.push(next);
+                if let Some(c) = visit(next, path, edges, n) {
+                    return Some(c);
+                }
+                path.pop();
+            }
+            None
+        }
+        let edges = |a: usize, b: usize| writes(&self.processors[a], &self.processors[b]);
+        (0..n).find_map(|start| {
+            visit(start, &mut vec![start], &edges, n).map(|c| {
+                c.into_iter()
+                    .map(|i| self.processors[i].name.clone())
+                    .collect()
+            })
+        })
     }
 }
 
@@ -441,6 +500,47 @@ output = "out"
         assert!(c.check().unwrap_err().contains("used twice"));
         let c = Config::parse(&MINIMAL.replace("\"out\"", "\"a/b\"")).unwrap();
         assert!(c.check().unwrap_err().contains("\"a/b\" is not valid"));
+    }
+
+    #[test]
+    fn loops_are_refused() {
+        let c = Config::parse(&format!("{MINIMAL}dead_letter_topic = \"in\"\n")).unwrap();
+        assert!(
+            c.check()
+                .unwrap_err()
+                .contains("dead_letter_topic \"in\" is also an input")
+        );
+        let two = r#"
+[[processor]]
+name = "a"
+component = "p.wasm"
+inputs = ["x"]
+output = "y"
+[[processor]]
+name = "b"
+component = "p.wasm"
+inputs = ["y"]
+output = "x"
+"#;
+        let err = Config::parse(two).unwrap().check().unwrap_err();
+        assert!(err.contains("cycle (a → b → a)"), "{err}");
+        let chain = two.replace("output = \"x\"", "output = \"z\"");
+        Config::parse(&chain).unwrap().check().unwrap();
+    }
+
+    #[test]
+    fn topics_are_checked() {
+        let t = "[[topic]]\nname = \"t\"\npartitions = 4\n";
+        let err = Config::parse(&format!("{t}{t}"))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert_eq!(err, "[[topic]] \"t\" is listed twice");
+        let err = Config::parse("[[topic]]\nname = \"t\"\npartitions = 4000000000\n")
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(err.contains("partitions must be 1 to 10000"), "{err}");
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::db::{OpenError, StorageError, now_ms};
+use crate::kafka::KafkaStream;
 use crate::log::{Log, LogError};
 use crate::pipeline::{
-    EmbeddedSink, EmbeddedSource, Pipeline, PipelineError, Settings, WasmHandler,
+    EmbeddedSink, EmbeddedSource, Pipeline, PipelineError, Settings, Sink, Source, WasmHandler,
 };
 use crate::runtime::{CallError, Limits, LoadError, Runtime};
 use crate::stats::{self, Counters};
@@ -110,7 +111,10 @@ pub struct RunSummary {
 }
 
 struct Shared {
-    idle: AtomicBool,
+    /// The value of the run's progress counter when this processor last
+    /// found nothing to read and its source was caught up; `u64::MAX` when
+    /// it has not yet or has found work since.
+    idle_at: AtomicU64,
     busy_ns: AtomicU64,
 }
 
@@ -146,29 +150,6 @@ pub async fn run(
     }
     let db = crate::db::open(&options.data_dir)?;
     let log = Log::new(db.clone(), config.log.default_partitions);
-    for t in config.topics.iter().filter(|_| config.kafka.is_none()) {
-        log.create_topic(
-            &t.name,
-            t.partitions.unwrap_or(config.log.default_partitions),
-        )?;
-        log.set_retention(
-            &t.name,
-            t.retention.map(|d| d.as_millis() as u64),
-            t.retention_bytes,
-        )?;
-    }
-    if let Some(k) = &config.kafka {
-        let mut topics: BTreeMap<String, Option<u32>> = BTreeMap::new();
-        for p in &config.processors {
-            for t in p.inputs.iter().chain([&p.output, &p.dead_letter_topic()]) {
-                topics.entry(t.clone()).or_insert(None);
-            }
-        }
-        for t in &config.topics {
-            topics.insert(t.name.clone(), t.partitions);
-        }
-        crate::kafka::ensure_topics(k, &topics).await?;
-    }
     let runtime = Arc::new(Runtime::new(Some(options.data_dir.join("cache"))).map_err(
         |error| RunError::Load {
             processor: "(engine)".into(),
@@ -178,7 +159,7 @@ pub async fn run(
 
     // Load and start every processor before any runs, so a bad config stops
     // the run before it touches a stream.
-    let mut pipelines = Vec::new();
+    let mut ready = Vec::new();
     let mut loaded_components: BTreeMap<PathBuf, Arc<crate::runtime::LoadedComponent>> =
         BTreeMap::new();
     for p in &config.processors {
@@ -218,21 +199,77 @@ pub async fn run(
             error,
         })?;
         for input in &p.inputs {
-            if config.kafka.is_none() && log.partitions(input)?.is_none() {
-                tracing::warn!(processor = %p.name, topic = %input, "input topic does not exist yet; it is read once it appears");
+            let written_here = config
+                .processors
+                .iter()
+                .any(|q| q.output == *input || q.dead_letter_topic() == *input);
+            if config.kafka.is_none() && log.partitions(input)?.is_none() && !written_here {
+                tracing::warn!(processor = %p.name, topic = %input, "input topic does not exist yet (nothing was produced to it); it is read once it appears");
             }
         }
-        let source = EmbeddedSource::new(log.clone(), settings.name.clone(), p.inputs.clone());
-        let sink = EmbeddedSink::new(config.log.default_partitions);
+        ready.push((p, settings, handler));
+    }
+
+    // Only now that every processor loaded and started: create the topics.
+    match &config.kafka {
+        None => {
+            for t in &config.topics {
+                log.create_topic(
+                    &t.name,
+                    t.partitions.unwrap_or(config.log.default_partitions),
+                )?;
+                log.set_retention(
+                    &t.name,
+                    t.retention.map(|d| d.as_millis() as u64),
+                    t.retention_bytes,
+                )?;
+            }
+        }
+        Some(k) => {
+            let mut topics: BTreeMap<String, Option<u32>> = BTreeMap::new();
+            for p in &config.processors {
+                for t in p.inputs.iter().chain([&p.output, &p.dead_letter_topic()]) {
+                    topics.entry(t.clone()).or_insert(None);
+                }
+            }
+            for t in &config.topics {
+                topics.insert(t.name.clone(), t.partitions);
+            }
+            crate::kafka::ensure_topics(k, &topics).await?;
+        }
+    }
+    let mut pipelines = Vec::new();
+    for (p, settings, handler) in ready {
+        let (source, sink): (Box<dyn Source>, Box<dyn Sink>) = match &config.kafka {
+            Some(k) => {
+                let group = p.group.clone().unwrap_or_else(|| p.name.clone());
+                let stream = KafkaStream::connect(
+                    k,
+                    settings.name.clone(),
+                    &group,
+                    &p.inputs,
+                    p.exactly_once,
+                    db.clone(),
+                )?;
+                (stream.source(), stream.sink())
+            }
+            None => (
+                Box::new(EmbeddedSource::new(
+                    log.clone(),
+                    settings.name.clone(),
+                    p.inputs.clone(),
+                )),
+                Box::new(EmbeddedSink::new(config.log.default_partitions)),
+            ),
+        };
         pipelines.push(Pipeline::new(
             settings,
             db.clone(),
-            Box::new(source),
-            Box::new(sink),
+            source,
+            sink,
             Box::new(handler),
         ));
     }
-
     let before = stats::read_all(&log)?;
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
@@ -242,7 +279,7 @@ pub async fn run(
         let version = pipeline.version().to_owned();
         stats::set_status(&db, &name, "running")?;
         let shared = Arc::new(Shared {
-            idle: AtomicBool::new(false),
+            idle_at: AtomicU64::new(u64::MAX),
             busy_ns: AtomicU64::new(0),
         });
         let (stop, progress, shared2, db2) =
@@ -254,15 +291,17 @@ pub async fn run(
                     if stop.load(Ordering::Relaxed) {
                         break "stopped".to_string();
                     }
-                    shared2.idle.store(false, Ordering::SeqCst);
                     let t = Instant::now();
                     match pipeline.step() {
                         Ok(Some(_)) => {
+                            shared2.idle_at.store(u64::MAX, Ordering::SeqCst);
                             shared2.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                             progress.fetch_add(1, Ordering::SeqCst);
                         }
                         Ok(None) => {
-                            shared2.idle.store(pipeline.caught_up(), Ordering::SeqCst);
+                            let seen = progress.load(Ordering::SeqCst);
+                            let at = if pipeline.caught_up() { seen } else { u64::MAX };
+                            shared2.idle_at.store(at, Ordering::SeqCst);
                             std::thread::sleep(IDLE_POLL);
                         }
                         Err(e) => {
@@ -276,7 +315,7 @@ pub async fn run(
                         }
                     }
                 };
-                shared2.idle.store(true, Ordering::SeqCst);
+                shared2.idle_at.store(u64::MAX - 1, Ordering::SeqCst);
                 if let Err(e) = stats::set_status(&db2, pipeline.name(), &status) {
                     tracing::error!(processor = %pipeline.name(), error = %e, "cannot record the processor's status");
                 }
@@ -286,6 +325,7 @@ pub async fn run(
         threads.push((name, version, shared, handle));
     }
 
+    tracing::info!(processors = threads.len(), "processors running");
     let maintenance = {
         let (log, db) = (log.clone(), db.clone());
         move || {
@@ -308,6 +348,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_maintenance = Instant::now();
     let mut quiet_ticks = 0;
+    let quiet_needed = if config.kafka.is_some() { 20 } else { 3 };
     let mut last_progress = u64::MAX;
     loop {
         tokio::select! {
@@ -318,16 +359,20 @@ pub async fn run(
             last_maintenance = Instant::now();
             let _ = tokio::task::spawn_blocking(maintenance.clone()).await;
         }
-        let all_idle = threads
-            .iter()
-            .all(|(_, _, s, h)| h.is_finished() || s.idle.load(Ordering::SeqCst));
         if threads.iter().all(|(_, _, _, h)| h.is_finished()) {
             break;
         }
+        // Idle: every processor found nothing to read after the last commit
+        // of any of them (a commit is the only way new input appears), and
+        // that stayed so for a while (longer on Kafka, whose consumers learn
+        // of new records with a fetch delay).
         let p = progress.load(Ordering::SeqCst);
+        let all_idle = threads
+            .iter()
+            .all(|(_, _, s, h)| h.is_finished() || s.idle_at.load(Ordering::SeqCst) == p);
         if options.until_idle && all_idle && p == last_progress {
             quiet_ticks += 1;
-            if quiet_ticks >= 3 {
+            if quiet_ticks >= quiet_needed {
                 break;
             }
         } else {

@@ -35,15 +35,18 @@ pub struct BadRow {
     pub line: u64,
     /// What was wrong.
     pub reason: String,
-    /// The row's cells, as read.
-    pub cells: Vec<String>,
+    /// The row's bytes as read: its cells joined by commas (quotes removed).
+    pub raw: Vec<u8>,
 }
 
 /// Why a CSV file could not be read at all.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IngestError {
-    /// The header is missing or unreadable.
+    /// The file has no header line.
+    #[error("the file is empty: a CSV header naming the columns is needed")]
+    Empty,
+    /// The header is unreadable.
     #[error("cannot read the CSV header: {0}")]
     Header(String),
     /// The time column is not in the header.
@@ -54,9 +57,17 @@ pub enum IngestError {
         /// The columns there are, comma-separated.
         columns: String,
     },
-    /// Reading failed.
-    #[error("cannot read the file: {0}")]
-    Io(#[from] std::io::Error),
+    /// A column name is used twice, or is one of the fields the event gets anyway.
+    #[error("column {0:?} {1}")]
+    BadColumn(String, &'static str),
+    /// Reading or decompressing failed part way.
+    #[error("cannot read the file after line {line}: {message}")]
+    Io {
+        /// The last line read completely.
+        line: u64,
+        /// What failed (e.g. a truncated gzip stream).
+        message: String,
+    },
 }
 
 /// Parses a time as written in the data sets: RFC 3339 with `T` or a space,
@@ -133,21 +144,37 @@ pub fn maybe_gunzip<'a>(reader: impl Read + 'a) -> std::io::Result<Box<dyn Read 
 ///
 /// # Errors
 ///
-/// [`IngestError`] when the file as a whole cannot be read; bad rows go to `each`.
+/// [`IngestError`] when the file as a whole cannot be read: no header, the
+/// time column missing, a column named twice or named `device` or `ts`
+/// (the fields every event gets), or a read that fails part way (such as a
+/// truncated gzip file: the rows before it were passed to `each`).
 pub fn read_csv(
     reader: impl Read,
     options: &CsvOptions,
     mut each: impl FnMut(Result<Record, BadRow>),
 ) -> Result<(), IngestError> {
+    let io = |line: u64, e: &dyn std::fmt::Display| IngestError::Io {
+        line,
+        message: e.to_string(),
+    };
     let mut csv = csv::ReaderBuilder::new()
         .flexible(true)
-        .from_reader(maybe_gunzip(reader)?);
-    let header: Vec<String> = csv
-        .headers()
-        .map_err(|e| IngestError::Header(e.to_string()))?
+        .has_headers(false)
+        .from_reader(maybe_gunzip(reader).map_err(|e| io(0, &e))?);
+    let mut row = csv::ByteRecord::new();
+    match csv.read_byte_record(&mut row) {
+        Ok(true) => {}
+        Ok(false) => return Err(IngestError::Empty),
+        Err(e) => return Err(IngestError::Header(e.to_string())),
+    }
+    let header: Vec<String> = row
         .iter()
-        .map(|h| h.trim_start_matches('\u{feff}').to_owned())
-        .collect();
+        .map(|h| {
+            std::str::from_utf8(h)
+                .map(|h| h.trim_start_matches('\u{feff}').to_owned())
+                .map_err(|_| IngestError::Header("a column name is not UTF-8".into()))
+        })
+        .collect::<Result<_, _>>()?;
     let time_idx = header
         .iter()
         .position(|h| *h == options.time_column)
@@ -155,27 +182,45 @@ pub fn read_csv(
             column: options.time_column.clone(),
             columns: header.join(", "),
         })?;
+    for (i, h) in header.iter().enumerate() {
+        if (h == "device" || h == "ts") && i != time_idx {
+            return Err(IngestError::BadColumn(
+                h.clone(),
+                "is a field every event gets (device id, row time): rename the column",
+            ));
+        }
+        if header[..i].contains(h) {
+            return Err(IngestError::BadColumn(
+                h.clone(),
+                "appears twice in the header",
+            ));
+        }
+    }
     let device_json = serde_json::Value::from(options.device.as_str()).to_string();
-    let mut row = csv::StringRecord::new();
+    let mut last_line = 1;
     loop {
-        let line = csv.position().line();
-        match csv.read_record(&mut row) {
+        match csv.read_byte_record(&mut row) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
+                if let csv::ErrorKind::Io(err) = e.kind() {
+                    return Err(io(last_line, err));
+                }
+                let line = e.position().map_or(last_line + 1, |p| p.line());
                 each(Err(BadRow {
-                    line: e.position().map_or(line, |p| p.line()),
+                    line,
                     reason: format!("not a CSV row: {e}"),
-                    cells: Vec::new(),
+                    raw: Vec::new(),
                 }));
                 continue;
             }
         }
-        let line = row.position().map_or(line, |p| p.line());
-        let bad = |reason: String, row: &csv::StringRecord| BadRow {
+        let line = row.position().map_or(last_line + 1, |p| p.line());
+        last_line = line;
+        let bad = |reason: String, row: &csv::ByteRecord| BadRow {
             line,
             reason,
-            cells: row.iter().map(str::to_owned).collect(),
+            raw: row.iter().collect::<Vec<_>>().join(&b","[..]),
         };
         if row.len() != header.len() {
             each(Err(bad(
@@ -188,7 +233,14 @@ pub fn read_csv(
             )));
             continue;
         }
-        let time_text = &row[time_idx];
+        let cells: Vec<&str> = match row.iter().map(std::str::from_utf8).collect() {
+            Ok(c) => c,
+            Err(e) => {
+                each(Err(bad(format!("row is not UTF-8 ({e})"), &row)));
+                continue;
+            }
+        };
+        let time_text = cells[time_idx];
         let timestamp_ms = match parse_time_ms(time_text) {
             Ok(t) => t,
             Err(reason) => {
@@ -201,8 +253,8 @@ pub fn read_csv(
         value.push_str(&device_json);
         value.push_str(",\"ts\":");
         value.push_str(&serde_json::Value::from(time_text).to_string());
-        for (i, cell) in row.iter().enumerate() {
-            if i == time_idx || header[i] == "device" || header[i] == "ts" {
+        for (i, cell) in cells.iter().enumerate() {
+            if i == time_idx {
                 continue;
             }
             value.push(',');
@@ -282,7 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_rows_name_their_line() {
+    fn bad_rows_name_their_line_and_keep_their_bytes() {
         let rows = collect(b"isig,datetime,glucose\n1,2010-03-24 09:51:00,2\n1,yesterday,2\n1,2\n3,2010-03-24 10:00:00,4\n");
         assert!(rows[0].is_ok());
         let bad = rows[1].as_ref().unwrap_err();
@@ -291,7 +343,56 @@ mod tests {
         let bad = rows[2].as_ref().unwrap_err();
         assert_eq!(bad.line, 4);
         assert_eq!(bad.reason, "row has 2 cells, the header has 3");
+        assert_eq!(bad.raw, b"1,2");
         assert!(rows[3].is_ok());
+    }
+
+    #[test]
+    fn files_that_cannot_be_read_say_why() {
+        let err = |data: &[u8]| read_csv(data, &opts(), |_| {}).unwrap_err().to_string();
+        assert_eq!(
+            err(b""),
+            "the file is empty: a CSV header naming the columns is needed"
+        );
+        assert_eq!(
+            err(b"datetime,device,v\n"),
+            "column \"device\" is a field every event gets (device id, row time): rename the column"
+        );
+        assert_eq!(
+            err(b"datetime,v,v\n"),
+            "column \"v\" appears twice in the header"
+        );
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for i in 0..2000 {
+            writeln!(gz, "{i},2010-03-24 09:51:00,{i}").unwrap();
+        }
+        let mut bytes = b"".to_vec();
+        let mut head = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        head.write_all(b"isig,datetime,glucose\n").unwrap();
+        bytes.extend(head.finish().unwrap());
+        bytes.extend(gz.finish().unwrap());
+        bytes.truncate(bytes.len() - 100);
+        let mut rows = 0;
+        let e = read_csv(&bytes[..], &opts(), |r| {
+            assert!(r.is_ok());
+            rows += 1;
+        })
+        .unwrap_err();
+        assert!(matches!(e, IngestError::Io { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot read the file after line {}", rows + 1)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rows_that_are_not_utf8_keep_their_bytes() {
+        let rows = collect(b"isig,datetime,glucose\n\xff,2010-03-24 09:51:00,1\n");
+        let bad = rows[0].as_ref().unwrap_err();
+        assert_eq!(bad.line, 2);
+        assert_eq!(bad.raw, b"\xff,2010-03-24 09:51:00,1");
     }
 
     #[test]

@@ -52,7 +52,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::Deserialize;
 
 use crate::db::StorageError;
@@ -111,15 +113,62 @@ impl KafkaConfig {
         }
     }
 
-    /// The librdkafka settings shared by every client: brokers and properties.
+    /// The librdkafka settings of every client: brokers and properties.
     pub fn client_config(&self) -> ClientConfig {
+        self.config_for(Client::Admin)
+    }
+
+    /// The librdkafka settings of one kind of client: the brokers, and the
+    /// properties that apply to it (consumer-only properties are left out of
+    /// producers and the other way round, so librdkafka does not warn).
+    pub fn config_for(&self, client: Client) -> ClientConfig {
+        const CONSUMER: [&str; 9] = [
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "max.poll.interval.ms",
+            "fetch.",
+            "group.",
+            "auto.offset.reset",
+            "isolation.level",
+            "enable.auto.",
+            "partition.assignment.strategy",
+        ];
+        const PRODUCER: [&str; 9] = [
+            "linger.ms",
+            "acks",
+            "batch.",
+            "compression.",
+            "message.timeout.ms",
+            "queue.buffering.",
+            "enable.idempotence",
+            "transaction",
+            "delivery.timeout.ms",
+        ];
+        let skip: &[&str] = match client {
+            Client::Consumer => &PRODUCER,
+            Client::Producer => &CONSUMER,
+            Client::Admin => &[],
+        };
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.properties {
-            c.set(k, v);
+            if !skip.iter().any(|p| k.starts_with(p)) {
+                c.set(k, v);
+            }
         }
         c
     }
+}
+
+/// The kinds of librdkafka client, for [`KafkaConfig::config_for`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// A consumer.
+    Consumer,
+    /// A producer.
+    Producer,
+    /// An admin client (gets every property).
+    Admin,
 }
 
 /// Why a Kafka operation failed.
@@ -190,13 +239,23 @@ impl From<StreamError> for PipelineError {
 ///
 /// [`StreamError::MissingTopic`] when one is missing and creation is off;
 /// [`StreamError::Kafka`] when the broker cannot be reached or refuses.
-pub async fn ensure_topics(config: &KafkaConfig, topics: &BTreeMap<String, Option<u32>>) -> Result<(), StreamError> {
-    let admin: AdminClient<DefaultClientContext> = config.client_config().create().map_err(kafka("admin client"))?;
+pub async fn ensure_topics(
+    config: &KafkaConfig,
+    topics: &BTreeMap<String, Option<u32>>,
+) -> Result<(), StreamError> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config()
+        .create()
+        .map_err(kafka("admin client"))?;
     let metadata = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(30))
         .map_err(kafka(format!("reading metadata from {}", config.brokers)))?;
-    let existing: BTreeSet<String> = metadata.topics().iter().map(|t| t.name().to_owned()).collect();
+    let existing: BTreeSet<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect();
     let missing: Vec<(&String, i32)> = topics
         .iter()
         .filter(|(t, _)| !existing.contains(*t))
@@ -210,10 +269,19 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &BTreeMap<String, Optio
     }
     let new: Vec<NewTopic<'_>> = missing
         .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(config.replication_factor as i32)))
+        .map(|(t, p)| {
+            NewTopic::new(
+                t,
+                *p,
+                TopicReplication::Fixed(config.replication_factor as i32),
+            )
+        })
         .collect();
     let results = admin
-        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await
         .map_err(kafka("creating topics"))?;
     for r in results {
@@ -237,7 +305,20 @@ pub struct GroupContext {
     revoked: Mutex<Vec<(String, i32)>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+}
+
+/// librdkafka's client-level errors: the end of a partition is news, not an
+/// error; a broker that went away is worth a warning (librdkafka reconnects).
+fn log_client_error(error: KafkaError, reason: &str) {
+    match error {
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
+        e => tracing::warn!(error = %e, reason, "kafka client"),
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -256,7 +337,11 @@ pub struct DeliveryContext {
     errors: Mutex<Vec<String>>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
@@ -275,7 +360,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// (processor, sequence) → one encoded output waiting to be produced
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("kafka.outbox");
 /// processor → the batch the outbox belongs to: (topic, partition, next offset)
-const OUTBOX_SOURCE: TableDefinition<&str, (&str, u32, u64)> = TableDefinition::new("kafka.outbox_source");
+const OUTBOX_SOURCE: TableDefinition<&str, (&str, u32, u64)> =
+    TableDefinition::new("kafka.outbox_source");
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct OutboxEntry {
@@ -307,8 +393,9 @@ pub fn produce_all<'a>(
                 value: Some(value.as_slice()),
             });
         }
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).timestamp(r.timestamp_ms).headers(headers);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .timestamp(r.timestamp_ms)
+            .headers(headers);
         if let Some(k) = &r.key {
             record = record.key(k.as_slice());
         }
@@ -319,7 +406,9 @@ pub fn produce_all<'a>(
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
                     record = back;
                     producer.poll(Duration::from_millis(50));
                 }
@@ -327,7 +416,9 @@ pub fn produce_all<'a>(
             }
         }
     }
-    producer.flush(timeout).map_err(kafka("waiting for acknowledgements"))?;
+    producer
+        .flush(timeout)
+        .map_err(kafka("waiting for acknowledgements"))?;
     let errors = lock(&producer.context().errors);
     if let Some(first) = errors.first() {
         return Err(StreamError::NotAcknowledged {
@@ -346,8 +437,11 @@ pub fn produce_all<'a>(
 ///
 /// [`StreamError::Kafka`] when librdkafka refuses the settings, or the
 /// transactions cannot be initialised.
-pub fn producer(config: &KafkaConfig, transactional_id: Option<&str>) -> Result<BaseProducer<DeliveryContext>, StreamError> {
-    let mut c = config.client_config();
+pub fn producer(
+    config: &KafkaConfig,
+    transactional_id: Option<&str>,
+) -> Result<BaseProducer<DeliveryContext>, StreamError> {
+    let mut c = config.config_for(Client::Producer);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
@@ -364,6 +458,10 @@ pub fn producer(config: &KafkaConfig, transactional_id: Option<&str>) -> Result<
     }
     Ok(p)
 }
+
+/// The outbox of a batch: (topic, record) to produce, and the batch's
+/// source (topic, partition, next offset).
+type Outbox = (Vec<(String, Record)>, Option<(String, u32, u64)>);
 
 struct Inner {
     processor: Arc<str>,
@@ -403,7 +501,7 @@ impl KafkaStream {
         exactly_once: bool,
         db: Arc<Database>,
     ) -> Result<Self, StreamError> {
-        let mut c = config.client_config();
+        let mut c = config.config_for(Client::Consumer);
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -463,7 +561,8 @@ impl KafkaStream {
 
 impl Inner {
     fn drop_revoked(&mut self) {
-        let revoked: Vec<(String, i32)> = std::mem::take(&mut *lock(&self.consumer.context().revoked));
+        let revoked: Vec<(String, i32)> =
+            std::mem::take(&mut *lock(&self.consumer.context().revoked));
         for tp in revoked {
             if let Some(b) = self.buffers.remove(&tp) {
                 tracing::info!(processor = %self.processor, topic = %tp.0, partition = tp.1, dropped = b.len(), "partition revoked; its buffered records go to its new owner");
@@ -476,7 +575,11 @@ impl Inner {
     fn assigned(&self, topic: &str, partition: i32) -> bool {
         self.consumer
             .assignment()
-            .map(|tpl| tpl.elements().iter().any(|e| e.topic() == topic && e.partition() == partition))
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .any(|e| e.topic() == topic && e.partition() == partition)
+            })
             .unwrap_or(false)
     }
 
@@ -486,12 +589,14 @@ impl Inner {
             return Ok(*p);
         }
         let log = crate::log::Log::new(self.db.clone(), 1);
-        let p = log.position(&self.processor, topic, partition as u32)?.unwrap_or(0);
+        let p = log
+            .position(&self.processor, topic, partition as u32)?
+            .unwrap_or(0);
         self.positions.insert(key, p);
         Ok(p)
     }
 
-    fn outbox(&self) -> Result<(Vec<(String, Record)>, Option<(String, u32, u64)>), StorageError> {
+    fn outbox(&self) -> Result<Outbox, StorageError> {
         let txn = self.db.begin_read()?;
         let mut out = Vec::new();
         match txn.open_table(OUTBOX) {
@@ -548,13 +653,19 @@ impl Inner {
 
     /// Produces `records` (and, in exactly-once mode, commits `offsets` in
     /// the same transaction), waiting for the broker.
-    fn deliver(&self, records: &[(String, Record)], offsets: Option<(&str, i32, u64)>) -> Result<(), StreamError> {
+    fn deliver(
+        &self,
+        records: &[(String, Record)],
+        offsets: Option<(&str, i32, u64)>,
+    ) -> Result<(), StreamError> {
         let refs = records.iter().map(|(t, r)| (t.as_str(), r));
         if !self.exactly_once {
             produce_all(&self.producer, refs, self.flush_timeout)?;
             return Ok(());
         }
-        self.producer.begin_transaction().map_err(kafka("beginning a transaction"))?;
+        self.producer
+            .begin_transaction()
+            .map_err(kafka("beginning a transaction"))?;
         let result = (|| {
             produce_all(&self.producer, refs, self.flush_timeout)?;
             if let Some((topic, partition, next)) = offsets {
@@ -624,24 +735,38 @@ impl Inner {
         Ok(true)
     }
 
-    fn poll(&mut self, max_records: usize, max_bytes: usize) -> Result<Option<Batch>, PipelineError> {
+    fn poll(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Batch>, PipelineError> {
         self.drop_revoked();
         let started = Instant::now();
         let mut buffered_bytes = 0usize;
         loop {
-            let wait = if self.buffers.values().any(|b| !b.is_empty()) || started.elapsed() > Duration::from_millis(100) {
+            let wait = if self.buffers.values().any(|b| !b.is_empty())
+                || started.elapsed() > Duration::from_millis(100)
+            {
                 Duration::ZERO
             } else {
                 Duration::from_millis(50)
             };
-            let Some(msg) = self.consumer.poll(wait) else { break };
+            let Some(msg) = self.consumer.poll(wait) else {
+                break;
+            };
             match msg {
                 Err(KafkaError::PartitionEOF(p)) => {
                     // The topic is not named in this error: mark every buffer of that partition number.
                     let topics: Vec<String> = self
                         .consumer
                         .assignment()
-                        .map(|t| t.elements().iter().filter(|e| e.partition() == p).map(|e| e.topic().to_owned()).collect())
+                        .map(|t| {
+                            t.elements()
+                                .iter()
+                                .filter(|e| e.partition() == p)
+                                .map(|e| e.topic().to_owned())
+                                .collect()
+                        })
                         .unwrap_or_default();
                     for t in topics {
                         self.at_end.insert((t, p));
@@ -657,7 +782,8 @@ impl Inner {
                 Ok(m) => {
                     let record = to_log_record(&m);
                     drop(m);
-                    let (topic, partition, offset) = (record.topic.clone(), record.partition as i32, record.offset);
+                    let (topic, partition, offset) =
+                        (record.topic.clone(), record.partition as i32, record.offset);
                     if offset < self.position(&topic, partition)? {
                         // Processed and committed in redb by an earlier run.
                         continue;
@@ -676,7 +802,12 @@ impl Inner {
         if !self.recovered && !self.recover()? {
             return Ok(None);
         }
-        let Some((tp, _)) = self.buffers.iter().filter(|(_, b)| !b.is_empty()).max_by_key(|(_, b)| b.len()) else {
+        let Some((tp, _)) = self
+            .buffers
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .max_by_key(|(_, b)| b.len())
+        else {
             return Ok(None);
         };
         let tp = tp.clone();
@@ -700,16 +831,29 @@ impl Inner {
 }
 
 impl Source for KafkaStream {
-    fn poll(&mut self, max_records: usize, max_bytes: usize) -> Result<Option<Batch>, PipelineError> {
+    fn poll(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Batch>, PipelineError> {
         lock(&self.inner).poll(max_records, max_bytes)
     }
 
     fn commit_in(&mut self, txn: &WriteTransaction, batch: &Batch) -> Result<(), PipelineError> {
         let inner = lock(&self.inner);
-        crate::log::set_position_in(txn, &inner.processor, &batch.topic, batch.partition, batch.next_offset())?;
+        crate::log::set_position_in(
+            txn,
+            &inner.processor,
+            &batch.topic,
+            batch.partition,
+            batch.next_offset(),
+        )?;
         txn.open_table(OUTBOX_SOURCE)
             .map_err(StorageError::from)?
-            .insert(&*inner.processor, (batch.topic.as_str(), batch.partition, batch.next_offset()))
+            .insert(
+                &*inner.processor,
+                (batch.topic.as_str(), batch.partition, batch.next_offset()),
+            )
             .map_err(StorageError::from)?;
         Ok(())
     }
@@ -741,7 +885,12 @@ impl Source for KafkaStream {
         let assignment: Vec<(String, i32)> = inner
             .consumer
             .assignment()
-            .map(|t| t.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect())
+            .map(|t| {
+                t.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect()
+            })
             .unwrap_or_default();
         inner.recovered
             && !assignment.is_empty()
@@ -754,7 +903,12 @@ impl Source for KafkaStream {
 pub struct KafkaSink(KafkaStream);
 
 impl Sink for KafkaSink {
-    fn publish_in(&mut self, txn: &WriteTransaction, topic: &str, record: &Record) -> Result<(), PipelineError> {
+    fn publish_in(
+        &mut self,
+        txn: &WriteTransaction,
+        topic: &str,
+        record: &Record,
+    ) -> Result<(), PipelineError> {
         let mut inner = lock(&self.0.inner);
         let entry = OutboxEntry {
             topic: topic.to_owned(),
@@ -763,7 +917,8 @@ impl Sink for KafkaSink {
             value: record.value.clone(),
             headers: record.headers.clone(),
         };
-        let bytes = postcard::to_allocvec(&entry).map_err(|e| PipelineError::Stream(e.to_string()))?;
+        let bytes =
+            postcard::to_allocvec(&entry).map_err(|e| PipelineError::Stream(e.to_string()))?;
         let seq = inner.next_seq;
         inner.next_seq += 1;
         txn.open_table(OUTBOX)
@@ -777,7 +932,11 @@ impl Sink for KafkaSink {
     fn flush(&mut self, batch: &Batch) -> Result<(), PipelineError> {
         let mut inner = lock(&self.0.inner);
         let pending = std::mem::take(&mut inner.pending);
-        let offsets = (batch.topic.as_str(), batch.partition as i32, batch.next_offset());
+        let offsets = (
+            batch.topic.as_str(),
+            batch.partition as i32,
+            batch.next_offset(),
+        );
         inner.deliver(&pending, Some(offsets))?;
         tracing::debug!(processor = %inner.processor, records = pending.len(), "outputs acknowledged");
         if inner.exactly_once {
@@ -803,12 +962,14 @@ pub fn read_topic(
     from_offset: u64,
     mut each: impl FnMut(&LogRecord) -> bool,
 ) -> Result<(), StreamError> {
-    let mut c = config.client_config();
+    let mut c = config.config_for(Client::Consumer);
     c.set("group.id", "tidewater-consume")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = c.create().map_err(kafka("creating the consumer"))?;
+    let consumer: BaseConsumer<GroupContext> = c
+        .create_with_context(GroupContext::default())
+        .map_err(kafka("creating the consumer"))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .map_err(kafka(format!("reading metadata from {}", config.brokers)))?;
@@ -894,7 +1055,12 @@ fn to_log_record(m: &impl Message) -> LogRecord {
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -907,8 +1073,15 @@ fn to_log_record(m: &impl Message) -> LogRecord {
 /// # Errors
 ///
 /// [`StreamError::Kafka`].
-pub fn high_watermark(config: &KafkaConfig, topic: &str, partition: u32) -> Result<u64, StreamError> {
-    let consumer: BaseConsumer = config.client_config().create().map_err(kafka("creating the consumer"))?;
+pub fn high_watermark(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: u32,
+) -> Result<u64, StreamError> {
+    let consumer: BaseConsumer<GroupContext> = config
+        .config_for(Client::Consumer)
+        .create_with_context(GroupContext::default())
+        .map_err(kafka("creating the consumer"))?;
     let (_, high) = consumer
         .fetch_watermarks(topic, partition as i32, Duration::from_secs(30))
         .map_err(kafka(format!("reading the end of {topic}/{partition}")))?;

@@ -115,6 +115,14 @@ pub enum LogError {
         /// The count asked for.
         requested: u32,
     },
+    /// A partition count out of range.
+    #[error("topic {topic:?} cannot have {requested} partitions: use 1 to {MAX_PARTITIONS}")]
+    BadPartitionCount {
+        /// The topic.
+        topic: String,
+        /// The count asked for.
+        requested: u32,
+    },
     /// The topic name is not allowed.
     #[error(
         "topic name {0:?} is not valid: use 1 to 249 of the characters a-z A-Z 0-9 . _ - (the Kafka rule)"
@@ -152,6 +160,9 @@ log_from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+/// The most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
 
 /// topic → (partitions, retention in ms, retention in bytes)
 const TOPICS: TableDefinition<&str, (u32, Option<u64>, Option<u64>)> =
@@ -301,7 +312,13 @@ pub fn ensure_topic_in(
         };
     }
     check_topic_name(topic)?;
-    let n = partitions.unwrap_or(default_partitions).max(1);
+    let n = partitions.unwrap_or(default_partitions);
+    if !(1..=MAX_PARTITIONS).contains(&n) {
+        return Err(LogError::BadPartitionCount {
+            topic: topic.to_owned(),
+            requested: n,
+        });
+    }
     topics.insert(topic, (n, None, None))?;
     let mut parts = txn.open_table(PARTITIONS)?;
     for p in 0..n {
@@ -471,7 +488,24 @@ impl Log {
         topic: &str,
         records: impl IntoIterator<Item = Record>,
     ) -> Result<Vec<(u32, u64)>, LogError> {
+        self.append_creating(topic, None, records)
+    }
+
+    /// As [`Log::append`], creating the topic with `partitions` partitions
+    /// (else the default) if it does not exist, in the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::PartitionCount`] when it exists with another count; as
+    /// [`append_in`].
+    pub fn append_creating(
+        &self,
+        topic: &str,
+        partitions: Option<u32>,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Vec<(u32, u64)>, LogError> {
         let txn = self.db.begin_write()?;
+        ensure_topic_in(&txn, topic, partitions, self.default_partitions)?;
         let placed = records
             .into_iter()
             .map(|r| append_in(&txn, topic, None, &r, self.default_partitions))

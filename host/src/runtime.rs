@@ -12,7 +12,9 @@
 //!   sockets denied. Components from Python and JavaScript need WASI to start.
 //! - Compiled components are cached on disk, named by the SHA-256 of the
 //!   component and a hash of the engine's settings, so a restart or a second
-//!   processor using the same `.wasm` does not compile again.
+//!   processor using the same `.wasm` does not compile again. Each cache
+//!   file starts with the SHA-256 of its contents and is checked before use;
+//!   a damaged one is compiled again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -306,6 +308,28 @@ impl Runtime {
         Some(dir.join(format!("{sha256}-{:016x}.cwasm", h.finish())))
     }
 
+    /// A compiled component from the cache, if the file is there and intact:
+    /// its first 32 bytes are the SHA-256 of the rest. A damaged file is
+    /// reported and ignored (the component is compiled again).
+    fn read_cache(&self, path: &Path) -> Option<Component> {
+        let sealed = std::fs::read(path).ok()?;
+        let (digest, compiled) = sealed.split_at_checked(32)?;
+        if Sha256::digest(compiled).as_slice() != digest {
+            tracing::warn!(path = %path.display(), "compiled component in the cache is damaged; compiling again");
+            return None;
+        }
+        // SAFETY: the bytes are exactly what `precompile_component` of an
+        // engine with the same settings wrote (checked by the digest above,
+        // and by the engine hash in the file name).
+        match unsafe { Component::deserialize(&self.engine, compiled) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot use the cached compiled component; compiling again");
+                None
+            }
+        }
+    }
+
     /// Loads the component at `path`: from the compiled cache when present,
     /// else compiles it (and fills the cache), then checks it against the world.
     ///
@@ -322,22 +346,19 @@ impl Runtime {
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let invalid = |e: wasmtime::Error| LoadError::Invalid {
             path: path.to_owned(),
-            reason: format!("{e:#}"),
+            reason: short_reason(&e),
         };
         let cache = self.cache_path(&sha256);
-        // SAFETY: the cache directory holds only artefacts this host wrote
-        // with `precompile_component` for an engine of the same settings.
-        let cached = cache
-            .as_ref()
-            .filter(|c| c.exists())
-            .and_then(|c| unsafe { Component::deserialize_file(&self.engine, c) }.ok());
+        let cached = cache.as_ref().and_then(|c| self.read_cache(c));
         let was_cached = cached.is_some();
         let component = match cached {
             Some(c) => c,
             None => {
                 let compiled = self.engine.precompile_component(&bytes).map_err(invalid)?;
                 if let Some(c) = &cache {
-                    store_atomically(c, &compiled);
+                    let mut sealed = Sha256::digest(&compiled).to_vec();
+                    sealed.extend_from_slice(&compiled);
+                    store_atomically(c, &sealed);
                 }
                 // SAFETY: `compiled` was produced just above by this engine.
                 unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(invalid)?
@@ -345,7 +366,7 @@ impl Runtime {
         };
         let world = |e: wasmtime::Error| LoadError::World {
             path: path.to_owned(),
-            reason: format!("{e:#}"),
+            reason: short_reason(&e),
         };
         let pre = self.linker.instantiate_pre(&component).map_err(world)?;
         let pre = bindings::ProcessorPre::new(pre).map_err(world)?;
@@ -406,6 +427,28 @@ impl Runtime {
         instance.bindings = Some(bindings);
         Ok(instance)
     }
+}
+
+/// wasmtime's error, without the byte dumps that some of its causes carry:
+/// the top message and the root cause, at most 400 characters.
+fn short_reason(e: &wasmtime::Error) -> String {
+    let top = e.to_string();
+    let root = e.root_cause().to_string();
+    let mut s = if root == top || top.contains(&root) {
+        top
+    } else {
+        format!("{top}: {root}")
+    };
+    s = s.lines().next().unwrap_or_default().to_owned();
+    if s.len() > 400 {
+        let mut cut = 400;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
 }
 
 fn deadline_ticks(d: Duration) -> u64 {

@@ -128,7 +128,8 @@ pub fn set_status(db: &redb::Database, processor: &str, status: &str) -> Result<
 /// What `tidewater stats` shows for one processor.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct ProcessorStats {
-    /// `running`, `stopped`, `failed: <reason>`, or `unknown`.
+    /// `stopped`, `failed: <reason>`, `stopped uncleanly (killed or crashed)`,
+    /// or `unknown`.
     pub status: String,
     /// The counters since the data dir was created.
     #[serde(flatten)]
@@ -178,6 +179,10 @@ pub fn read_all(log: &Log) -> Result<BTreeMap<String, ProcessorStats>, LogError>
     for s in out.values_mut() {
         if s.status.is_empty() {
             s.status = "unknown".into();
+        } else if s.status == "running" {
+            // Whoever reads the stats holds the database, so no `run` does:
+            // the one that wrote "running" was killed before it could say so.
+            s.status = "stopped uncleanly (killed or crashed)".into();
         }
     }
     Ok(out)

@@ -31,7 +31,9 @@ fn broker() -> Option<String> {
             "TIDEWATER_REQUIRE_KAFKA is set but no broker answers at {} (run `make kafka-up`)",
             file.display()
         );
-        eprintln!("skipped: no Kafka broker (run `make kafka-up`, or `make test` which starts one)");
+        eprintln!(
+            "skipped: no Kafka broker (run `make kafka-up`, or `make test` which starts one)"
+        );
     }
     up
 }
@@ -43,7 +45,11 @@ fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Every record of `topic`, as read_committed consumers see them.
@@ -58,7 +64,10 @@ fn read_all(brokers: &str, topic: &str) -> Vec<LogRecord> {
 }
 
 fn distinct_keys(records: &[LogRecord]) -> BTreeSet<String> {
-    records.iter().map(|r| header(r, "idempotency-key").unwrap()).collect()
+    records
+        .iter()
+        .map(|r| header(r, "idempotency-key").unwrap())
+        .collect()
 }
 
 /// The demo's processors on topics and groups of their own (`tag`), with
@@ -82,21 +91,41 @@ fn produce_csv(env: &Env, brokers: &str, topic: &str, files: &[(&str, &str, &str
     for (file, device, column) in files {
         let out = env
             .cmd()
-            .args(["produce", topic, "--brokers", brokers, "--partitions", "4", "--redeliver-percent", "5"])
+            .args([
+                "produce",
+                topic,
+                "--brokers",
+                brokers,
+                "--partitions",
+                "4",
+                "--redeliver-percent",
+                "5",
+            ])
             .args(["--csv", file, "--device", device, "--time-column", column])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 const ALL: [(&str, &str, &str); 4] = [
-    ("data/sea_surface_temperature.csv.gz", "buoy-b01", "time (UTC)"),
+    (
+        "data/sea_surface_temperature.csv.gz",
+        "buoy-b01",
+        "time (UTC)",
+    ),
     ("data/water-flow.csv", "pipeline-7", "Time"),
     ("data/occupancy.csv", "office-12", "time"),
     ("data/CGM.csv.gz", "cgm-3", "datetime"),
 ];
-const SMALL: [(&str, &str, &str); 2] = [("data/water-flow.csv", "pipeline-7", "Time"), ("data/occupancy.csv", "office-12", "time")];
+const SMALL: [(&str, &str, &str); 2] = [
+    ("data/water-flow.csv", "pipeline-7", "Time"),
+    ("data/occupancy.csv", "office-12", "time"),
+];
 
 #[test]
 fn real_data_through_kafka_at_least_once_and_exactly_once() {
@@ -105,7 +134,12 @@ fn real_data_through_kafka_at_least_once_and_exactly_once() {
         let env = Env::new();
         let tag = unique(if exactly_once { "eos" } else { "alo" });
         produce_csv(&env, &brokers, &format!("{tag}-in"), &ALL);
-        let config = demo_config(&env, &brokers, &tag, &format!("exactly_once = {exactly_once}"));
+        let config = demo_config(
+            &env,
+            &brokers,
+            &tag,
+            &format!("exactly_once = {exactly_once}"),
+        );
         let summary = env.run(&config);
         let enrich = counters(&summary, "enrich");
         assert_eq!(enrich["outputs"], 73_280, "{summary}");
@@ -136,14 +170,30 @@ fn two_processors_on_one_input_with_their_own_groups_each_see_every_event() {
     config += &format!("[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\n");
     let config = env.config(&config);
     let records: Vec<_> = (0..500).map(|i| value(format!("event {i}"))).collect();
-    tidewater::kafka::ensure_topics_blocking(&KafkaConfig { partitions: 3, ..KafkaConfig::new(&brokers) }, &[format!("{tag}-in")]).unwrap();
+    let topics = [(format!("{tag}-in"), Some(3))].into_iter().collect();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(tidewater::kafka::ensure_topics(
+            &KafkaConfig::new(&brokers),
+            &topics,
+        ))
+        .unwrap();
     let producer = tidewater::kafka::producer(&KafkaConfig::new(&brokers), None).unwrap();
     let topic = format!("{tag}-in");
-    tidewater::kafka::produce_all(&producer, records.iter().map(|r| (topic.as_str(), r)), std::time::Duration::from_secs(30)).unwrap();
+    tidewater::kafka::produce_all(
+        &producer,
+        records.iter().map(|r| (topic.as_str(), r)),
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
     drop(producer);
     let summary = env.run(&config);
     for name in ["a", "b"] {
-        assert_eq!(counters(&summary, name)["outputs"], 500, "{name}: {summary}");
+        assert_eq!(
+            counters(&summary, name)["outputs"],
+            500,
+            "{name}: {summary}"
+        );
         let out: BTreeSet<Vec<u8>> = read_all(&brokers, &format!("{tag}-out-{name}"))
             .into_iter()
             .map(|r| r.record.value.unwrap())
@@ -161,18 +211,29 @@ fn a_missing_topic_is_an_error_when_creation_is_off() {
         "[[processor]]\nname = \"p\"\ncomponent = \"{}\"\ninputs = [\"{tag}-in\"]\noutput = \"{tag}-out\"\n[kafka]\nbrokers = \"{brokers}\"\ncreate_topics = false\n",
         plugin("probe").display()
     ));
-    let out = env.cmd().args(["run", "--until-idle", "--config"]).arg(&config).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["run", "--until-idle", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("topic \"{tag}-")), "{err}");
-    assert!(err.contains("does not exist on the broker and [kafka] create_topics is false"), "{err}");
+    assert!(
+        err.contains("does not exist on the broker and [kafka] create_topics is false"),
+        "{err}"
+    );
 }
 
 /// Starts `run` and SIGKILLs it right after its stderr showed `line` `n` times.
 fn kill_after(env: &Env, config: &Path, line: &str, n: usize) -> bool {
     let mut child = env
         .cmd()
-        .env("TIDEWATER_LOG", "tidewater::pipeline=debug,tidewater::kafka=debug,warn")
+        .env(
+            "TIDEWATER_LOG",
+            "tidewater::pipeline=debug,tidewater::kafka=debug,warn",
+        )
         .args(["run", "--until-idle", "--config"])
         .arg(config)
         .stdout(Stdio::null())
@@ -228,12 +289,27 @@ fn sigkill_at_five_points_loses_no_key_and_applies_no_state_twice() {
         assert!(kills >= 4, "only {kills} of 5 runs were killed mid-way");
         env.run(&config);
         let enriched = read_all(&brokers, &format!("{tag}-enriched"));
-        assert_eq!(distinct_keys(&enriched), clean_keys, "exactly_once = {exactly_once}");
+        assert_eq!(
+            distinct_keys(&enriched),
+            clean_keys,
+            "exactly_once = {exactly_once}"
+        );
         if exactly_once {
-            assert_eq!(enriched.len(), clean_keys.len(), "no committed output twice");
+            assert_eq!(
+                enriched.len(),
+                clean_keys.len(),
+                "no committed output twice"
+            );
         }
-        assert_eq!(distinct_keys(&read_all(&brokers, &format!("{tag}-alerts"))), clean_alerts);
-        assert_eq!(threshold_state(&env), threshold_state(&clean), "exactly_once = {exactly_once}");
+        assert_eq!(
+            distinct_keys(&read_all(&brokers, &format!("{tag}-alerts"))),
+            clean_alerts
+        );
+        assert_eq!(
+            threshold_state(&env),
+            threshold_state(&clean),
+            "exactly_once = {exactly_once}"
+        );
     }
 }
 
@@ -256,14 +332,21 @@ impl OwnBroker {
             .env("KAFKA_DIR", self.dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "kafka.sh {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kafka.sh {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        let _ = Command::new(root().join("kafka/kafka.sh")).arg("down").env("KAFKA_DIR", self.dir.path()).output();
+        let _ = Command::new(root().join("kafka/kafka.sh"))
+            .arg("down")
+            .env("KAFKA_DIR", self.dir.path())
+            .output();
     }
 }
 

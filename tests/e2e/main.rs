@@ -1,6 +1,7 @@
 //! End-to-end tests: the `tidewater` binary, real components built from
 //! plugins/, real redb files in temporary data dirs.
 
+mod cli;
 mod common;
 mod crash;
 mod demo;
