@@ -50,6 +50,17 @@ enum Command {
     Produce(ProduceArgs),
     /// Print the records of a topic.
     Consume(ConsumeArgs),
+    /// Ship an embedded-log topic to Kafka (store-and-forward, at-least-once).
+    ///
+    /// Reads --from in the embedded log from where the last forward of it
+    /// stopped and produces every record byte for byte (key, value, headers,
+    /// timestamp) to --topic on the brokers, then records how far it got.
+    /// While the brokers are unreachable it waits and retries, and between
+    /// batches it leaves the data dir free, so `produce` keeps storing events
+    /// locally; they are sent when the brokers return. A record may be sent
+    /// twice after a crash, identical both times, so a downstream processor
+    /// with a content key mode (json:, hash, record-key) drops the copy.
+    Forward(ForwardArgs),
     /// Show each processor's counters, status and lag.
     Stats(StatsArgs),
     /// List topics with their partitions and offsets.
@@ -141,6 +152,27 @@ struct ConsumeArgs {
 }
 
 #[derive(Debug, Args)]
+struct ForwardArgs {
+    /// The embedded-log topic to ship.
+    #[arg(long)]
+    from: String,
+    /// The Kafka bootstrap servers (host:port, comma-separated).
+    #[arg(long, env = "TIDEWATER_BROKERS")]
+    to_kafka: String,
+    /// The Kafka topic to write (default: the same name as --from). Created
+    /// if missing, with as many partitions as --from has, so keys keep their
+    /// partition.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Records per batch and per position commit (1 to 100000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch: u64,
+    /// Stop once everything stored so far has been shipped.
+    #[arg(long)]
+    until_idle: bool,
+}
+
+#[derive(Debug, Args)]
 struct StatsArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
@@ -173,6 +205,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run(&cli.data_dir, a).await,
         Command::Produce(a) => produce(&cli.data_dir, a).await,
         Command::Consume(a) => consume(&cli.data_dir, a),
+        Command::Forward(a) => forward(&cli.data_dir, a).await,
         Command::Stats(a) => stats(&cli.data_dir, a),
         Command::Topics(a) => topics(&cli.data_dir, a),
     }
@@ -330,7 +363,11 @@ async fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<E
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     tidewater::log::check_topic_name(&a.topic)?;
     let log = match &a.kafka.brokers {
-        None => Target::Log(open_log(data_dir)?),
+        // Waits its turn while a `forward` reads the same data dir.
+        None => Target::Log(Log::new(
+            tidewater::db::open_retrying(data_dir, std::time::Duration::from_secs(10))?,
+            1,
+        )),
         Some(brokers) => {
             let config = KafkaConfig::new(brokers.clone());
             let producer = tidewater::kafka::producer(&config, None)?;
@@ -450,6 +487,97 @@ async fn produce(data_dir: &std::path::Path, a: ProduceArgs) -> anyhow::Result<E
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn forward(data_dir: &std::path::Path, a: ForwardArgs) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    tidewater::log::check_topic_name(&a.from)?;
+    let to = a.topic.clone().unwrap_or_else(|| a.from.clone());
+    tidewater::log::check_topic_name(&to)?;
+    let config = KafkaConfig::new(a.to_kafka.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let data_dir = data_dir.to_owned();
+    let summary = format!("from {} to Kafka topic {to}", a.from);
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let open = || -> anyhow::Result<Log> {
+            Ok(Log::new(tidewater::db::open_retrying(&data_dir, Duration::from_secs(30))?, 1))
+        };
+        let consumer = format!("forward.{to}");
+        let producer = tidewater::kafka::patient_producer(&config)?;
+        let mut topic_ready = false;
+        let mut forwarded = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            // Read a batch per partition, then let go of the data dir.
+            let batches = {
+                let log = open()?;
+                match log.partitions(&a.from)? {
+                    None => Vec::new(),
+                    Some(n) => {
+                        if !topic_ready {
+                            let topics = [(to.clone(), Some(n))].into_iter().collect();
+                            match tokio::runtime::Handle::current().block_on(tidewater::kafka::ensure_topics(&config, &topics)) {
+                                Ok(()) => topic_ready = true,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot reach the brokers yet; events stay stored locally");
+                                    drop(log);
+                                    std::thread::sleep(Duration::from_secs(2));
+                                    continue;
+                                }
+                            }
+                        }
+                        let mut out = Vec::new();
+                        for p in 0..n {
+                            let from = log.position(&consumer, &a.from, p)?.unwrap_or(0);
+                            let records = log.read(&a.from, p, from, a.batch as usize, 8 << 20)?;
+                            if !records.is_empty() {
+                                out.push((p, records));
+                            }
+                        }
+                        out
+                    }
+                }
+            };
+            if batches.is_empty() {
+                if a.until_idle {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            for (p, records) in batches {
+                let next = records.last().map_or(0, |r| r.offset + 1);
+                let plain: Vec<Record> = records.into_iter().map(|r| r.record).collect();
+                if !tidewater::kafka::deliver_patiently(&producer, &to, &plain, &stop)? {
+                    return Ok(forwarded);
+                }
+                let log = open()?;
+                let txn = log.db().begin_write()?;
+                tidewater::log::set_position_in(&txn, &consumer, &a.from, p, next)?;
+                txn.commit()?;
+                forwarded += plain.len() as u64;
+                tracing::debug!(from = %a.from, partition = p, next, "forwarded");
+            }
+        }
+        Ok(forwarded)
+    })
+    .await??;
+    eprintln!("forwarded {result} records {summary}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bytes_json(b: &[u8]) -> serde_json::Value {

@@ -59,6 +59,28 @@ pub fn open(data_dir: &Path) -> Result<Arc<redb::Database>, OpenError> {
     }
 }
 
+/// As [`open`], but while another process holds the database, tries again
+/// every 50 ms for up to `wait`. Short-lived commands (`produce`, `forward`)
+/// use it so that they can share a data dir by taking turns.
+///
+/// # Errors
+///
+/// As [`open`]; [`OpenError::InUse`] once `wait` has passed.
+pub fn open_retrying(
+    data_dir: &Path,
+    wait: std::time::Duration,
+) -> Result<Arc<redb::Database>, OpenError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match open(data_dir) {
+            Err(OpenError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Any storage error of redb, flattened for the modules' error types.
 #[derive(Debug, thiserror::Error)]
 #[error("storage: {0}")]

@@ -1087,3 +1087,92 @@ pub fn high_watermark(
         .map_err(kafka(format!("reading the end of {topic}/{partition}")))?;
     Ok(high.max(0) as u64)
 }
+
+/// A producer for store-and-forward: idempotent, `acks=all`, and records
+/// never expire in its queue (`message.timeout.ms=0`), so that while the
+/// brokers are unreachable nothing is dropped and nothing needs re-sending.
+///
+/// # Errors
+///
+/// [`StreamError::Kafka`] when librdkafka refuses the settings.
+pub fn patient_producer(
+    config: &KafkaConfig,
+) -> Result<BaseProducer<DeliveryContext>, StreamError> {
+    let mut c = config.config_for(Client::Producer);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "0");
+    c.create_with_context(DeliveryContext::default())
+        .map_err(kafka("creating the producer"))
+}
+
+/// Produces `records` to `topic` byte for byte (key, value, headers,
+/// timestamp) and waits, as long as it takes, until the broker acknowledged
+/// all of them, or `stop` is set. Returns whether all were acknowledged.
+///
+/// # Errors
+///
+/// [`StreamError::NotAcknowledged`] when the broker refused records for good.
+pub fn deliver_patiently(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    records: &[Record],
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<bool, StreamError> {
+    lock(&producer.context().errors).clear();
+    for r in records {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for (name, value) in &r.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_slice()),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .timestamp(r.timestamp_ms)
+            .headers(headers);
+        if let Some(k) = &r.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            record = record.payload(v.as_slice());
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(100));
+                }
+                Err((e, _)) => return Err(kafka(format!("producing to {topic}"))(e)),
+            }
+        }
+    }
+    let mut warned = false;
+    while producer.in_flight_count() > 0 {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(false);
+        }
+        if producer.flush(Duration::from_secs(5)).is_err() && !warned {
+            warned = true;
+            tracing::warn!(
+                topic,
+                waiting = producer.in_flight_count(),
+                "the brokers do not acknowledge; records stay stored locally and are sent when they return"
+            );
+        }
+    }
+    if warned {
+        tracing::info!(topic, "the brokers are back; records acknowledged");
+    }
+    let errors = lock(&producer.context().errors);
+    if let Some(first) = errors.first() {
+        return Err(StreamError::NotAcknowledged {
+            failed: errors.len(),
+            total: records.len(),
+            first_error: first.clone(),
+        });
+    }
+    Ok(true)
+}

@@ -388,3 +388,141 @@ fn the_host_rides_out_a_broker_restart() {
     let enriched = read_all(&brokers, &format!("{tag}-enriched"));
     assert_eq!(distinct_keys(&enriched).len(), 1268 + 509, "{summary}");
 }
+
+#[test]
+fn store_and_forward_keeps_events_while_kafka_is_down_and_ships_them_when_it_returns() {
+    if broker().is_none() {
+        return;
+    }
+    let (own, brokers) = OwnBroker::start();
+    own.script("down");
+    let env = Env::new();
+    let tag = unique("edge");
+    // 10,000 readings, each with a distinct value.
+    let csv = env.dir.path().join("edge.csv");
+    let mut text = String::from("time,v\n");
+    for i in 0..10_000 {
+        text += &format!("2024-01-01T00:00:00Z,{i}\n");
+    }
+    std::fs::write(&csv, text).unwrap();
+
+    let forward = || {
+        env.cmd()
+            .env("TIDEWATER_LOG", "tidewater=info")
+            .args([
+                "forward",
+                "--from",
+                "edge",
+                "--to-kafka",
+                &brokers,
+                "--topic",
+                &tag,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = forward();
+    let stderr = child.stderr.take().unwrap();
+    let log_lines = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    // Kafka is down: the edge keeps storing, in chunks that take turns with forward.
+    let out = env
+        .cmd()
+        .args([
+            "produce",
+            "edge",
+            "--partitions",
+            "2",
+            "--chunk",
+            "500",
+            "--device",
+            "d",
+            "--time-column",
+            "time",
+            "--csv",
+        ])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    own.script("up");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut arrived = Vec::new();
+    while std::time::Instant::now() < deadline {
+        // Right after its restart the broker may still be electing leaders.
+        let mut read = Vec::new();
+        let ok = tidewater::kafka::read_topic(&KafkaConfig::new(&brokers), &tag, None, 0, |r| {
+            read.push(r.clone());
+            true
+        });
+        if ok.is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        }
+        arrived = read;
+        let distinct: BTreeSet<_> = arrived.iter().map(|r| r.record.value.clone()).collect();
+        if distinct.len() == 10_000 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    let lines = log_lines.join().unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("WARN")
+            && (l.contains("stored locally") || l.contains("Connection refused"))),
+        "forward said nothing about the outage: {lines:?}"
+    );
+    // Every event arrived; a copy sent twice is identical, key and headers included.
+    let mut by_value: std::collections::BTreeMap<Vec<u8>, &LogRecord> =
+        std::collections::BTreeMap::new();
+    for r in &arrived {
+        let v = r.record.value.clone().unwrap();
+        if let Some(first) = by_value.get(&v) {
+            assert_eq!(first.record, r.record);
+        } else {
+            by_value.insert(v, r);
+        }
+    }
+    assert_eq!(by_value.len(), 10_000);
+    assert_eq!(arrived[0].record.key.as_deref(), Some(&b"d"[..]));
+
+    // It resumes where it stopped: nothing is sent again.
+    let out = env
+        .cmd()
+        .args([
+            "forward",
+            "--until-idle",
+            "--from",
+            "edge",
+            "--to-kafka",
+            &brokers,
+            "--topic",
+            &tag,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forwarded 0 records"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
