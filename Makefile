@@ -98,6 +98,8 @@ demo-kafka: build plugins check-data
 
 bench: tools plugins
 	cargo bench --locked -p tidewater-host --bench pipeline
+	@$(KAFKA) up >/dev/null
+	status=0; cargo bench --locked -p tidewater-host --bench kafka || status=$$?; $(KAFKA) down; exit $$status
 
 clean:
 	-$(KAFKA) reset
