@@ -90,7 +90,7 @@ fn tidewater_once(
         config,
         name.clone(),
         &unique("group"),
-        &[input.clone()],
+        std::slice::from_ref(&input),
         false,
         db.clone(),
     )
