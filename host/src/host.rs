@@ -163,6 +163,12 @@ pub async fn run(
     let mut loaded_components: BTreeMap<PathBuf, Arc<crate::runtime::LoadedComponent>> =
         BTreeMap::new();
     for p in &config.processors {
+        if config.kafka.is_none() && (p.exactly_once || p.group.is_some()) {
+            return Err(RunError::Config {
+                processor: p.name.clone(),
+                message: "exactly_once and group apply to Kafka only: add a [kafka] section or --brokers (on the embedded log, processing is already exactly-once)".into(),
+            });
+        }
         let settings = Settings::from_config(p).map_err(|message| RunError::Config {
             processor: p.name.clone(),
             message,
