@@ -199,6 +199,21 @@ enum ConsumeFormat {
     Value,
 }
 
+/// A future that completes on SIGTERM or SIGINT (Ctrl-C). The handlers are
+/// installed when this is called, not when the future is first polled.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("asked to stop; finishing the work in flight");
+    })
+}
+
 /// Runs the command.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -241,16 +256,7 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
     };
     // Registered now, before the components load, so that a signal arriving
     // while they do is not taken by the default handler.
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("asked to stop; finishing the batches in flight");
-    };
+    let shutdown = stop_signal()?;
     let summary = tidewater::run(config, options, shutdown).await?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
@@ -499,15 +505,10 @@ async fn forward(data_dir: &std::path::Path, a: ForwardArgs) -> anyhow::Result<E
     let config = KafkaConfig::new(a.to_kafka.clone());
     let stop = Arc::new(AtomicBool::new(false));
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let signal = stop_signal()?;
         let stop = stop.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+            signal.await;
             stop.store(true, Ordering::SeqCst);
         });
     }

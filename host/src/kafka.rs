@@ -372,6 +372,44 @@ struct OutboxEntry {
     headers: Vec<(String, Vec<u8>)>,
 }
 
+/// Hands `r` to the producer for `topic` byte for byte (key, value, headers,
+/// timestamp); while its queue is full, waits as long as `keep_trying` says.
+fn send_one(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    r: &Record,
+    keep_trying: impl Fn() -> bool,
+) -> Result<(), StreamError> {
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+    for (name, value) in &r.headers {
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(value.as_slice()),
+        });
+    }
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+        .timestamp(r.timestamp_ms)
+        .headers(headers);
+    if let Some(k) = &r.key {
+        record = record.key(k.as_slice());
+    }
+    if let Some(v) = &r.value {
+        record = record.payload(v.as_slice());
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if keep_trying() =>
+            {
+                record = back;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => return Err(kafka(format!("producing to {topic}"))(e)),
+        }
+    }
+}
+
 /// Produces `records` and waits until the broker acknowledged each one.
 ///
 /// # Errors
@@ -386,35 +424,8 @@ pub fn produce_all<'a>(
     let mut total = 0;
     for (topic, r) in records {
         total += 1;
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-        for (name, value) in &r.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_slice()),
-            });
-        }
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .timestamp(r.timestamp_ms)
-            .headers(headers);
-        if let Some(k) = &r.key {
-            record = record.key(k.as_slice());
-        }
-        if let Some(v) = &r.value {
-            record = record.payload(v.as_slice());
-        }
         let deadline = Instant::now() + timeout;
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
-                {
-                    record = back;
-                    producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => return Err(kafka(format!("producing to {topic}"))(e)),
-            }
-        }
+        send_one(producer, topic, r, || Instant::now() < deadline)?;
     }
     producer
         .flush(timeout)
@@ -1122,32 +1133,7 @@ pub fn deliver_patiently(
 ) -> Result<bool, StreamError> {
     lock(&producer.context().errors).clear();
     for r in records {
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-        for (name, value) in &r.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_slice()),
-            });
-        }
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .timestamp(r.timestamp_ms)
-            .headers(headers);
-        if let Some(k) = &r.key {
-            record = record.key(k.as_slice());
-        }
-        if let Some(v) = &r.value {
-            record = record.payload(v.as_slice());
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(100));
-                }
-                Err((e, _)) => return Err(kafka(format!("producing to {topic}"))(e)),
-            }
-        }
+        send_one(producer, topic, r, || true)?;
     }
     let mut warned = false;
     while producer.in_flight_count() > 0 {

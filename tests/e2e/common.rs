@@ -182,3 +182,63 @@ output = "out"
         plugin("probe").display()
     ))
 }
+
+/// The four data sets of the demo: (file, device id, time column).
+pub const ALL_DATA: [(&str, &str, &str); 4] = [
+    (
+        "data/sea_surface_temperature.csv.gz",
+        "buoy-b01",
+        "time (UTC)",
+    ),
+    ("data/water-flow.csv", "pipeline-7", "Time"),
+    ("data/occupancy.csv", "office-12", "time"),
+    ("data/CGM.csv.gz", "cgm-3", "datetime"),
+];
+
+/// Two small data sets: 1,268 + 509 readings.
+pub const SMALL_DATA: [(&str, &str, &str); 2] = [
+    ("data/water-flow.csv", "pipeline-7", "Time"),
+    ("data/occupancy.csv", "office-12", "time"),
+];
+
+impl Env {
+    /// `tidewater produce` of each file into `topic` (4 partitions, 5% sent
+    /// again), on the embedded log or, with `brokers`, on Kafka.
+    pub fn produce_csv(&self, topic: &str, files: &[(&str, &str, &str)], brokers: Option<&str>) {
+        for (file, device, column) in files {
+            let mut cmd = self.cmd();
+            cmd.args([
+                "produce",
+                topic,
+                "--partitions",
+                "4",
+                "--redeliver-percent",
+                "5",
+            ])
+            .args(["--csv", file, "--device", device, "--time-column", column]);
+            if let Some(b) = brokers {
+                cmd.args(["--brokers", b]);
+            }
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// The demo's config (demo/tidewater.toml) with the components' real paths.
+pub fn demo_config_text() -> String {
+    std::fs::read_to_string(root().join("demo/tidewater.toml"))
+        .unwrap()
+        .replace(
+            "../target/plugins/enrich.wasm",
+            &plugin("enrich").display().to_string(),
+        )
+        .replace(
+            "../target/plugins/threshold.wasm",
+            &plugin("threshold").display().to_string(),
+        )
+}

@@ -6,47 +6,9 @@ use std::process::Stdio;
 
 use crate::common::*;
 
-/// Ingests two of the real data sets, with 5% sent twice.
-fn ingest(env: &Env) {
-    for (file, device, column) in [
-        ("data/water-flow.csv", "pipeline-7", "Time"),
-        ("data/occupancy.csv", "office-12", "time"),
-    ] {
-        let out = env
-            .cmd()
-            .args([
-                "produce",
-                "sensor-readings",
-                "--partitions",
-                "4",
-                "--redeliver-percent",
-                "5",
-            ])
-            .args(["--csv", file, "--device", device, "--time-column", column])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// The demo's two processors, with small batches so that a run makes many commits.
 fn config(env: &Env) -> std::path::PathBuf {
-    let demo = std::fs::read_to_string(root().join("demo/tidewater.toml")).unwrap();
-    let text = demo
-        .replace(
-            "../target/plugins/enrich.wasm",
-            &plugin("enrich").display().to_string(),
-        )
-        .replace(
-            "../target/plugins/threshold.wasm",
-            &plugin("threshold").display().to_string(),
-        )
-        .replace("inputs = [", "batch.max_records = 8\ninputs = [");
-    env.config(&text)
+    env.config(&demo_config_text().replace("inputs = [", "batch.max_records = 8\ninputs = ["))
 }
 
 /// Everything a run leaves behind, without the wall-clock append times.
@@ -108,13 +70,13 @@ fn run_and_kill_after(env: &Env, config: &std::path::Path, commits: usize) -> bo
 #[test]
 fn sigkill_at_any_point_then_restart_gives_the_outputs_of_a_clean_run() {
     let clean = Env::new();
-    ingest(&clean);
+    clean.produce_csv("sensor-readings", &SMALL_DATA, None);
     let summary = clean.run(&config(&clean));
     assert_eq!(counters(&summary, "enrich")["outputs"], 1268 + 509);
     let expected = snapshot(&clean);
 
     let crashed = Env::new();
-    ingest(&crashed);
+    crashed.produce_csv("sensor-readings", &SMALL_DATA, None);
     let config = config(&crashed);
     let mut kills = 0;
     for commits in [1, 3, 17, 60, 150] {

@@ -5,55 +5,6 @@ use std::collections::BTreeSet;
 
 use crate::common::*;
 
-const FILES: [(&str, &str, &str); 4] = [
-    (
-        "data/sea_surface_temperature.csv.gz",
-        "buoy-b01",
-        "time (UTC)",
-    ),
-    ("data/water-flow.csv", "pipeline-7", "Time"),
-    ("data/occupancy.csv", "office-12", "time"),
-    ("data/CGM.csv.gz", "cgm-3", "datetime"),
-];
-
-fn ingest(env: &Env) {
-    for (file, device, column) in FILES {
-        let out = env
-            .cmd()
-            .args([
-                "produce",
-                "sensor-readings",
-                "--partitions",
-                "4",
-                "--redeliver-percent",
-                "5",
-            ])
-            .args(["--csv", file, "--device", device, "--time-column", column])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-fn config(env: &Env) -> std::path::PathBuf {
-    let demo = std::fs::read_to_string(root().join("demo/tidewater.toml")).unwrap();
-    env.config(
-        &demo
-            .replace(
-                "../target/plugins/enrich.wasm",
-                &plugin("enrich").display().to_string(),
-            )
-            .replace(
-                "../target/plugins/threshold.wasm",
-                &plugin("threshold").display().to_string(),
-            ),
-    )
-}
-
 /// How often the flow drops below 50 l/s, counted straight from the CSV.
 fn flow_drops_below_50() -> usize {
     let mut r = csv::Reader::from_path(root().join("data/water-flow.csv")).unwrap();
@@ -75,7 +26,7 @@ fn flow_drops_below_50() -> usize {
 #[test]
 fn demo_counts_on_the_real_data_and_a_second_run_changes_nothing() {
     let env = Env::new();
-    ingest(&env);
+    env.produce_csv("sensor-readings", &ALL_DATA, None);
     let total_in = env.records("sensor-readings").len() as u64;
     let resent = total_in - 73_284;
     assert!(
@@ -83,7 +34,7 @@ fn demo_counts_on_the_real_data_and_a_second_run_changes_nothing() {
         "about 5% sent again, got {resent}"
     );
 
-    let config = config(&env);
+    let config = env.config(&demo_config_text());
     let summary = env.run(&config);
     let enrich = counters(&summary, "enrich");
     assert_eq!(enrich["events_in"], total_in);
@@ -140,7 +91,7 @@ fn demo_counts_on_the_real_data_and_a_second_run_changes_nothing() {
         .iter()
         .map(|t| env.records(t))
         .collect();
-    ingest(&env);
+    env.produce_csv("sensor-readings", &ALL_DATA, None);
     let summary = env.run(&config);
     let enrich = counters(&summary, "enrich");
     assert_eq!(enrich["events_in"], total_in);

@@ -73,10 +73,7 @@ fn distinct_keys(records: &[LogRecord]) -> BTreeSet<String> {
 /// The demo's processors on topics and groups of their own (`tag`), with
 /// `extra` added to each processor section.
 fn demo_config(env: &Env, brokers: &str, tag: &str, extra: &str) -> PathBuf {
-    let demo = std::fs::read_to_string(root().join("demo/tidewater.toml")).unwrap();
-    let text = demo
-        .replace("../target/plugins/enrich.wasm", &plugin("enrich").display().to_string())
-        .replace("../target/plugins/threshold.wasm", &plugin("threshold").display().to_string())
+    let text = demo_config_text()
         .replace("\"sensor-readings\"", &format!("\"{tag}-in\""))
         .replace("\"readings-enriched\"", &format!("\"{tag}-enriched\""))
         .replace("\"alerts\"", &format!("\"{tag}-alerts\""))
@@ -87,53 +84,13 @@ fn demo_config(env: &Env, brokers: &str, tag: &str, extra: &str) -> PathBuf {
     ))
 }
 
-fn produce_csv(env: &Env, brokers: &str, topic: &str, files: &[(&str, &str, &str)]) {
-    for (file, device, column) in files {
-        let out = env
-            .cmd()
-            .args([
-                "produce",
-                topic,
-                "--brokers",
-                brokers,
-                "--partitions",
-                "4",
-                "--redeliver-percent",
-                "5",
-            ])
-            .args(["--csv", file, "--device", device, "--time-column", column])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-const ALL: [(&str, &str, &str); 4] = [
-    (
-        "data/sea_surface_temperature.csv.gz",
-        "buoy-b01",
-        "time (UTC)",
-    ),
-    ("data/water-flow.csv", "pipeline-7", "Time"),
-    ("data/occupancy.csv", "office-12", "time"),
-    ("data/CGM.csv.gz", "cgm-3", "datetime"),
-];
-const SMALL: [(&str, &str, &str); 2] = [
-    ("data/water-flow.csv", "pipeline-7", "Time"),
-    ("data/occupancy.csv", "office-12", "time"),
-];
-
 #[test]
 fn real_data_through_kafka_at_least_once_and_exactly_once() {
     let Some(brokers) = broker() else { return };
     for exactly_once in [false, true] {
         let env = Env::new();
         let tag = unique(if exactly_once { "eos" } else { "alo" });
-        produce_csv(&env, &brokers, &format!("{tag}-in"), &ALL);
+        env.produce_csv(&format!("{tag}-in"), &ALL_DATA, Some(&brokers));
         let config = demo_config(
             &env,
             &brokers,
@@ -265,7 +222,7 @@ fn sigkill_at_five_points_loses_no_key_and_applies_no_state_twice() {
     for exactly_once in [false, true] {
         let clean = Env::new();
         let tag = unique("clean");
-        produce_csv(&clean, &brokers, &format!("{tag}-in"), &SMALL);
+        clean.produce_csv(&format!("{tag}-in"), &SMALL_DATA, Some(&brokers));
         let extra = format!("batch.max_records = 16\nexactly_once = {exactly_once}");
         clean.run(&demo_config(&clean, &brokers, &tag, &extra));
         let clean_keys = distinct_keys(&read_all(&brokers, &format!("{tag}-enriched")));
@@ -274,7 +231,7 @@ fn sigkill_at_five_points_loses_no_key_and_applies_no_state_twice() {
 
         let env = Env::new();
         let tag = unique("killed");
-        produce_csv(&env, &brokers, &format!("{tag}-in"), &SMALL);
+        env.produce_csv(&format!("{tag}-in"), &SMALL_DATA, Some(&brokers));
         let config = demo_config(&env, &brokers, &tag, &extra);
         let mut kills = 0;
         for (line, n) in [
@@ -358,7 +315,7 @@ fn the_host_rides_out_a_broker_restart() {
     let (own, brokers) = OwnBroker::start();
     let env = Env::new();
     let tag = unique("restart");
-    produce_csv(&env, &brokers, &format!("{tag}-in"), &SMALL);
+    env.produce_csv(&format!("{tag}-in"), &SMALL_DATA, Some(&brokers));
     let config = demo_config(&env, &brokers, &tag, "batch.max_records = 16");
     let mut child = env
         .cmd()
