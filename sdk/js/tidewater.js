@@ -75,10 +75,13 @@ export class ConfigError extends Error {}
 const nativeDecoder =
   typeof TextDecoder === "function" ? new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }) : null;
 
+const nativeEncoder = typeof TextEncoder === "function" ? new TextEncoder() : null;
+
 /** UTF-8, by hand where TextEncoder/TextDecoder are missing (QuickJS). */
 export const utf8 = {
   /** @param {string} s @returns {Uint8Array} */
   encode(s) {
+    if (nativeEncoder) return nativeEncoder.encode(s);
     const out = new Uint8Array(s.length * 3);
     let n = 0;
     for (let i = 0; i < s.length; i++) {
@@ -165,7 +168,7 @@ const bytes = (k) => (typeof k === "string" ? utf8.encode(k) : k);
  */
 export const state = {
   /** @param {Uint8Array | string} key @returns {Uint8Array | null} */
-  get: (key) => host.state.get(bytes(key)),
+  get: (key) => host.state.get(bytes(key)) ?? null,
   /** @param {Uint8Array | string} key @param {Uint8Array} value */
   set: (key, value) => host.state.set(bytes(key), value),
   /** @param {Uint8Array | string} key */
@@ -211,9 +214,13 @@ export function defineProcessor(p) {
     process(events) {
       const results = new Array(events.length);
       for (let i = 0; i < events.length; i++) {
+        const event = events[i];
+        // The bindings give `undefined` for an absent option; the documented type is null.
+        if (event.key === undefined) event.key = null;
+        if (event.value === undefined) event.value = null;
         let outs;
         try {
-          outs = onEvent(events[i]);
+          outs = onEvent(event);
         } catch (e) {
           if (e instanceof ProcessError) {
             results[i] = { tag: "err", val: { tag: e.kind, val: e.message } };

@@ -96,7 +96,8 @@ case("a 1 MiB value", [[
                                         "after": '","kind":"glucose-monitor","measurements":{"glucose_mg_dl":1}}'}}]}),
     ev({"before": '{"device":"big","ts":"t","note":"', "repeat": "é", "times": MIB // 2, "after": '","glucose":2}'},
        ok("big", '{"device":"big","ts":"t","kind":"glucose-monitor","measurements":{"glucose_mg_dl":2,"note":null}}')),
-]])
+]], memory_bytes=128 << 20)
+# ^ StarlingMonkey (JavaScript) needs 80-96 MiB for this batch; the others fit the default 64 MiB.
 case("non-ASCII text, escapes and the byte order of names", [[
     ev('{"device":"Bøje-7 🌊","ts":"2016-02-15T00:00:00+01:00","température":"4","\ue000":1,"🌊":2,"z":3,"Z":4,"é":5}',
        ok("Bøje-7 🌊", '{"device":"Bøje-7 🌊","ts":"2016-02-15T00:00:00+01:00","kind":"unknown","measurements":{"Z":4,"température":4,"z":3,"é":5,"\ue000":1,"🌊":2}}')),

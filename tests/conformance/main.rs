@@ -6,7 +6,7 @@
 //! The cases are data: `tests/conformance/<processor>.json` (the format is
 //! described in `tests/conformance/README.md`). Components come from
 //! `target/plugins/<language>-<processor>.wasm`, built by `make plugins`.
-//! The languages are `rust c python js go` unless `TIDEWATER_CONFORMANCE_LANGS`
+//! The languages are `rust c python js` unless `TIDEWATER_CONFORMANCE_LANGS`
 //! names others (space- or comma-separated); a missing component fails the
 //! suite, it is never skipped.
 
@@ -21,7 +21,7 @@ use tidewater::runtime::{CallError, Event, EventResult, Limits, Output, ProcessE
 use tidewater::state::{StateOverlay, dump};
 
 /// The languages every processor is built in.
-const LANGUAGES: &[&str] = &["rust", "c", "python"];
+const LANGUAGES: &[&str] = &["rust", "c", "python", "js"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -247,10 +247,14 @@ fn run_case(path: &Path, processor: &str, case: &Value) -> Result<Vec<String>> {
     let db = tidewater::db::open(dir.path())?;
     let name: Arc<str> = processor.into();
     let mut diffs = Vec::new();
+    let mut limits = Limits::default();
+    if let Some(m) = case.get("memory_bytes").and_then(Value::as_u64) {
+        limits.memory_bytes = m as usize;
+    }
     let init = rt.instantiate(
         &component,
         name.clone(),
-        Limits::default(),
+        limits,
         &config(case.get("config"))?,
     );
     let mut instance = match (init, case.get("init_error")) {
