@@ -46,7 +46,7 @@ TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 
 
 .SECONDEXPANSION:
-.PHONY: help demo test bench plugins plugins-rust plugins-c plugins-python plugins-js build tools c-tools check-data clean
+.PHONY: help demo test bench compare plugins plugins-rust plugins-c plugins-python plugins-js build tools c-tools check-data clean
 
 help:
 	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
@@ -160,6 +160,10 @@ test: tools plugins
 	cd plugins && cargo clippy --release --locked --all-targets -- -D warnings
 	cd plugins && cargo test --release --locked
 	cargo test --release --locked --workspace
+
+## Every language's enrich on the same real data: prints the table, writes target/compare.json.
+compare: tools plugins check-data
+	cargo run --release --locked -p tidewater-host --example compare
 
 bench: tools plugins
 	cargo bench --locked -p tidewater-host --bench pipeline
