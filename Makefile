@@ -77,7 +77,7 @@ $(PY_STAMP):
 PY_SDK := $(wildcard sdk/python/tidewater/*.py)
 PY_READINGS := plugins/python/readings/readings.py
 
-plugins-python: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/python-$(p).wasm)
+plugins-python: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/python-$(p).wasm) $(PLUGIN_DIR)/python-sandbox.wasm
 
 $(PLUGIN_DIR)/python-%.wasm: plugins/python/%/app.py $(PY_READINGS) $(PY_SDK) $(WIT) $(PY_STAMP)
 	@mkdir -p $(PLUGIN_DIR)
@@ -107,14 +107,20 @@ $(PLUGIN_DIR)/js-%.wasm: plugins/js/%/app.js $(JS_READINGS) $(JS_SDK) $(WIT) $(J
 	  -d http fetch-event -o $@.tmp
 	mv $@.tmp $@
 
+# A test processor that tries to read files, open sockets and print (tests/conformance/sandbox.rs).
+$(PLUGIN_DIR)/python-sandbox.wasm: plugins/testing/python-sandbox/app.py $(PY_SDK) $(WIT) $(PY_STAMP)
+	@mkdir -p $(PLUGIN_DIR)
+	cd plugins/testing/python-sandbox && $(COMPONENTIZE_PY) -d $(ROOT)/wit -w processor componentize -p $(ROOT)/sdk/python -p . app -o $@.tmp
+	mv $@.tmp $@
+
 ## C: Debian's clang-16 for wasm32-wasi (installed with apt when missing).
 c-tools:
 	@command -v $(CLANG) >/dev/null && test -f /usr/lib/wasm32-wasi/crt1-reactor.o && test -d /usr/lib/llvm-16/lib/clang/16/lib/wasi || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(C_APT); \
 	  else echo "error: C processors need: apt-get install $(C_APT)"; exit 1; fi; }
 
-$(C_BINDGEN): sdk/c/bindgen/src/main.rs sdk/c/bindgen/Cargo.toml
-	cargo build --release --locked -p tidewater-c-bindgen
+$(C_BINDGEN): sdk/c/bindgen/src/main.rs sdk/c/bindgen/Cargo.toml sdk/c/bindgen/Cargo.lock
+	cd sdk/c/bindgen && cargo build --release --locked
 	@touch $@
 
 $(C_GEN)/processor.h: $(WIT) $(C_BINDGEN)
@@ -156,6 +162,7 @@ demo: build plugins check-data
 test: tools plugins
 	cargo fmt --all -- --check
 	cd plugins && cargo fmt --all -- --check
+	cd sdk/c/bindgen && cargo fmt --all -- --check && cargo clippy --release --locked -- -D warnings
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	cd plugins && cargo clippy --release --locked --all-targets -- -D warnings
 	cd plugins && cargo test --release --locked

@@ -10,6 +10,8 @@
 //! names others (space- or comma-separated); a missing component fails the
 //! suite, it is never skipped.
 
+mod sandbox;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
