@@ -166,6 +166,9 @@ test: tools plugins
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	cd plugins && cargo clippy --release --locked --all-targets -- -D warnings
 	cd plugins && cargo test --release --locked
+	@# The Python and JavaScript processors' own unit tests, natively.
+	for p in $(EXAMPLES); do (cd plugins/python/$$p && PYTHONPATH=$(ROOT)/sdk/python:$(ROOT)/plugins/python/readings $(VENV)/bin/python -m unittest -v 2>&1); done
+	cd plugins/js && node --test
 	cargo test --release --locked --workspace
 
 ## Every language's enrich on the same real data: prints the table, writes target/compare.json.
