@@ -6,4 +6,5 @@ mod crash;
 mod demo;
 mod faults;
 mod idempotency;
+mod new;
 mod roundtrip;
