@@ -46,7 +46,7 @@ TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 
 
 .SECONDEXPANSION:
-.PHONY: help demo test bench compare plugins plugins-rust plugins-c plugins-python plugins-js build tools c-tools check-data clean
+.PHONY: help demo test bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean
 
 help:
 	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
@@ -58,7 +58,7 @@ tools:
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-plugins: plugins-rust plugins-c plugins-python plugins-js
+plugins: plugins-rust plugins-c plugins-cpp plugins-python plugins-js
 	@ls -l $(PLUGIN_DIR)/*.wasm
 
 plugins-rust: tools
@@ -126,6 +126,30 @@ $(C_BINDGEN): sdk/c/bindgen/src/main.rs sdk/c/bindgen/Cargo.toml sdk/c/bindgen/C
 $(C_GEN)/processor.h: $(WIT) $(C_BINDGEN)
 	$(C_BINDGEN) bindings $(ROOT)/wit $(C_GEN)
 	$(C_BINDGEN) adapter $(C_ADAPTER)
+
+
+## C++ (in Go's place, see README): Debian's clang++-16 and libc++ for wasm32 (apt),
+## bindings from wit-bindgen's C++ generator (same tool), C++23 (std::expected).
+CPP_APT := libc++-16-dev-wasm32 libc++abi-16-dev-wasm32
+CPP_GEN := $(ROOT)/target/cpp-bindings
+CXXFLAGS_WASM := --target=wasm32-wasi -mexec-model=reactor -std=c++2b -O2 -fno-exceptions -Wall -Wextra -Werror \
+  -Wl,--strip-all -isystem /usr/lib/llvm-16/include/wasm32-wasi/c++/v1
+
+cpp-tools: c-tools
+	@test -f /usr/lib/wasm32-wasi/libc++.a || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CPP_APT); \
+	  else echo "error: C++ processors need: apt-get install $(CPP_APT)"; exit 1; fi; }
+
+plugins-cpp: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/cpp-$(p).wasm)
+
+$(CPP_GEN)/processor_cpp.h: $(WIT) $(C_BINDGEN)
+	$(C_BINDGEN) cpp-bindings $(ROOT)/wit $(CPP_GEN)
+
+$(PLUGIN_DIR)/cpp-%.wasm: $$(wildcard plugins/cpp/$$*/*.cpp) sdk/cpp/tidewater.hpp plugins/cpp/readings/readings.hpp $(CPP_GEN)/processor_cpp.h $(C_GEN)/processor.h $(PY_STAMP) | cpp-tools
+	@mkdir -p $(PLUGIN_DIR) $(CPP_GEN)/$*
+	clang++-16 $(CXXFLAGS_WASM) -I$(CPP_GEN) -Isdk/cpp -Iplugins/cpp/readings \
+	  $(CPP_GEN)/processor.cpp $(CPP_GEN)/processor_component_type.o $(wildcard plugins/cpp/$*/*.cpp) -o $(CPP_GEN)/$*/core.wasm
+	$(WASM_TOOLS) component new $(CPP_GEN)/$*/core.wasm --adapt wasi_snapshot_preview1=$(C_ADAPTER) -o $@
 
 C_SDK := sdk/c/tidewater.h sdk/c/tidewater.c
 C_READINGS := plugins/c/readings/readings.h plugins/c/readings/readings.c

@@ -33,7 +33,7 @@ use tidewater::log::{Log, Record};
 use tidewater::pipeline::{EmbeddedSink, EmbeddedSource, Pipeline, Settings, WasmHandler};
 use tidewater::runtime::{Limits, Runtime};
 
-const LANGUAGES: &[&str] = &["rust", "c", "python", "js", "go", "cpp"];
+const LANGUAGES: &[&str] = &["rust", "c", "cpp", "python", "js", "go"];
 const PARTITIONS: u32 = 4;
 const BATCH: usize = 256;
 const INPUT: &str = "sensor-readings";

@@ -6,7 +6,7 @@
 //! The cases are data: `tests/conformance/<processor>.json` (the format is
 //! described in `tests/conformance/README.md`). Components come from
 //! `target/plugins/<language>-<processor>.wasm`, built by `make plugins`.
-//! The languages are `rust c python js` unless `TIDEWATER_CONFORMANCE_LANGS`
+//! The languages are `rust c cpp python js` unless `TIDEWATER_CONFORMANCE_LANGS`
 //! names others (space- or comma-separated); a missing component fails the
 //! suite, it is never skipped.
 
@@ -23,7 +23,7 @@ use tidewater::runtime::{CallError, Event, EventResult, Limits, Output, ProcessE
 use tidewater::state::{StateOverlay, dump};
 
 /// The languages every processor is built in.
-const LANGUAGES: &[&str] = &["rust", "c", "python", "js"];
+const LANGUAGES: &[&str] = &["rust", "c", "cpp", "python", "js"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
