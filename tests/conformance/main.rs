@@ -10,6 +10,7 @@
 //! names others (space- or comma-separated); a missing component fails the
 //! suite, it is never skipped.
 
+mod real_data;
 mod sandbox;
 
 use std::path::{Path, PathBuf};
