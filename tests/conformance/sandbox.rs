@@ -89,6 +89,10 @@ fn a_python_processor_gets_errors_not_access() {
         "stdout is not in the host's log:\n{log}"
     );
     assert!(
+        log.contains("hello from python through the log interface processor=\"escape-artist\""),
+        "the log line is not in the host's log:\n{log}"
+    );
+    assert!(
         log.contains("hello from python on stderr processor=\"escape-artist\" stream=\"stderr\""),
         "stderr is not in the host's log:\n{log}"
     );

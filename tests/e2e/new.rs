@@ -1,6 +1,6 @@
 //! `tidewater new --lang ... NAME`: each language's project passes its own
 //! unit test (`make test`), builds with one command (`make`), and the
-//! component it builds runs in the host.
+//! component it builds runs in the host: state, headers and log lines.
 
 use std::path::Path;
 use std::process::Command;
@@ -36,6 +36,20 @@ fn make(dir: &Path, target: Option<&str>) {
     );
 }
 
+/// The host's log lines, captured.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// An output's key, value and headers.
 type Shout = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
@@ -63,9 +77,6 @@ fn every_language_scaffolds_a_processor_that_tests_builds_and_runs() {
         make(&dir, None);
         let wasm = dir.join(format!("{name}.wasm"));
         let component = runtime.load(&wasm).expect("load the scaffolded component");
-        let mut instance = runtime
-            .instantiate(&component, name.as_str().into(), Limits::default(), &[])
-            .expect("instantiate");
         let event = |v: &str| Event {
             topic: "in".into(),
             partition: 0,
@@ -75,9 +86,27 @@ fn every_language_scaffolds_a_processor_that_tests_builds_and_runs() {
             value: Some(v.as_bytes().to_vec()),
             headers: Vec::new(),
         };
-        let results = instance
-            .process(&[event("hi"), event("yo")], &mut StateOverlay::default())
-            .expect("process");
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let results = tracing::subscriber::with_default(subscriber, || {
+            let mut instance = runtime
+                .instantiate(&component, name.as_str().into(), Limits::default(), &[])
+                .expect("instantiate");
+            instance
+                .process(&[event("hi"), event("yo")], &mut StateOverlay::default())
+                .expect("process")
+        });
+        let log = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("UTF-8");
+        assert!(
+            log.contains(&format!("event 2 processor=\"{name}\"")),
+            "{lang}: the processor's log line is not in the host's log:\n{log}"
+        );
         let outs: Vec<Shout> = results
             .into_iter()
             .map(|r| {

@@ -9,7 +9,8 @@ when Python raised. The host grants nothing, so every attempt must fail.
 - ``tcp``: opens a TCP connection to 127.0.0.1:9
 - ``dns``: resolves localhost
 - ``env``: counts the environment variables (ok 0 is expected)
-- ``print``: writes a line to stdout and one to stderr
+- ``print``: writes a line to stdout, one to stderr and one through the
+  ``log`` interface
 """
 
 import os
@@ -40,6 +41,7 @@ def attempt(what: str) -> str:
             print("hello from python on stderr", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
+            tidewater.log.info("hello from python through the log interface")
             return "ok printed"
         return "unknown attempt"
     except Exception as e:  # noqa: BLE001 - the class is the answer

@@ -110,8 +110,8 @@ class Event:
 class Output:
     """One record to publish.
 
-    ``value`` may be ``str`` (written as UTF-8) or ``bytes``; ``None`` is a
-    tombstone. ``topic=None`` sends it to the processor's configured output.
+    ``value``, ``key`` and header values may be ``str`` (written as UTF-8)
+    or ``bytes``; a ``None`` value is a tombstone. ``topic=None`` sends it to the processor's configured output.
     The host stamps it with the input's timestamp and an ``idempotency-key``
     header.
     """
@@ -119,7 +119,7 @@ class Output:
     value: Union[bytes, str, None]
     key: Union[bytes, str, None] = None
     topic: Optional[str] = None
-    headers: list[Header] = field(default_factory=list)
+    headers: list[tuple[str, Union[bytes, str]]] = field(default_factory=list)
 
     def value_bytes(self) -> Optional[bytes]:
         """The value as bytes (``str`` encoded as UTF-8)."""
@@ -128,6 +128,10 @@ class Output:
     def key_bytes(self) -> Optional[bytes]:
         """The key as bytes (``str`` encoded as UTF-8)."""
         return _as_bytes(self.key)
+
+    def headers_bytes(self) -> list[Header]:
+        """The headers with ``str`` values encoded as UTF-8."""
+        return [(n, v.encode("utf-8") if isinstance(v, str) else bytes(v)) for n, v in self.headers]
 
 
 def _as_bytes(b: Union[bytes, str, None]) -> Optional[bytes]:

@@ -56,7 +56,7 @@ else:
                 results.append(
                     Ok(
                         [
-                            WitOutput(o.topic, o.key_bytes(), o.value_bytes(), list(o.headers))
+                            WitOutput(o.topic, o.key_bytes(), o.value_bytes(), o.headers_bytes())
                             for o in outputs
                         ]
                     )

@@ -18,6 +18,7 @@ static tw_status process(const tw_event *event, tw_outputs *out) {
   char count[24];
   int n = snprintf(count, sizeof count, "%llu", seen);
   tw_state_set("seen", 4, count, (size_t)n);
+  tw_log(TW_INFO, "event %llu", seen);
 
   tw_buf upper = {0};
   for (size_t i = 0; i < value.len; i++) {

@@ -1,5 +1,5 @@
 // {{name}}: upper-cases each value and counts the events it has seen.
-import { Invalid, defineProcessor, state, utf8 } from "./tidewater.js";
+import { Invalid, defineProcessor, log, state, utf8 } from "./tidewater.js";
 
 /** @param {import("./tidewater.js").Event} event */
 function onEvent(event) {
@@ -8,6 +8,7 @@ function onEvent(event) {
   const before = state.get("seen");
   const seen = (before === null ? 0 : Number(utf8.decode(before))) + 1;
   state.set("seen", utf8.encode(String(seen)));
+  log.info(`event ${seen}`);
   return [{ key: event.key, value: text.toUpperCase(), headers: [["seen", String(seen)]] }];
 }
 

@@ -1,7 +1,7 @@
 """``{{name}}``: upper-cases each value and counts the events it has seen."""
 
 import tidewater
-from tidewater import Event, Invalid, Output, state
+from tidewater import Event, Invalid, Output, log, state
 
 
 @tidewater.processor
@@ -11,6 +11,7 @@ def process(event: Event) -> list[Output]:
         raise Invalid("value is a tombstone or not UTF-8")
     seen = int(state.get(b"seen") or b"0") + 1
     state.set(b"seen", str(seen).encode())
+    log.info(f"event {seen}")
     return [Output(text.upper(), key=event.key, headers=[("seen", str(seen).encode())])]
 
 

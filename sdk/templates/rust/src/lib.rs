@@ -1,6 +1,6 @@
 //! `{{name}}`: upper-cases each value and counts the events it has seen.
 
-use tidewater_sdk::{Event, Output, ProcessError, state};
+use tidewater_sdk::{Event, Output, ProcessError, log, state};
 
 /// Processes one event.
 ///
@@ -17,6 +17,7 @@ pub fn process(event: Event) -> Result<Vec<Output>, ProcessError> {
         .unwrap_or(0)
         + 1;
     state::set(b"seen", seen.to_string().as_bytes());
+    log::info(&format!("event {seen}"));
     Ok(vec![
         Output::new(text.to_uppercase())
             .with_key_from(&event)
