@@ -47,7 +47,7 @@ enum Command {
     Stats(StatsArgs),
     /// List topics with their partitions and offsets.
     Topics(FormatArgs),
-    /// Write a new processor project (rust, python, js or c) that builds
+    /// Write a new processor project (rust, python, js, c or cpp) that builds
     /// with `make` and tests with `make test`.
     New(NewArgs),
 }
@@ -56,7 +56,7 @@ enum Command {
 struct NewArgs {
     /// The processor's name (lowercase letters, digits, '-'); also the directory.
     name: String,
-    /// The language: rust, python, js or c.
+    /// The language: rust, python, js, c or cpp.
     #[arg(long)]
     lang: String,
     /// Where to write it (default: ./NAME).

@@ -21,6 +21,8 @@ pub enum Language {
     Js,
     /// C, with wit-bindgen's C bindings and clang for wasm32-wasi.
     C,
+    /// C++23, with wit-bindgen's C++ bindings, clang++ and libc++ for wasm32-wasi.
+    Cpp,
 }
 
 impl std::str::FromStr for Language {
@@ -32,13 +34,14 @@ impl std::str::FromStr for Language {
             "python" => Ok(Language::Python),
             "js" | "javascript" => Ok(Language::Js),
             "c" => Ok(Language::C),
+            "cpp" | "c++" => Ok(Language::Cpp),
             "go" => Err(NewError::Unsupported {
                 language: s.into(),
                 reason: "no Go toolchain on the registries builds a component of this world (see README: Go)".into(),
             }),
             _ => Err(NewError::Unsupported {
                 language: s.into(),
-                reason: "the languages are rust, python, js and c".into(),
+                reason: "the languages are rust, python, js, c and cpp".into(),
             }),
         }
     }
@@ -116,6 +119,14 @@ const C: Files = files! {
     "tidewater.c" => "sdk/c/tidewater.c",
 };
 
+const CPP: Files = files! {
+    "Makefile" => "sdk/templates/cpp/Makefile",
+    "processor.cpp" => "sdk/templates/cpp/processor.cpp",
+    "test.cpp" => "sdk/templates/cpp/test.cpp",
+    "test_host.cpp" => "sdk/templates/cpp/test_host.cpp",
+    "tidewater.hpp" => "sdk/cpp/tidewater.hpp",
+};
+
 /// The tidewater checkout this binary was built from: the default `root`.
 pub fn default_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -152,6 +163,7 @@ pub fn new_processor(
         Language::Python => PYTHON,
         Language::Js => JS,
         Language::C => C,
+        Language::Cpp => CPP,
     };
     let crate_name = name.replace('-', "_");
     let root = root.display().to_string();
