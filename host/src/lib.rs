@@ -15,6 +15,7 @@
 //! - [`stats`]: per-processor counters and status.
 //! - [`ingest`]: turning CSV files into events.
 //! - [`host`]: starting and stopping processors (`tidewater run`).
+//! - [`scaffold`]: new processor projects in every language (`tidewater new`).
 #![deny(missing_docs)]
 
 pub mod config;
@@ -26,6 +27,7 @@ pub mod kafka;
 pub mod log;
 pub mod pipeline;
 pub mod runtime;
+pub mod scaffold;
 pub mod state;
 pub mod stats;
 

@@ -8,8 +8,11 @@
 //! - Each instance has its own store with a memory cap (bytes of linear
 //!   memory and tables over all its instances).
 //! - WASI 0.2 is linked with nothing granted: no preopened directories, no
-//!   environment, no arguments, empty stdin, stdout and stderr discarded,
-//!   sockets denied. Components from Python and JavaScript need WASI to start.
+//!   environment, no arguments, empty stdin, TCP, UDP and name lookups
+//!   denied. Components from Python and JavaScript need WASI to start. What a
+//!   component writes to stdout or stderr goes, line by line, into the host's
+//!   log (tagged with the processor and the stream), under the same per-second
+//!   rate limit as the `log` interface ([`GuestOutput`]).
 //! - Compiled components are cached on disk, named by the SHA-256 of the
 //!   component and a hash of the engine's settings, so a restart or a second
 //!   processor using the same `.wasm` does not compile again. Each cache
@@ -17,8 +20,8 @@
 //!   a damaged one is compiled again.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -141,6 +144,153 @@ impl CallError {
     }
 }
 
+/// Longest line of a component's stdout or stderr kept whole, in bytes; the
+/// rest of a longer line is cut off (and a line without a newline is written
+/// once it reaches this length).
+pub const MAX_OUTPUT_LINE_BYTES: usize = 4096;
+
+/// A component's stdout or stderr: each line becomes one entry of the host's
+/// log at info level (stdout) or warn level (stderr), with the fields
+/// `processor` and `stream`; at most `lines_per_s` lines a second, the rest
+/// are dropped and counted ([`GuestOutput::dropped`]).
+#[derive(Clone)]
+pub struct GuestOutput {
+    stream: &'static str,
+    shared: Arc<Mutex<OutputLines>>,
+}
+
+struct OutputLines {
+    processor: Arc<str>,
+    partial: Vec<u8>,
+    window: (Instant, u32),
+    lines_per_s: u32,
+    dropped: u64,
+}
+
+impl GuestOutput {
+    /// The `stream` (`"stdout"` or `"stderr"`) of `processor`.
+    pub fn new(processor: Arc<str>, stream: &'static str, lines_per_s: u32) -> Self {
+        GuestOutput {
+            stream,
+            shared: Arc::new(Mutex::new(OutputLines {
+                processor,
+                partial: Vec::new(),
+                window: (Instant::now(), 0),
+                lines_per_s,
+                dropped: 0,
+            })),
+        }
+    }
+
+    /// Lines dropped by the rate limit so far.
+    pub fn dropped(&self) -> u64 {
+        self.shared.lock().map_or(0, |s| s.dropped)
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        let Ok(mut s) = self.shared.lock() else {
+            return;
+        };
+        for chunk in bytes.split_inclusive(|b| *b == b'\n') {
+            let room = MAX_OUTPUT_LINE_BYTES.saturating_sub(s.partial.len());
+            let complete = chunk.last() == Some(&b'\n');
+            let body = if complete {
+                &chunk[..chunk.len() - 1]
+            } else {
+                chunk
+            };
+            s.partial.extend_from_slice(&body[..body.len().min(room)]);
+            if complete || s.partial.len() >= MAX_OUTPUT_LINE_BYTES {
+                let line = std::mem::take(&mut s.partial);
+                s.emit(self.stream, &line);
+            }
+        }
+    }
+}
+
+impl OutputLines {
+    fn emit(&mut self, stream: &str, line: &[u8]) {
+        let now = Instant::now();
+        if now.duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        if self.window.1 >= self.lines_per_s {
+            self.dropped += 1;
+            return;
+        }
+        self.window.1 += 1;
+        let text = String::from_utf8_lossy(line);
+        let p = &*self.processor;
+        if stream == "stderr" {
+            tracing::warn!(processor = p, stream, "{text}");
+        } else {
+            tracing::info!(processor = p, stream, "{text}");
+        }
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::OutputStream for GuestOutput {
+    fn write(&mut self, buf: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        GuestOutput::write(self, &buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for GuestOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        GuestOutput::write(&self, buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// The store data of one instance.
 pub struct HostState {
     wasi: WasiCtx,
@@ -151,6 +301,8 @@ pub struct HostState {
     log_limit: u32,
     /// Log lines dropped by the rate limit.
     pub log_dropped: u64,
+    /// The component's stdout and stderr.
+    outputs: [GuestOutput; 2],
     /// The state view of the batch in progress.
     pub state: StateOverlay,
 }
@@ -392,8 +544,17 @@ impl Runtime {
         limits: Limits,
         config: &[(String, String)],
     ) -> Result<Instance, CallError> {
+        let stdout = GuestOutput::new(processor.clone(), "stdout", limits.log_lines_per_s);
+        let stderr = GuestOutput::new(processor.clone(), "stderr", limits.log_lines_per_s);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
         let state = HostState {
-            wasi: WasiCtx::builder().build(),
+            wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 limit: limits.memory_bytes,
@@ -403,6 +564,7 @@ impl Runtime {
             log_window: (Instant::now(), 0),
             log_limit: limits.log_lines_per_s,
             log_dropped: 0,
+            outputs: [stdout, stderr],
             state: StateOverlay::default(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -538,8 +700,10 @@ impl Instance {
         Ok(results)
     }
 
-    /// Log lines dropped by the rate limit so far.
+    /// Log lines dropped by the rate limit so far (`log` calls and lines of
+    /// stdout and stderr).
     pub fn log_dropped(&self) -> u64 {
-        self.store.data().log_dropped
+        let d = self.store.data();
+        d.log_dropped + d.outputs.iter().map(GuestOutput::dropped).sum::<u64>()
     }
 }

@@ -8,4 +8,5 @@ mod demo;
 mod faults;
 mod idempotency;
 mod kafka;
+mod new;
 mod roundtrip;

@@ -6,7 +6,8 @@
 //!
 //! - Columns are renamed to measurement names: the built-in names below, or
 //!   `field.<column> = "<measurement>"` in the config; other columns keep their name.
-//! - A value is a number, or a string that parses as one; anything else
+//! - A value is a number, or a string that parses as one
+//!   ([`readings::parse_number_text`]); anything else
 //!   (`nil`, empty, `null`, text) becomes `null` and the reading goes on.
 //! - Unit conversions: `temperature_c` adds `temperature_f` (`c * 9 / 5 + 32`),
 //!   `flow_l_s` adds `flow_m3_h` (`l_s * 3.6`), in IEEE doubles, in that order.
@@ -98,7 +99,7 @@ fn measurement_name<'a>(column: &'a str, s: &'a Settings) -> &'a str {
 fn number(v: &serde_json::Value) -> Option<f64> {
     let x = match v {
         serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        serde_json::Value::String(s) => readings::parse_number_text(s),
         _ => None,
     }?;
     x.is_finite().then_some(x)
@@ -116,7 +117,7 @@ pub fn process(event: Event) -> Result<Vec<Output>, ProcessError> {
         .as_deref()
         .ok_or_else(|| invalid("tombstone: a reading needs a value".into()))?;
     let serde_json::Value::Object(fields) =
-        serde_json::from_slice(value).map_err(|e| invalid(format!("value is not JSON: {e}")))?
+        serde_json::from_slice(value).map_err(|_| invalid("value is not JSON".into()))?
     else {
         return Err(invalid("value is not a JSON object".into()));
     };

@@ -8,12 +8,26 @@
 //!  "measurements":{"temperature_c":4.929,"temperature_f":40.8722}}
 //! ```
 //!
-//! - `measurements` is sorted by name; a value is a number or `null`.
-//! - Numbers are IEEE-754 doubles written in the shortest form that reads back
-//!   to the same double; an integral value below 2^53 is written without a
-//!   fraction (`40`, never `40.0`), and exponents are never used for values
-//!   between 1e-6 and 1e21 (the JavaScript `Number.prototype.toString` rule,
-//!   which every port of these processors follows).
+//! - `measurements` is sorted by name (byte order of the UTF-8 names); a value
+//!   is a number or `null`.
+//! - Strings are written as `serde_json` writes them: `"` and `\\` escaped,
+//!   `\b \f \n \r \t` for those controls, `\u00xx` (lowercase hex) for the
+//!   other characters below U+0020, everything else as raw UTF-8.
+//! - Numbers are IEEE-754 doubles written exactly as ECMAScript's
+//!   `Number::toString` writes them (what `String(x)` gives in JavaScript):
+//!   the shortest digits that read back to the same double, no fraction for
+//!   an integral value (`40`, never `40.0`), plain notation from 1e-6 up to
+//!   below 1e21, else `d.ddde+N` / `d.ddde-N` (`1e+21`, `1.5e-7`); `-0` is
+//!   written `0`; NaN and infinities are `null`. Every port of these
+//!   processors follows this rule: each has a shortest-digits primitive
+//!   (Rust `{:e}`, Python `repr`, Go `FormatFloat(x, 'e', -1, 64)`, C a
+//!   round-trip search with `%.*e`/`strtod`) and the same few lines that place
+//!   the decimal point.
+//!
+//! Reading JSON input follows RFC 8259 strictly, as `serde_json` does with
+//! `float_roundtrip` (numbers correctly rounded; a number too large for a
+//! double, invalid UTF-8 or a lone surrogate escape makes the value not JSON;
+//! of repeated object keys the last one wins).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -39,7 +53,7 @@ impl Enriched {
     /// A message naming the missing or mistyped field.
     pub fn parse(value: &[u8]) -> Result<Enriched, String> {
         let v: serde_json::Value =
-            serde_json::from_slice(value).map_err(|e| format!("value is not JSON: {e}"))?;
+            serde_json::from_slice(value).map_err(|_| "value is not JSON".to_string())?;
         let field = |name: &str| {
             v.get(name)
                 .and_then(|f| f.as_str())
@@ -93,18 +107,91 @@ pub fn push_string(out: &mut String, s: &str) {
 pub fn push_number(out: &mut String, value: Option<f64>) {
     match value {
         Some(x) if x.is_finite() => {
-            if x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 {
-                // -0.0 is written as 0, as JavaScript does.
-                let _ = write!(out, "{}", x as i64);
-            } else if (1e-6..1e21).contains(&x.abs()) {
-                // Rust's Display gives the shortest round-trip digits without an exponent.
-                let _ = write!(out, "{x}");
-            } else {
-                out.push_str(&serde_json::Value::from(x).to_string());
+            if x == 0.0 {
+                // -0 is written as 0, as JavaScript does.
+                out.push('0');
+                return;
             }
+            // `{:e}` gives the shortest round-trip digits: "-4.929e0", "1e-7".
+            let sci = format!("{x:e}");
+            let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+            let exp: i32 = exp.parse().unwrap_or(0);
+            let (negative, mantissa) = match mantissa.strip_prefix('-') {
+                Some(m) => (true, m),
+                None => (false, mantissa),
+            };
+            let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+            if negative {
+                out.push('-');
+            }
+            push_js_digits(out, &digits, exp + 1);
         }
         _ => out.push_str("null"),
     }
+}
+
+/// Places the decimal point as ECMAScript's `Number::toString` does: the value
+/// is `0.digits × 10^n`, `digits` has no leading or trailing zeros.
+fn push_js_digits(out: &mut String, digits: &str, n: i32) {
+    let k = digits.len() as i32;
+    if k <= n && n <= 21 {
+        out.push_str(digits);
+        out.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(digits);
+    } else {
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{}", if n > 0 { '+' } else { '-' }, (n - 1).abs());
+    }
+}
+
+/// Parses a number written as text the way every port does: after removing
+/// leading and trailing ASCII whitespace (space, tab, LF, FF, CR), the text
+/// must be `[+-]? (digits [. digits?] | . digits) ([eE] [+-]? digits)?` and
+/// finite as a double (correctly rounded). Anything else is `None`.
+pub fn parse_number_text(s: &str) -> Option<f64> {
+    let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
+    let b = t.as_bytes();
+    let mut i = 0;
+    if matches!(b.first(), Some(b'+' | b'-')) {
+        i += 1;
+    }
+    let int = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    i += int;
+    let mut frac = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        frac = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        i += frac;
+    }
+    if int + frac == 0 {
+        return None;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let exp = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if exp == 0 {
+            return None;
+        }
+        i += exp;
+    }
+    if i != b.len() {
+        return None;
+    }
+    t.parse::<f64>().ok().filter(|x| x.is_finite())
 }
 
 #[cfg(test)]
@@ -125,7 +212,35 @@ mod tests {
         assert_eq!(num(4.929 * 9.0 / 5.0 + 32.0), "40.8722");
         assert_eq!(num(0.1 + 0.2), "0.30000000000000004");
         assert_eq!(num(1e-7), "1e-7");
+        assert_eq!(num(1.5e-7), "1.5e-7");
+        assert_eq!(num(1e-6), "0.000001");
+        assert_eq!(num(-0.00012345), "-0.00012345");
         assert_eq!(num(426.0), "426");
+        assert_eq!(num(1e21), "1e+21");
+        assert_eq!(num(1e20), "100000000000000000000");
+        assert_eq!(num(2f64.powi(60)), "1152921504606847000");
+        assert_eq!(num(-1.7976931348623157e308), "-1.7976931348623157e+308");
+        assert_eq!(num(5e-324), "5e-324");
+        assert_eq!(num(123.456), "123.456");
+        let mut s = String::new();
+        push_number(&mut s, Some(f64::NAN));
+        assert_eq!(s, "null");
+    }
+
+    #[test]
+    fn number_text_grammar() {
+        let p = parse_number_text;
+        assert_eq!(p(" 4.5\t"), Some(4.5));
+        assert_eq!(p("1."), Some(1.0));
+        assert_eq!(p(".5"), Some(0.5));
+        assert_eq!(p("+2e3"), Some(2000.0));
+        assert_eq!(p("-1E-2"), Some(-0.01));
+        for bad in [
+            "", " ", ".", "e5", "1e", "1e+", "inf", "NaN", "infinity", "0x10", "1_0", "1,5",
+            "\u{a0}1", "1e400", "--1", "1.2.3",
+        ] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
