@@ -89,7 +89,7 @@ struct NewArgs {
 struct KafkaArgs {
     /// Use Apache Kafka at these bootstrap servers (host:port, comma-separated)
     /// instead of the embedded log. For `run`, this overrides [kafka] brokers.
-    #[arg(long, env = "TIDEWATER_BROKERS")]
+    #[arg(long, env = "TIDEWATER_BROKERS", value_parser = non_empty)]
     brokers: Option<String>,
 }
 
@@ -175,7 +175,7 @@ struct ForwardArgs {
     #[arg(long)]
     from: String,
     /// The Kafka bootstrap servers (host:port, comma-separated).
-    #[arg(long, env = "TIDEWATER_BROKERS")]
+    #[arg(long, env = "TIDEWATER_BROKERS", value_parser = non_empty)]
     to_kafka: String,
     /// The Kafka topic to write (default: the same name as --from). Created
     /// if missing, with as many partitions as --from has, so keys keep their

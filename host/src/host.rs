@@ -17,6 +17,11 @@ use crate::pipeline::{
 use crate::runtime::{CallError, Limits, LoadError, Runtime};
 use crate::stats::{self, Counters};
 
+/// How long `run` waits for a processor to finish its batch in flight once
+/// asked to stop; after that it gives up on it (its batch was not committed
+/// and is processed again on the next run).
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
+
 /// How long an idle processor waits before polling its inputs again.
 pub const IDLE_POLL: Duration = Duration::from_millis(20);
 
@@ -116,6 +121,9 @@ struct Shared {
     /// it has not yet or has found work since.
     idle_at: AtomicU64,
     busy_ns: AtomicU64,
+    /// How the processor ended, set before its stream is closed (closing a
+    /// Kafka consumer can wait on an unreachable broker).
+    ended: std::sync::Mutex<Option<String>>,
 }
 
 /// Runs the processors of `config` until `shutdown` completes (or, with
@@ -162,6 +170,16 @@ pub async fn run(
     let mut ready = Vec::new();
     let mut loaded_components: BTreeMap<PathBuf, Arc<crate::runtime::LoadedComponent>> =
         BTreeMap::new();
+    if config
+        .kafka
+        .as_ref()
+        .is_some_and(|k| k.brokers.trim().is_empty())
+    {
+        return Err(RunError::Config {
+            processor: "(kafka)".into(),
+            message: "[kafka] brokers is not set: set it, or pass --brokers".into(),
+        });
+    }
     for p in &config.processors {
         if config.kafka.is_none() && (p.exactly_once || p.group.is_some()) {
             return Err(RunError::Config {
@@ -286,6 +304,7 @@ pub async fn run(
         stats::set_status(&db, &name, "running")?;
         let shared = Arc::new(Shared {
             idle_at: AtomicU64::new(u64::MAX),
+            ended: std::sync::Mutex::new(None),
             busy_ns: AtomicU64::new(0),
         });
         let (stop, progress, shared2, db2) =
@@ -325,6 +344,10 @@ pub async fn run(
                 if let Err(e) = stats::set_status(&db2, pipeline.name(), &status) {
                     tracing::error!(processor = %pipeline.name(), error = %e, "cannot record the processor's status");
                 }
+                if let Ok(mut ended) = shared2.ended.lock() {
+                    *ended = Some(status.clone());
+                }
+                drop(pipeline);
                 status
             })
             .expect("spawning a thread");
@@ -390,11 +413,21 @@ pub async fn run(
 
     let mut results = Vec::new();
     for (name, version, shared, handle) in threads {
-        let status = tokio::task::spawn_blocking(move || handle.join())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| "failed: the processor thread panicked".into());
+        let joined = tokio::time::timeout(
+            STOP_GRACE,
+            tokio::task::spawn_blocking(move || handle.join()),
+        )
+        .await;
+        let status = match joined {
+            Ok(Ok(Ok(status))) => status,
+            Ok(_) => "failed: the processor thread panicked".into(),
+            Err(_) => shared.ended.lock().ok().and_then(|e| e.clone()).unwrap_or_else(|| {
+                format!(
+                    "stopped without finishing: still waiting on its stream after {} s (an unreachable broker?)",
+                    STOP_GRACE.as_secs()
+                )
+            }),
+        };
         results.push((
             name,
             version,

@@ -65,7 +65,9 @@ use crate::pipeline::{Batch, PipelineError, Sink, Source};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
-    /// Bootstrap servers, comma-separated `host:port`.
+    /// Bootstrap servers, comma-separated `host:port`. May be left out when
+    /// `run --brokers` gives them.
+    #[serde(default)]
     pub brokers: String,
     /// Create missing topics (inputs, outputs, dead-letter topics) at start. Default true.
     #[serde(default = "yes")]
@@ -188,6 +190,9 @@ pub enum StreamError {
         "topic {0:?} does not exist on the broker and [kafka] create_topics is false: create it, or turn creation on"
     )]
     MissingTopic(String),
+    /// The topic does not exist (when reading).
+    #[error("topic {0:?} does not exist on the broker")]
+    NoSuchTopic(String),
     /// The partition does not exist.
     #[error("topic {topic:?} has {partitions} partitions, there is no partition {partition}")]
     NoSuchPartition {
@@ -456,7 +461,13 @@ pub fn producer(
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5");
+        .set("linger.ms", "5")
+        // Give up on a record no later than the run loop gives up on the
+        // batch (its outbox keeps it for the next run).
+        .set(
+            "message.timeout.ms",
+            config.flush_timeout.as_millis().max(1).to_string(),
+        );
     if let Some(id) = transactional_id {
         c.set("transactional.id", id);
     }
@@ -883,7 +894,11 @@ impl Source for KafkaStream {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(batch.next_offset() as i64))
             .map_err(|e| PipelineError::Stream(e.to_string()))?;
-        let result = inner.consumer.commit(&tpl, CommitMode::Sync);
+        // Asynchronous: a synchronous commit waits without a bound when the
+        // broker is gone. The position in redb already decides what is
+        // skipped after a restart, so a commit that is lost only means a few
+        // records are redelivered and skipped.
+        let result = inner.consumer.commit(&tpl, CommitMode::Async);
         drop(tpl);
         result.map_err(|e| PipelineError::Stream(format!("committing offsets: {e}")))?;
         tracing::debug!(processor = %inner.processor, topic = %tp.0, partition = tp.1, "offsets committed");
@@ -991,7 +1006,7 @@ pub fn read_topic(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(StreamError::MissingTopic(topic.to_owned()));
+        return Err(StreamError::NoSuchTopic(topic.to_owned()));
     }
     let chosen: Vec<i32> = match partition {
         Some(p) if partitions.contains(&(p as i32)) => vec![p as i32],

@@ -26,7 +26,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::execute(args)) {
+    let result = runtime.block_on(cli::execute(args));
+    // Do not wait for blocking work that outlived the command (a processor
+    // stuck on an unreachable broker): the command has ended.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", message(&e));

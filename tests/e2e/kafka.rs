@@ -483,3 +483,78 @@ fn store_and_forward_keeps_events_while_kafka_is_down_and_ships_them_when_it_ret
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_broker_that_stays_away_fails_the_processor_within_the_flush_timeout() {
+    if broker().is_none() {
+        return;
+    }
+    let (own, brokers) = OwnBroker::start();
+    let env = Env::new();
+    let tag = unique("gone");
+    env.produce_csv(&format!("{tag}-in"), &ALL_DATA, Some(&brokers));
+    let text = std::fs::read_to_string(demo_config(&env, &brokers, &tag, "batch.max_records = 16"))
+        .unwrap()
+        .replace("[kafka]\n", "[kafka]\nflush_timeout = \"5s\"\n");
+    let config = env.config(&text);
+    let mut child = env
+        .cmd()
+        .env(
+            "TIDEWATER_LOG",
+            "tidewater::pipeline=debug,tidewater::host=error",
+        )
+        .args(["run", "--format", "json", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let wait_for = |needle: &str, secs: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while let Ok(l) =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if l.contains(needle) {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(wait_for("batch committed", 60));
+    own.script("down");
+    // enrich cannot publish: it fails once flush_timeout has passed, and does not hang.
+    assert!(
+        wait_for("processor stopped; the others go on", 90),
+        "enrich did not fail within 90 s"
+    );
+    // And the run still stops when asked.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run ignored SIGTERM for 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = summary["processors"][0]["status"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(status.starts_with("failed: stream: "), "{status}");
+}
