@@ -469,7 +469,11 @@ pub fn producer(
             config.flush_timeout.as_millis().max(1).to_string(),
         );
     if let Some(id) = transactional_id {
-        c.set("transactional.id", id);
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+        c.set("transactional.id", id).set(
+            "transaction.timeout.ms",
+            config.flush_timeout.as_millis().max(1000).to_string(),
+        );
     }
     let p: BaseProducer<DeliveryContext> = c
         .create_with_context(DeliveryContext::default())
