@@ -497,18 +497,19 @@ fn a_broker_that_stays_away_fails_the_processor_within_the_flush_timeout() {
         .unwrap()
         .replace("[kafka]\n", "[kafka]\nflush_timeout = \"5s\"\n");
     let config = env.config(&text);
-    let mut child = env
-        .cmd()
-        .env(
-            "TIDEWATER_LOG",
-            "tidewater::pipeline=debug,tidewater::host=error",
-        )
-        .args(["run", "--format", "json", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        env.cmd()
+            .env(
+                "TIDEWATER_LOG",
+                "tidewater::pipeline=debug,tidewater::host=error",
+            )
+            .args(["run", "--format", "json", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -550,11 +551,35 @@ fn a_broker_that_stays_away_fails_the_processor_within_the_flush_timeout() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let out = child.wait_with_output().unwrap();
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     let status = summary["processors"][0]["status"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(status.starts_with("failed: stream: "), "{status}");
+}
+
+/// A child process that is killed if the test ends (or fails) before it does.
+struct KillOnDrop(std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
