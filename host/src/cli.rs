@@ -217,6 +217,39 @@ enum ConsumeFormat {
     Value,
 }
 
+/// Prints one row of counters per processor, with `last` (e.g. events/s or
+/// lag) as the column before the status.
+fn print_counters<'a>(
+    last: &str,
+    rows: impl Iterator<Item = (&'a str, &'a tidewater::stats::Counters, String, &'a str)>,
+) {
+    println!(
+        "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9}  status",
+        "processor",
+        "events read",
+        "duplicates",
+        "conflicts",
+        "outputs",
+        "dead-lettered",
+        "errors",
+        last
+    );
+    for (name, c, extra, status) in rows {
+        println!(
+            "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9}  {}",
+            name,
+            c.events_in,
+            c.duplicates,
+            c.conflicts,
+            c.outputs,
+            c.dead_lettered,
+            c.errors,
+            extra,
+            status
+        );
+    }
+}
+
 /// A future that completes on SIGTERM or SIGINT (Ctrl-C). The handlers are
 /// installed when this is called, not when the future is first polled.
 fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
@@ -296,32 +329,17 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
         Format::Table => {
-            println!(
-                "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9}  status",
-                "processor",
-                "events read",
-                "duplicates",
-                "conflicts",
-                "outputs",
-                "dead-lettered",
-                "errors",
-                "events/s"
+            print_counters(
+                "events/s",
+                summary.processors.iter().map(|p| {
+                    (
+                        p.name.as_str(),
+                        &p.counters,
+                        format!("{:.0}", p.events_per_s()),
+                        p.status.as_str(),
+                    )
+                }),
             );
-            for p in &summary.processors {
-                let c = &p.counters;
-                println!(
-                    "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9.0}  {}",
-                    p.name,
-                    c.events_in,
-                    c.duplicates,
-                    c.conflicts,
-                    c.outputs,
-                    c.dead_lettered,
-                    c.errors,
-                    p.events_per_s(),
-                    p.status
-                );
-            }
             println!("elapsed: {:.1} s", summary.elapsed_ms as f64 / 1000.0);
         }
     }
@@ -737,32 +755,17 @@ fn stats(data_dir: &std::path::Path, a: StatsArgs) -> anyhow::Result<ExitCode> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
         Format::Table => {
-            println!(
-                "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>7}  status",
-                "processor",
-                "events read",
-                "duplicates",
-                "conflicts",
-                "outputs",
-                "dead-lettered",
-                "errors",
-                "lag"
+            print_counters(
+                "lag",
+                all.iter().map(|(name, s)| {
+                    (
+                        name.as_str(),
+                        &s.counters,
+                        s.lag.to_string(),
+                        s.status.as_str(),
+                    )
+                }),
             );
-            for (name, s) in &all {
-                let c = &s.counters;
-                println!(
-                    "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>7}  {}",
-                    name,
-                    c.events_in,
-                    c.duplicates,
-                    c.conflicts,
-                    c.outputs,
-                    c.dead_lettered,
-                    c.errors,
-                    s.lag,
-                    s.status
-                );
-            }
         }
     }
     Ok(ExitCode::SUCCESS)
