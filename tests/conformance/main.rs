@@ -10,11 +10,12 @@
 //! names others (space- or comma-separated); a missing component fails the
 //! suite, it is never skipped.
 
+#[path = "../support/plugins.rs"]
+mod plugins;
 mod real_data;
 mod sandbox;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
@@ -23,12 +24,10 @@ use serde_json::Value;
 use tidewater::runtime::{CallError, Event, EventResult, Limits, Output, ProcessError, Runtime};
 use tidewater::state::{StateOverlay, dump};
 
+use plugins::{make_plugins, root};
+
 /// The languages every processor is built in.
 const LANGUAGES: &[&str] = &["rust", "c", "cpp", "python", "js"];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn languages() -> Vec<String> {
     match std::env::var("TIDEWATER_CONFORMANCE_LANGS") {
@@ -41,25 +40,9 @@ fn languages() -> Vec<String> {
     }
 }
 
-/// Runs `make plugins` once per test run, then names the component.
+/// Builds the components (once per test run), then names one.
 fn component(language: &str, processor: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let mut make = Command::new("make");
-        make.args(["-s", "plugins"]).current_dir(root());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
-                make.env_remove(k);
-            }
-        }
-        let out = make.output().expect("running make plugins");
-        assert!(
-            out.status.success(),
-            "make plugins failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    make_plugins();
     root()
         .join("target/plugins")
         .join(format!("{language}-{processor}.wasm"))

@@ -2,37 +2,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 use tidewater::log::{Log, LogRecord, Record};
 
-/// The repository root.
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+pub use crate::plugins::root;
 
 /// The path of the component `name`, built (once per test run) by `make plugins`.
 pub fn plugin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let mut make = Command::new("make");
-        make.args(["-s", "plugins"]).current_dir(root());
-        // Cargo's variables for this test binary would make the plugin build
-        // look different from `make plugins` run by hand, and rebuild it.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
-                make.env_remove(k);
-            }
-        }
-        let out = make.output().expect("running make plugins");
-        assert!(
-            out.status.success(),
-            "make plugins failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
+    crate::plugins::make_plugins();
     let p = root().join("target/plugins").join(format!("{name}.wasm"));
     assert!(p.exists(), "{} was not built", p.display());
     p

@@ -9,4 +9,6 @@ mod faults;
 mod idempotency;
 mod kafka;
 mod new;
+#[path = "../support/plugins.rs"]
+mod plugins;
 mod roundtrip;
