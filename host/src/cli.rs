@@ -68,6 +68,26 @@ enum Command {
     /// Write a new processor project (rust, python, js, c or cpp) that builds
     /// with `make` and tests with `make test`.
     New(NewArgs),
+    /// Upload a component as a new version of a running processor (through
+    /// the admin API of `run --admin`); prints its SHA-256.
+    ///
+    /// The upload is validated (WebAssembly, a component, the world
+    /// tidewater:processor@0.1.0, `init` accepts the processor's config) and
+    /// kept; with --activate it runs from the next batch boundary, with
+    /// --shadow it gets the same batches and its outputs are compared.
+    Deploy(crate::deploy_cli::DeployArgs),
+    /// List a processor's versions (* marks the active one).
+    Versions(crate::deploy_cli::VersionsArgs),
+    /// Make a version active at the next batch boundary.
+    Activate(crate::deploy_cli::VersionArgs),
+    /// Go back to the previous version, or to the one named.
+    Rollback(crate::deploy_cli::VersionArgs),
+    /// Pause a processor at the next batch boundary.
+    Pause(crate::deploy_cli::NameArgs),
+    /// Resume a paused processor.
+    Resume(crate::deploy_cli::NameArgs),
+    /// Read a processor's inputs again from an offset or a time.
+    Replay(crate::deploy_cli::ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +127,18 @@ struct RunArgs {
     /// How to print the summary.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Serve the admin HTTP API on this address (e.g. 127.0.0.1:7070; port
+    /// 0 picks a free one); overrides [admin] listen.
+    #[arg(long, env = "TIDEWATER_ADMIN_LISTEN")]
+    admin: Option<String>,
+    /// Watch this directory: a new or changed <processor>.wasm in it is
+    /// deployed and activated; overrides [admin] watch_dir.
+    #[arg(long)]
+    watch: Option<PathBuf>,
+    /// Start every processor paused; `tidewater resume NAME` starts it (to
+    /// set up a shadow or a canary before the first event).
+    #[arg(long)]
+    paused: bool,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +307,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(a) => stats(&cli.data_dir, a),
         Command::Topics(a) => topics(&cli.data_dir, a),
         Command::New(a) => new_processor(a),
+        Command::Deploy(a) => crate::deploy_cli::deploy(&cli.data_dir, a).await,
+        Command::Versions(a) => crate::deploy_cli::versions(&cli.data_dir, a).await,
+        Command::Activate(a) => crate::deploy_cli::activate(&cli.data_dir, a).await,
+        Command::Rollback(a) => crate::deploy_cli::rollback(&cli.data_dir, a).await,
+        Command::Pause(a) => crate::deploy_cli::pause(&cli.data_dir, a, true).await,
+        Command::Resume(a) => crate::deploy_cli::pause(&cli.data_dir, a, false).await,
+        Command::Replay(a) => crate::deploy_cli::replay(&cli.data_dir, a).await,
     }
 }
 
@@ -322,10 +361,30 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
         data_dir: data_dir.to_owned(),
         until_idle: a.until_idle,
     };
+    let base = a
+        .config
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut admin = tidewater::admin::AdminOptions::from_config(
+        config.admin.as_ref(),
+        a.admin.as_deref(),
+        std::env::var("TIDEWATER_ADMIN_TOKEN").ok(),
+        &base,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if let Some(dir) = a.watch {
+        let interval = config
+            .admin
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(1), |c| c.watch_interval);
+        admin.watch = Some((dir, interval));
+    }
+    admin.start_paused = a.paused;
     // Registered now, before the components load, so that a signal arriving
     // while they do is not taken by the default handler.
     let shutdown = stop_signal()?;
-    let summary = tidewater::run(config, options, shutdown).await?;
+    let summary = tidewater::run_with(config, options, admin, shutdown).await?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
         Format::Table => {

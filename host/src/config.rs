@@ -98,6 +98,8 @@ pub struct Config {
     /// Apache Kafka: when present, every processor reads and writes Kafka
     /// topics instead of the embedded log.
     pub kafka: Option<crate::kafka::KafkaConfig>,
+    /// The admin HTTP API (and the plugins-dir watcher) of `tidewater run`.
+    pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// `[log]`: the embedded log.

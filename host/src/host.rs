@@ -152,6 +152,29 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, RunError> {
+    run_with(
+        config,
+        options,
+        crate::admin::AdminOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// As [`run`], with the admin HTTP API served as `admin` says (see
+/// [`crate::admin`]): versions can then be uploaded, activated, shadowed,
+/// rolled back and replayed while the processors run.
+///
+/// # Errors
+///
+/// As [`run`]; [`RunError::Config`] when the admin API cannot listen where
+/// asked (or would listen on a non-loopback address without a token).
+pub async fn run_with(
+    config: Config,
+    options: RunOptions,
+    mut admin: crate::admin::AdminOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     if config.processors.is_empty() {
         return Err(RunError::NoProcessors);
@@ -164,6 +187,8 @@ pub async fn run(
             error,
         },
     )?);
+    let registry = crate::registry::Registry::new(db.clone(), runtime.clone());
+    let mut managed = BTreeMap::new();
 
     // Load and start every processor before any runs, so a bad config stops
     // the run before it touches a stream.
@@ -211,12 +236,32 @@ pub async fn run(
             memory_bytes: p.limits.memory_bytes,
             log_lines_per_s: p.limits.log_lines_per_s,
         };
+        let (component, init_config) = registry
+            .start_version(&p.name, &p.component, component, p.init_config())
+            .map_err(|e| RunError::Config {
+                processor: p.name.clone(),
+                message: format!("registry: {e}"),
+            })?;
+        let control = crate::control::Control::new(
+            settings.name.clone(),
+            &component.sha256,
+            Some(registry.clone()),
+        );
+        control.set_paused(admin.start_paused);
+        managed.insert(
+            p.name.clone(),
+            crate::admin::Managed {
+                control,
+                limits,
+                config: p.init_config(),
+            },
+        );
         let handler = WasmHandler::new(
             runtime.clone(),
             component,
             settings.name.clone(),
             limits,
-            p.init_config(),
+            init_config,
         )
         .map_err(|error| RunError::Start {
             processor: p.name.clone(),
@@ -286,20 +331,26 @@ pub async fn run(
                 Box::new(EmbeddedSink::new(config.log.default_partitions)),
             ),
         };
-        pipelines.push(Pipeline::new(
-            settings,
-            db.clone(),
-            source,
-            sink,
-            Box::new(handler),
-        ));
+        let mut pipeline = Pipeline::new(settings, db.clone(), source, sink, Box::new(handler));
+        let control = managed[&p.name].control.clone();
+        pipeline.attach(control, registry.epoch(&p.name)?);
+        pipelines.push(pipeline);
     }
+    let mut admin_server = crate::admin::start(
+        &mut admin,
+        &options.data_dir,
+        registry,
+        log.clone(),
+        managed,
+    )
+    .await?;
     let before = stats::read_all(&log)?;
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     for mut pipeline in pipelines {
         let name = pipeline.name().to_string();
+        let control = admin_server.control(&name);
         let version = pipeline.version().to_owned();
         stats::set_status(&db, &name, "running")?;
         let shared = Arc::new(Shared {
@@ -341,6 +392,7 @@ pub async fn run(
                     }
                 };
                 shared2.idle_at.store(u64::MAX - 1, Ordering::SeqCst);
+                control.set_state(&status);
                 if let Err(e) = stats::set_status(&db2, pipeline.name(), &status) {
                     tracing::error!(processor = %pipeline.name(), error = %e, "cannot record the processor's status");
                 }
@@ -410,6 +462,7 @@ pub async fn run(
         last_progress = p;
     }
     stop.store(true, Ordering::SeqCst);
+    admin_server.stop(&options.data_dir).await;
 
     let mut results = Vec::new();
     for (name, version, shared, handle) in threads {
@@ -428,6 +481,7 @@ pub async fn run(
                 )
             }),
         };
+        let version = admin_server.active_version(&name).unwrap_or(version);
         results.push((
             name,
             version,

@@ -347,6 +347,60 @@ pub fn mark_in(
     Ok(())
 }
 
+/// (processor, key) → the version (component SHA-256, hex) that processed
+/// the event that recorded the key.
+const VERSIONS: TableDefinition<(&str, &[u8]), &str> = TableDefinition::new("idempotency.versions");
+
+/// Notes, inside `txn`, that `version` processed the event keyed `key`,
+/// unless a version is already noted for it.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn mark_version_in(
+    txn: &WriteTransaction,
+    processor: &str,
+    key: &[u8],
+    version: &str,
+) -> Result<(), StorageError> {
+    let mut t = txn.open_table(VERSIONS)?;
+    if t.get((processor, key))?.is_none() {
+        t.insert((processor, key), version)?;
+    }
+    Ok(())
+}
+
+/// Every key of `processor` (a key scope: the processor's name, or
+/// `<name>#<epoch>` after a replay with reprocessing) with the version that
+/// processed its event, sorted by key.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn versions(
+    db: &redb::Database,
+    processor: &str,
+) -> Result<Vec<(Vec<u8>, String)>, StorageError> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let t = match txn.open_table(VERSIONS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    let lo: (&str, &[u8]) = (processor, &[]);
+    for e in t.range(lo..)? {
+        let (k, v) = e?;
+        let (p, key) = k.value();
+        if p != processor {
+            break;
+        }
+        out.push((key.to_vec(), v.value().to_owned()));
+    }
+    Ok(out)
+}
+
 /// Removes every key that expired before `now_ms`, in one transaction.
 /// Returns how many were removed.
 ///
@@ -368,9 +422,11 @@ pub fn purge_expired(db: &redb::Database, now_ms: u64) -> Result<u64, StorageErr
                 })
             })
             .collect::<Result<_, _>>()?;
+        let mut versions = txn.open_table(VERSIONS)?;
         for (t, p, key) in expired {
             expiry.remove((t, p.as_str(), key.as_slice()))?;
             keys.remove((p.as_str(), key.as_slice()))?;
+            versions.remove((p.as_str(), key.as_slice()))?;
             removed += 1;
         }
         let mut conflicts = txn.open_table(CONFLICTS)?;

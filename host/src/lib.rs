@@ -11,6 +11,9 @@
 //! - [`idempotency`]: idempotency keys: derivation, duplicates, conflicts, expiry.
 //! - [`state`]: per-processor key-value state, committed with each batch.
 //! - [`runtime`]: wasmtime, the WIT world's bindings, limits, the compiled-component cache.
+//! - [`registry`]: versions (uploaded components), validation, activation history, epochs.
+//! - [`control`]: hot swap, pause, shadow, canary and replay at batch boundaries.
+//! - [`admin`]: the admin HTTP API (and its client), `/metrics`, the plugins-dir watcher.
 //! - [`pipeline`]: the run loop of one processor: source → dedupe → component → one commit.
 //! - [`stats`]: per-processor counters and status.
 //! - [`ingest`]: turning CSV files into events.
@@ -18,7 +21,9 @@
 //! - [`scaffold`]: new processor projects in every language (`tidewater new`).
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod host;
 pub mod idempotency;
@@ -26,9 +31,10 @@ pub mod ingest;
 pub mod kafka;
 pub mod log;
 pub mod pipeline;
+pub mod registry;
 pub mod runtime;
 pub mod scaffold;
 pub mod state;
 pub mod stats;
 
-pub use host::{RunOptions, RunSummary, run};
+pub use host::{RunOptions, RunSummary, run, run_with};

@@ -2,6 +2,7 @@
 //! hands over to the library.
 
 mod cli;
+mod deploy_cli;
 
 use clap::Parser;
 

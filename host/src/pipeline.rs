@@ -170,6 +170,19 @@ pub trait Source: Send {
     fn caught_up(&self) -> bool {
         true
     }
+
+    /// Moves every partition's position back (or forward) to `from`, durably,
+    /// so the next [`Source::poll`] reads from there (a replay).
+    ///
+    /// # Errors
+    ///
+    /// When the source cannot seek; by default, it cannot.
+    fn rewind(&mut self, from: crate::control::ReplayFrom) -> Result<(), PipelineError> {
+        let _ = from;
+        Err(PipelineError::Stream(
+            "this source cannot replay (only the embedded log can)".into(),
+        ))
+    }
 }
 
 /// Where a processor's outputs and dead letters go.
@@ -303,6 +316,35 @@ impl Source for EmbeddedSource {
         {
             p.2 = next;
         }
+        Ok(())
+    }
+
+    fn rewind(&mut self, from: crate::control::ReplayFrom) -> Result<(), PipelineError> {
+        use crate::control::ReplayFrom;
+        self.refresh()?;
+        let txn = self.log.db().begin_write()?;
+        for (topic, partition, next) in &mut self.partitions {
+            let target = match from {
+                ReplayFrom::Offset(o) => o,
+                ReplayFrom::TimeMs(t) => {
+                    // Scan from the start in chunks for the first record at or after t.
+                    let mut at = 0;
+                    loop {
+                        let chunk = self.log.read(topic, *partition, at, 4096, usize::MAX)?;
+                        let Some(last) = chunk.last() else {
+                            break at;
+                        };
+                        if let Some(o) = crate::control::first_at_or_after(&chunk, t) {
+                            break o;
+                        }
+                        at = last.offset + 1;
+                    }
+                }
+            };
+            crate::log::set_position_in(&txn, &self.consumer, topic, *partition, target)?;
+            *next = target;
+        }
+        txn.commit()?;
         Ok(())
     }
 }
@@ -515,7 +557,7 @@ enum Fate {
 }
 
 /// How one processed event ended.
-enum Ending {
+pub(crate) enum Ending {
     Done(Vec<Output>),
     DeadLetter {
         kind: &'static str,
@@ -532,6 +574,7 @@ pub struct Pipeline {
     source: Box<dyn Source>,
     sink: Box<dyn Sink>,
     handler: Box<dyn Handler>,
+    attached: Option<crate::control::Attached>,
 }
 
 impl Pipeline {
@@ -549,7 +592,14 @@ impl Pipeline {
             source,
             sink,
             handler,
+            attached: None,
         }
+    }
+
+    /// Puts this run loop under `control` (hot swap, pause, shadow, canary,
+    /// replay: see [`crate::control`]), in idempotency `epoch`.
+    pub fn attach(&mut self, control: Arc<crate::control::Control>, epoch: u64) {
+        self.attached = Some(crate::control::Attached::new(control, epoch));
     }
 
     /// The processor's name.
@@ -575,6 +625,15 @@ impl Pipeline {
     /// [`PipelineError::Fatal`] when the component gave up (nothing of the
     /// batch was committed); storage and log errors.
     pub fn step(&mut self) -> Result<Option<Counters>, PipelineError> {
+        if let Some(a) = &mut self.attached
+            && !a.begin_step(&mut self.handler, self.source.as_mut())?
+        {
+            return Ok(None);
+        }
+        let (scope, epoch) = match &self.attached {
+            Some(a) => (a.key_scope(), a.epoch()),
+            None => (self.settings.name.clone(), 0),
+        };
         let s = &self.settings;
         let Some(batch) = self.source.poll(s.max_batch_records, s.max_batch_bytes)? else {
             return Ok(None);
@@ -620,7 +679,7 @@ impl Pipeline {
                     expires_ms: 0,
                     outcome: Outcome::Processed,
                 }),
-                None => idempotency::lookup(&snapshot, &s.name, &key)?,
+                None => idempotency::lookup(&snapshot, &scope, &key)?,
             };
             fates.push(match idempotency::verdict(stored.as_ref(), &fp) {
                 Verdict::New => {
@@ -636,7 +695,7 @@ impl Pipeline {
                     // the dead letter already written for it.
                     let pair = (key, fp);
                     if conflicts_seen.contains(&pair)
-                        || idempotency::conflict_seen(&snapshot, &s.name, &pair.0, &fp)?
+                        || idempotency::conflict_seen(&snapshot, &scope, &pair.0, &fp)?
                     {
                         Fate::Duplicate
                     } else {
@@ -660,9 +719,12 @@ impl Pipeline {
             .collect();
         let mut state = StateOverlay::new(s.name.clone(), snapshot);
         tracing::debug!(processor = %s.name, events = events.len(), "calling the component");
-        let mut endings = self
-            .run_recovering(&batch, &events, &mut state)?
-            .into_iter();
+        let endings = self.run_recovering(&batch, &events, &mut state)?;
+        let shadow_state = match &mut self.attached {
+            Some(a) => a.shadow(&events, &endings, &self.db)?,
+            None => None,
+        };
+        let mut endings = endings.into_iter();
 
         // 3. Commit everything in one transaction.
         let s = &self.settings;
@@ -688,7 +750,7 @@ impl Pipeline {
                         0,
                     );
                     self.sink.publish_in(&txn, &s.dead_letter_topic, &dl)?;
-                    idempotency::mark_conflict_in(&txn, &s.name, &key, &fingerprint, expires_ms)?;
+                    idempotency::mark_conflict_in(&txn, &scope, &key, &fingerprint, expires_ms)?;
                 }
                 Fate::NoKey(reason) => {
                     counters.dead_lettered += 1;
@@ -709,7 +771,10 @@ impl Pipeline {
                             counters.outputs += outputs.len() as u64;
                             for (i, out) in outputs.into_iter().enumerate() {
                                 let topic = out.topic.clone().unwrap_or_else(|| s.output.clone());
-                                let record = output_record(rec, out, &key, &s.name, i);
+                                let record = crate::control::in_epoch(
+                                    output_record(rec, out, &key, &s.name, i),
+                                    epoch,
+                                );
                                 self.sink.publish_in(&txn, &topic, &record)?;
                             }
                             Outcome::Processed
@@ -741,12 +806,16 @@ impl Pipeline {
                             expires_ms,
                             outcome,
                         };
-                        idempotency::mark_in(&txn, &s.name, &key, &record)?;
+                        idempotency::mark_in(&txn, &scope, &key, &record)?;
+                        idempotency::mark_version_in(&txn, &scope, &key, self.handler.version())?;
                     }
                 }
             }
         }
         state.apply_in(&txn)?;
+        if let Some(shadow) = shadow_state {
+            shadow.apply_in(&txn)?;
+        }
         self.source.commit_in(&txn, &batch)?;
         stats::add_in(&txn, &s.name, &counters)?;
         txn.commit()?;
@@ -757,6 +826,9 @@ impl Pipeline {
             next_offset = batch.next_offset(), events = counters.events_in,
             "batch committed"
         );
+        if let Some(a) = &mut self.attached {
+            a.after_batch(&counters, &mut self.handler);
+        }
         Ok(Some(counters))
     }
 

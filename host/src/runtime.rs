@@ -398,6 +398,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     stop: Arc<AtomicBool>,
+    live: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for Runtime {
@@ -449,7 +450,14 @@ impl Runtime {
             linker,
             cache_dir,
             stop,
+            live: Arc::default(),
         })
+    }
+
+    /// How many instances of any component are alive right now (created
+    /// and not yet dropped): a gauge that stays flat across hot swaps.
+    pub fn live_instances(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
@@ -495,7 +503,23 @@ impl Runtime {
             path: path.to_owned(),
             source,
         })?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        self.load_bytes(&bytes, path, start)
+    }
+
+    /// As [`Runtime::load`], for a component's bytes; `path` names it in
+    /// errors, `start` is when loading began (for [`LoadedComponent::load_time`]).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Invalid`] (not a component), [`LoadError::World`] (a
+    /// missing export, or an import the host does not provide).
+    pub fn load_bytes(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+        start: Instant,
+    ) -> Result<LoadedComponent, LoadError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
         let invalid = |e: wasmtime::Error| LoadError::Invalid {
             path: path.to_owned(),
             reason: short_reason(&e),
@@ -506,7 +530,7 @@ impl Runtime {
         let component = match cached {
             Some(c) => c,
             None => {
-                let compiled = self.engine.precompile_component(&bytes).map_err(invalid)?;
+                let compiled = self.engine.precompile_component(bytes).map_err(invalid)?;
                 if let Some(c) = &cache {
                     let mut sealed = Sha256::digest(&compiled).to_vec();
                     sealed.extend_from_slice(&compiled);
@@ -521,6 +545,10 @@ impl Runtime {
             reason: short_reason(&e),
         };
         let pre = self.linker.instantiate_pre(&component).map_err(world)?;
+        check_exports(&self.engine, &component).map_err(|reason| LoadError::World {
+            path: path.to_owned(),
+            reason,
+        })?;
         let pre = bindings::ProcessorPre::new(pre).map_err(world)?;
         Ok(LoadedComponent {
             sha256,
@@ -574,6 +602,7 @@ impl Runtime {
             limits,
             bindings: None,
             store,
+            live: LiveGuard::new(&self.live),
         };
         instance.arm();
         let bindings = component
@@ -589,6 +618,42 @@ impl Runtime {
         instance.bindings = Some(bindings);
         Ok(instance)
     }
+}
+
+/// The exports the world requires: `init` and `process`, both functions.
+/// The message names the missing one and what the component exports instead.
+fn check_exports(engine: &Engine, component: &Component) -> Result<(), String> {
+    use wasmtime::component::types::ComponentItem;
+    let ty = component.component_type();
+    let exports: Vec<(String, bool)> = ty
+        .exports(engine)
+        .map(|(name, item)| {
+            (
+                name.to_owned(),
+                matches!(item.ty, ComponentItem::ComponentFunc(_)),
+            )
+        })
+        .collect();
+    for wanted in ["init", "process"] {
+        match exports.iter().find(|(n, _)| n == wanted) {
+            Some((_, true)) => {}
+            Some((_, false)) => {
+                return Err(format!("export `{wanted}` is not a function"));
+            }
+            None => {
+                let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(format!(
+                    "missing export `{wanted}` (the component exports: {})",
+                    if names.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// wasmtime's error, without the byte dumps that some of its causes carry:
@@ -638,6 +703,24 @@ pub struct Instance {
     bindings: Option<bindings::Processor>,
     limits: Limits,
     deadline_ticks: u64,
+    #[expect(dead_code, reason = "counts the instance while it lives")]
+    live: LiveGuard,
+}
+
+/// Counts one live instance in [`Runtime::live_instances`] until dropped.
+struct LiveGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl LiveGuard {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(count.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Instance {

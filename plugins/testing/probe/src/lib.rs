@@ -12,20 +12,41 @@
 //! | `grow` | allocates until memory runs out (the instance hits its memory cap) |
 //! | anything else, or a tombstone | one output with the event's key, value and headers, byte for byte |
 //!
-//! Config: `fail-init = "<message>"` makes `init` refuse with that message.
+//! Config: `fail-init = "<message>"` makes `init` refuse with that message;
+//! `fail-every = "<n>"` makes every event whose offset is a multiple of `n`
+//! return `invalid("probe fail-every <n>")` (a "changed build" for the
+//! host's shadow and canary tests).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tidewater_sdk::{Config, Event, Output, ProcessError, state};
 
-/// Refuses the config when it has `fail-init`.
+/// `fail-every`, 0 when not set.
+static FAIL_EVERY: AtomicU64 = AtomicU64::new(0);
+
+/// Refuses the config when it has `fail-init`, or a `fail-every` that is
+/// not a whole number above 0.
 ///
 /// # Errors
 ///
-/// The `fail-init` message.
+/// The `fail-init` message, or what is wrong with `fail-every`.
 pub fn init(config: &Config) -> Result<(), String> {
-    match config.get("fail-init") {
-        Some(m) => Err(m.to_owned()),
-        None => Ok(()),
+    if let Some(m) = config.get("fail-init") {
+        return Err(m.to_owned());
     }
+    let every = match config.get("fail-every") {
+        None => 0,
+        Some(n) => match n.parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(format!(
+                    "fail-every must be a whole number above 0, not {n:?}"
+                ));
+            }
+        },
+    };
+    FAIL_EVERY.store(every, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Runs the event's command; see the crate docs.
@@ -34,6 +55,10 @@ pub fn init(config: &Config) -> Result<(), String> {
 ///
 /// As the command says.
 pub fn process(event: Event) -> Result<Vec<Output>, ProcessError> {
+    let every = FAIL_EVERY.load(Ordering::Relaxed);
+    if every > 0 && event.offset % every == 0 {
+        return Err(ProcessError::Invalid(format!("probe fail-every {every}")));
+    }
     match event.value.as_deref() {
         Some(b"invalid") => Err(ProcessError::Invalid("probe invalid".into())),
         Some(b"fatal") => Err(ProcessError::Fatal("probe fatal".into())),

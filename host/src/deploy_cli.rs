@@ -1,0 +1,251 @@
+//! The commands that talk to a running host's admin API: `deploy`,
+//! `versions`, `activate`, `rollback`, `pause`, `resume`, `replay`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+use tidewater::admin::client::Client;
+
+/// Where the admin API is.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The admin API of the running host (http://host:port). Default: the
+    /// one the host running on --data-dir wrote there.
+    #[arg(long = "admin", env = "TIDEWATER_ADMIN_URL", global = true)]
+    url: Option<String>,
+    /// The bearer token of mutating calls. Default: the one the host
+    /// running on --data-dir wrote there.
+    #[arg(
+        long,
+        env = "TIDEWATER_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(&self, data_dir: &Path) -> anyhow::Result<Client> {
+        Ok(Client::discover(
+            data_dir,
+            self.url.clone(),
+            self.token.clone(),
+        )?)
+    }
+}
+
+/// `deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The processor.
+    name: String,
+    /// The component (.wasm).
+    file: PathBuf,
+    /// Activate it at the next batch boundary.
+    #[arg(long, conflicts_with = "shadow")]
+    activate: bool,
+    /// Run it as a shadow: same batches, outputs compared, never published.
+    #[arg(long)]
+    shadow: bool,
+    /// With --activate: roll back to the previous version if more than
+    /// --canary-max-error-rate of its first N processed events fail.
+    #[arg(long, requires = "activate")]
+    canary_events: Option<u64>,
+    /// The canary's largest allowed error rate, 0.0 to 1.0.
+    #[arg(long, requires = "canary_events")]
+    canary_max_error_rate: Option<f64>,
+}
+
+/// `versions`.
+#[derive(Debug, Args)]
+pub struct VersionsArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The processor.
+    name: String,
+    /// table for people, json for scripts.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+/// `activate` and `rollback`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The processor.
+    name: String,
+    /// The version: its SHA-256, or a unique prefix of at least 8 hex digits.
+    /// For rollback: default the previous version.
+    version: Option<String>,
+}
+
+/// `pause` and `resume`.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The processor.
+    name: String,
+}
+
+/// `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The processor.
+    name: String,
+    /// Read again from this offset of every partition of its inputs.
+    #[arg(
+        long,
+        conflicts_with = "from_time",
+        required_unless_present = "from_time"
+    )]
+    from_offset: Option<u64>,
+    /// Read again from the first record at or after this time (RFC 3339,
+    /// e.g. 2026-11-30T12:00:00Z) in every partition.
+    #[arg(long)]
+    from_time: Option<String>,
+    /// Process the range again under a new idempotency epoch (outputs carry
+    /// tidewater-upsert-key). Without it, events already processed are duplicates.
+    #[arg(long)]
+    reprocess: bool,
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// `tidewater deploy`: prints the version's SHA-256.
+pub async fn deploy(data_dir: &Path, a: DeployArgs) -> anyhow::Result<ExitCode> {
+    let wasm =
+        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    let mut query = Vec::new();
+    if a.activate {
+        query.push("activate=true".to_owned());
+    }
+    if a.shadow {
+        query.push("shadow=true".to_owned());
+    }
+    if let Some(n) = a.canary_events {
+        let Some(r) = a.canary_max_error_rate else {
+            bail!("--canary-events needs --canary-max-error-rate");
+        };
+        query.push(format!("canary_events={n}&canary_max_error_rate={r}"));
+    }
+    let v = a
+        .admin
+        .client(data_dir)?
+        .upload(&a.name, wasm, &query.join("&"))
+        .await?;
+    println!("{}", v["version"]["sha256"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tidewater versions`.
+pub async fn versions(data_dir: &Path, a: VersionsArgs) -> anyhow::Result<ExitCode> {
+    let v = a
+        .admin
+        .client(data_dir)?
+        .get(&format!("/v1/processors/{}/versions", a.name))
+        .await?;
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<2} {:<12} {:<20} {:>10} {:<10}  note",
+        "", "version", "uploaded (UTC)", "bytes", "language"
+    );
+    for ver in v["versions"].as_array().into_iter().flatten() {
+        let uploaded = ver["uploaded_ms"]
+            .as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<2} {:<12} {:<20} {:>10} {:<10}  {}",
+            if ver["active"] == Value::Bool(true) {
+                "*"
+            } else {
+                ""
+            },
+            short(ver["sha256"].as_str().unwrap_or_default()),
+            uploaded,
+            ver["size_bytes"],
+            ver["language"].as_str().unwrap_or("-"),
+            ver["rolled_back"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tidewater activate`.
+pub async fn activate(data_dir: &Path, a: VersionArgs) -> anyhow::Result<ExitCode> {
+    let Some(version) = a.version else {
+        bail!("name the version to activate");
+    };
+    let v = a
+        .admin
+        .client(data_dir)?
+        .post(
+            &format!("/v1/processors/{}/activate", a.name),
+            &json!({ "version": version }),
+        )
+        .await?;
+    println!("{}", v["version"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tidewater rollback`.
+pub async fn rollback(data_dir: &Path, a: VersionArgs) -> anyhow::Result<ExitCode> {
+    let body = match a.version {
+        Some(v) => json!({ "version": v }),
+        None => json!({}),
+    };
+    let v = a
+        .admin
+        .client(data_dir)?
+        .post(&format!("/v1/processors/{}/rollback", a.name), &body)
+        .await?;
+    println!("{}", v["version"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tidewater pause` (`pause = true`) and `tidewater resume`.
+pub async fn pause(data_dir: &Path, a: NameArgs, pause: bool) -> anyhow::Result<ExitCode> {
+    let what = if pause { "pause" } else { "resume" };
+    a.admin
+        .client(data_dir)?
+        .post(&format!("/v1/processors/{}/{what}", a.name), &json!({}))
+        .await?;
+    println!("{}: {}", a.name, if pause { "paused" } else { "resumed" });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tidewater replay`.
+pub async fn replay(data_dir: &Path, a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let mut body = json!({ "reprocess": a.reprocess });
+    match (a.from_offset, a.from_time) {
+        (Some(o), None) => body["from_offset"] = json!(o),
+        (None, Some(t)) => body["from_time"] = json!(t),
+        _ => bail!("give exactly one of --from-offset and --from-time"),
+    }
+    let v = a
+        .admin
+        .client(data_dir)?
+        .post(&format!("/v1/processors/{}/replay", a.name), &body)
+        .await?;
+    println!(
+        "{}: replaying, idempotency epoch {}",
+        a.name,
+        v["epoch"].as_u64().unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
