@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod crash;
 mod demo;
+mod deploy;
 mod faults;
 mod idempotency;
 mod kafka;

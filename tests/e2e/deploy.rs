@@ -1,0 +1,721 @@
+//! Deploying while the stream flows: the admin API of a host started
+//! in-process (port 0), real components, real redb.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidewater::admin::AdminOptions;
+use tidewater::admin::client::Client;
+use tidewater::log::Record;
+
+use crate::common::*;
+
+pub const TOKEN: &str = "test-token-1234";
+
+/// A host running in-process on its own thread, with the admin API on
+/// 127.0.0.1 port 0.
+pub struct Host {
+    pub client: Client,
+    pub rt: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<tidewater::RunSummary, String>>>,
+    pub url: String,
+}
+
+impl Host {
+    /// Starts `config` on `env`'s data dir; `tweak` adjusts the admin options.
+    pub fn start(env: &Env, config: &Path, tweak: impl FnOnce(&mut AdminOptions)) -> Host {
+        let config = tidewater::config::Config::load(config).expect("config");
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut admin = AdminOptions {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            token: Some(TOKEN.into()),
+            max_upload_bytes: tidewater::registry::DEFAULT_MAX_UPLOAD_BYTES,
+            bound: Some(bound_tx),
+            watch: None,
+            start_paused: false,
+        };
+        tweak(&mut admin);
+        let options = tidewater::RunOptions {
+            data_dir: env.data_dir(),
+            until_idle: false,
+        };
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(tidewater::run_with(config, options, admin, async move {
+                let _ = stop_rx.await;
+            }))
+            .map_err(|e| e.to_string())
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = match rt.block_on(bound_rx) {
+            Ok(a) => a,
+            Err(_) => panic!("host did not start: {:?}", thread.join()),
+        };
+        let url = format!("http://{addr}");
+        Host {
+            client: Client::new(&url, Some(TOKEN.into())).unwrap(),
+            rt,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            url,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        self.rt
+            .block_on(self.client.get(path))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        self.rt
+            .block_on(self.client.post(path, &body))
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// Status and body of a call, whatever the status.
+    pub fn call(&self, client: &Client, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+        self.rt
+            .block_on(client.call(method, path, body, "application/json"))
+            .unwrap()
+    }
+
+    /// Uploads `wasm` to processor `name` with `query`; status and body.
+    pub fn upload(&self, name: &str, wasm: &[u8], query: &str) -> (u16, Value) {
+        let path = if query.is_empty() {
+            format!("/v1/processors/{name}/versions")
+        } else {
+            format!("/v1/processors/{name}/versions?{query}")
+        };
+        self.rt
+            .block_on(
+                self.client
+                    .call("POST", &path, wasm.to_vec(), "application/wasm"),
+            )
+            .unwrap()
+    }
+
+    /// Uploads and expects success; returns the version's SHA-256.
+    pub fn deploy(&self, name: &str, wasm: &[u8], query: &str) -> String {
+        let (status, v) = self.upload(name, wasm, query);
+        assert_eq!(status, 201, "{v}");
+        v["version"]["sha256"].as_str().unwrap().to_owned()
+    }
+
+    pub fn processor(&self, name: &str) -> Value {
+        self.get(&format!("/v1/processors/{name}"))
+    }
+
+    /// Polls processor `name` until `done` holds (at most 120 s, then panics).
+    pub fn wait_for(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..6000 {
+            let p = self.processor(name);
+            if done(&p) {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("waited 120 s for {what}: {}", self.processor(name));
+    }
+
+    /// Waits until `name` has read `n` events.
+    pub fn wait_events(&self, name: &str, n: u64) -> Value {
+        self.wait_for(name, &format!("{n} events read"), |p| {
+            p["counters"]["events_in"].as_u64() == Some(n)
+        })
+    }
+
+    /// Stops the host and returns its run summary.
+    pub fn stop(mut self) -> tidewater::RunSummary {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("host thread")
+            .expect("run")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// `wasm` with a custom section appended: a different SHA-256, the same behaviour.
+pub fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"tidewater-test-build";
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+pub fn probe_wasm() -> Vec<u8> {
+    std::fs::read(plugin("probe")).unwrap()
+}
+
+/// `n` records with values `e0`…, timestamps `i * 1000` ms.
+pub fn numbered(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            timestamp_ms: i as i64 * 1000,
+            value: Some(format!("e{i}").into_bytes()),
+            ..Record::default()
+        })
+        .collect()
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn two_hundred_swaps_while_100k_events_flow_each_event_once_by_one_version() {
+    const EVENTS: usize = 100_000;
+    const SWAPS: usize = 200;
+    let env = Env::new();
+    env.with_log(|log| {
+        for chunk in numbered(EVENTS).chunks(20_000) {
+            log.append("in", chunk.to_vec()).unwrap();
+        }
+    });
+    let config = probe_config(&env, "batch.max_records = 100");
+    let host = Host::start(&env, &config, |_| {});
+    let v1 = host.processor("probe")["active_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v2 = host.deploy("probe", &rebuilt(&probe_wasm(), "v2"), "");
+    assert_ne!(v1, v2);
+
+    let mut rss_after_warmup = 0;
+    for i in 0..SWAPS {
+        let target = if i % 2 == 0 { &v2 } else { &v1 };
+        host.post("/v1/processors/probe/activate", json!({"version": target}));
+        // Applied at the next batch boundary; then let at least one batch
+        // run on it (or the input be drained).
+        let p = host.wait_for("probe", "the swap", |p| {
+            p["active_version"] == **target
+                && p["pending_version"].is_null()
+                && p["swaps"].as_u64() == Some(i as u64 + 1)
+        });
+        let before = p["counters"]["events_in"].as_u64().unwrap();
+        host.wait_for("probe", "a batch after the swap", |p| {
+            p["counters"]["events_in"].as_u64().unwrap() > before || p["lag"] == 0
+        });
+        if i == 20 {
+            rss_after_warmup = rss_bytes();
+        }
+    }
+    let p = host.wait_events("probe", EVENTS as u64);
+    assert_eq!(p["swaps"], SWAPS);
+    assert_eq!(p["counters"]["duplicates"], 0);
+    assert_eq!(p["counters"]["errors"], 0);
+    // Old instances are dropped after their batch: one instance runs.
+    assert_eq!(host.get("/v1/processors")["live_instances"], 1);
+    let rss_growth = rss_bytes().saturating_sub(rss_after_warmup);
+    let summary = host.stop();
+    assert_eq!(summary.processors[0].counters.outputs, EVENTS as u64);
+    // A generous bound: a leaked instance per swap would cost far more.
+    assert!(
+        rss_growth < 256 << 20,
+        "RSS grew by {rss_growth} bytes over {SWAPS} swaps"
+    );
+
+    // Outputs complete: every input value once, in order.
+    let values = env.values("out");
+    assert_eq!(values.len(), EVENTS);
+    assert!(
+        values
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == format!("e{i}"))
+    );
+    // Every event's idempotency record names exactly one of the two versions.
+    let db = tidewater::db::open(&env.data_dir()).unwrap();
+    let by_version = tidewater::idempotency::versions(&db, "probe").unwrap();
+    assert_eq!(by_version.len(), EVENTS);
+    let on_v1 = by_version.iter().filter(|(_, v)| *v == v1).count();
+    let on_v2 = by_version.iter().filter(|(_, v)| *v == v2).count();
+    assert_eq!(on_v1 + on_v2, EVENTS);
+    assert!(on_v1 > 0 && on_v2 > 0, "v1 {on_v1}, v2 {on_v2}");
+    eprintln!(
+        "events by v1: {on_v1}, by v2: {on_v2}; RSS growth after warm-up: {rss_growth} bytes"
+    );
+}
+
+#[test]
+fn each_validation_failure_has_its_own_error_and_changes_nothing() {
+    let env = Env::new();
+    let config = probe_config(&env, "");
+    let host = Host::start(&env, &config, |a| a.max_upload_bytes = 100_000);
+    let before = host.get("/v1/processors/probe/versions");
+    assert_eq!(before["versions"].as_array().unwrap().len(), 1);
+
+    let wat = |text: &str| -> Vec<u8> {
+        let tool = root().join("tools/venv/bin/wasm-tools");
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("c.wat");
+        std::fs::write(&src, text).unwrap();
+        let out = std::process::Command::new(tool)
+            .args(["parse", src.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let probe = probe_wasm();
+    let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
+        (
+            "not WebAssembly",
+            b"#!/bin/sh\necho hi\n".to_vec(),
+            "",
+            422,
+            "not-webassembly",
+        ),
+        (
+            "a core module",
+            wat("(module (func (export \"process\")))"),
+            "",
+            422,
+            "core-module",
+        ),
+        (
+            "a component missing the world's exports",
+            wat("(component)"),
+            "",
+            422,
+            "world-mismatch",
+        ),
+        (
+            "a component importing an interface the host lacks",
+            wat(
+                r#"(component (import "tidewater:processor/clock@0.2.0" (instance (export "now" (func (result u64))))))"#,
+            ),
+            "",
+            422,
+            "world-mismatch",
+        ),
+        (
+            "a component whose init has the wrong type",
+            wat(r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (export "init" (func $f))
+                (export "process" (func $f)))"#),
+            "",
+            422,
+            "world-mismatch",
+        ),
+        (
+            "an init that refuses the config",
+            rebuilt(&probe, "refuses"),
+            "config=%7B%22fail-init%22%3A%22no%20thanks%22%7D",
+            422,
+            "init-failed",
+        ),
+        (
+            "a body over the limit",
+            rebuilt(&probe, &"x".repeat(100_000)),
+            "",
+            413,
+            "component-too-large",
+        ),
+    ];
+    let mut messages = Vec::new();
+    for (what, body, query, status, code) in cases {
+        let (s, v) = host.upload("probe", &body, query);
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {v}"
+        );
+        messages.push((what, v["error"]["message"].as_str().unwrap().to_owned()));
+    }
+    for (what, message) in &messages {
+        eprintln!("{what}: {message}");
+    }
+    let m = |i: usize| messages[i].1.as_str();
+    assert!(m(0).starts_with("not WebAssembly"), "{}", m(0));
+    assert!(
+        m(1).contains("core WebAssembly module, not a component"),
+        "{}",
+        m(1)
+    );
+    assert!(m(2).contains("missing export `init`"), "{}", m(2));
+    assert!(m(3).contains("tidewater:processor/clock@0.2.0"), "{}", m(3));
+    assert!(
+        m(4).contains("type-checking export func `init`"),
+        "{}",
+        m(4)
+    );
+    assert_eq!(m(5), "init failed with the processor's config: no thanks");
+    assert_eq!(
+        m(6),
+        format!(
+            "component is {} bytes, the upload limit is 100000 bytes",
+            rebuilt(&probe, &"x".repeat(100_000)).len()
+        )
+    );
+    // Nothing changed: the same single version, active, the same history.
+    let after = host.get("/v1/processors/probe/versions");
+    assert_eq!(after, before);
+    assert_eq!(host.processor("probe")["swaps"], 0);
+}
+
+#[test]
+fn mutating_calls_without_the_token_get_401_and_change_nothing() {
+    let env = Env::new();
+    let config = probe_config(&env, "");
+    let host = Host::start(&env, &config, |_| {});
+    let before = host.get("/v1/processors/probe/versions");
+    let v1 = before["active_version"].as_str().unwrap().to_owned();
+    let anonymous = Client::new(&host.url, None).unwrap();
+    let wrong = Client::new(&host.url, Some("not-the-token".into())).unwrap();
+    let v2 = rebuilt(&probe_wasm(), "v2");
+    for client in [&anonymous, &wrong] {
+        for (method, path, body) in [
+            (
+                "POST",
+                "/v1/processors/probe/versions?activate=true",
+                v2.clone(),
+            ),
+            (
+                "POST",
+                "/v1/processors/probe/activate",
+                json!({"version": v1}).to_string().into_bytes(),
+            ),
+            ("POST", "/v1/processors/probe/rollback", vec![]),
+            ("POST", "/v1/processors/probe/pause", vec![]),
+            (
+                "POST",
+                "/v1/processors/probe/replay",
+                json!({"from_offset": 0, "reprocess": true})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            (
+                "POST",
+                "/v1/processors/probe/shadow",
+                json!({"version": v1}).to_string().into_bytes(),
+            ),
+            (
+                "DELETE",
+                &format!("/v1/processors/probe/versions/{v1}"),
+                vec![],
+            ),
+        ] {
+            let (status, v) = host.call(client, method, path, body);
+            assert_eq!(
+                (status, v["error"]["code"].as_str()),
+                (401, Some("unauthorized")),
+                "{method} {path}"
+            );
+        }
+    }
+    // Reading needs no token.
+    let (status, _) = host.call(&anonymous, "GET", "/v1/processors", vec![]);
+    assert_eq!(status, 200);
+    let (status, health) = host.call(&anonymous, "GET", "/healthz", vec![]);
+    assert_eq!((status, health), (200, json!({"status": "ok"})));
+    assert_eq!(host.get("/v1/processors/probe/versions"), before);
+    let p = host.processor("probe");
+    assert_eq!(
+        (
+            p["paused"].as_bool(),
+            p["epoch"].as_u64(),
+            p["shadow"].is_null()
+        ),
+        (Some(false), Some(0), true)
+    );
+}
+
+#[test]
+fn shadow_of_an_identical_build_differs_nowhere_and_of_a_changed_build_exactly_where_it_changed() {
+    const EVENTS: usize = 1000;
+    let env = Env::new();
+    env.produce("in", numbered(EVENTS));
+    let config = probe_config(&env, "batch.max_records = 64");
+    let host = Host::start(&env, &config, |a| a.start_paused = true);
+    // The same code, rebuilt: identical outputs.
+    let same = host.deploy("probe", &rebuilt(&probe_wasm(), "same"), "shadow=true");
+    host.wait_for("probe", "the shadow", |p| p["shadow"]["version"] == *same);
+    host.post("/v1/processors/probe/resume", json!({}));
+    host.wait_events("probe", EVENTS as u64);
+    let r = host.get("/v1/processors/probe/shadow");
+    assert_eq!(
+        (
+            r["compared"].as_u64(),
+            r["identical"].as_u64(),
+            r["different"].as_u64()
+        ),
+        (Some(EVENTS as u64), Some(EVENTS as u64), Some(0)),
+        "{r}"
+    );
+    // Never published: the output topic has the active version's outputs only.
+    assert_eq!(host.processor("probe")["counters"]["outputs"], EVENTS);
+    drop(host.stop());
+    assert_eq!(env.values("out").len(), EVENTS);
+
+    // A changed build (fails every 7th offset), on a fresh data dir.
+    let env = Env::new();
+    env.produce("in", numbered(EVENTS));
+    let config = probe_config(&env, "batch.max_records = 64");
+    let host = Host::start(&env, &config, |a| a.start_paused = true);
+    let changed = host.deploy(
+        "probe",
+        &rebuilt(&probe_wasm(), "changed"),
+        "shadow=true&config=%7B%22fail-every%22%3A%227%22%7D",
+    );
+    host.wait_for("probe", "the shadow", |p| {
+        p["shadow"]["version"] == *changed
+    });
+    host.post("/v1/processors/probe/resume", json!({}));
+    host.wait_events("probe", EVENTS as u64);
+    let r = host.get("/v1/processors/probe/shadow");
+    let expected = (0..EVENTS).filter(|i| i % 7 == 0).count() as u64;
+    assert_eq!(
+        (
+            r["compared"].as_u64(),
+            r["different"].as_u64(),
+            r["identical"].as_u64()
+        ),
+        (
+            Some(EVENTS as u64),
+            Some(expected),
+            Some(EVENTS as u64 - expected)
+        ),
+        "{r}"
+    );
+    let first = &r["samples"][0];
+    assert_eq!(first["offset"], 0);
+    assert_eq!(
+        first["active"],
+        "ok [{topic: None, key: none, value: \"e0\", headers: }]"
+    );
+    assert_eq!(first["shadow"], "invalid: probe fail-every 7");
+    let p = host.processor("probe");
+    assert_eq!(
+        (
+            p["counters"]["outputs"].as_u64(),
+            p["counters"]["errors"].as_u64()
+        ),
+        (Some(EVENTS as u64), Some(0))
+    );
+    drop(host.stop());
+    assert_eq!(env.values("out").len(), EVENTS);
+    assert!(env.values("probe.dlq").is_empty());
+}
+
+#[test]
+fn a_canary_failing_10_percent_of_events_is_rolled_back_with_the_reason_recorded() {
+    const EVENTS: usize = 1000;
+    let env = Env::new();
+    env.produce("in", numbered(EVENTS));
+    let config = probe_config(&env, "batch.max_records = 50");
+    let host = Host::start(&env, &config, |a| a.start_paused = true);
+    let v1 = host.processor("probe")["active_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bad = host.deploy(
+        "probe",
+        &rebuilt(&probe_wasm(), "bad"),
+        "activate=true&canary_events=100&canary_max_error_rate=0.05&config=%7B%22fail-every%22%3A%2210%22%7D",
+    );
+    host.wait_for("probe", "the canary", |p| p["active_version"] == *bad);
+    host.post("/v1/processors/probe/resume", json!({}));
+    let p = host.wait_events("probe", EVENTS as u64);
+    let reason = "canary rollback: 10 of its first 100 events failed (10.0%, the limit is 5.0%)";
+    assert_eq!(p["active_version"], *v1);
+    assert_eq!(p["last_rollback"], reason);
+    // The bad version ran on exactly the first two batches (offsets 0–99).
+    assert_eq!(
+        (
+            p["counters"]["errors"].as_u64(),
+            p["counters"]["dead_lettered"].as_u64()
+        ),
+        (Some(10), Some(10))
+    );
+    assert_eq!(p["counters"]["outputs"], EVENTS - 10);
+    let versions = host.get("/v1/processors/probe/versions");
+    let bad_entry = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["sha256"] == *bad)
+        .unwrap()
+        .clone();
+    assert_eq!(bad_entry["rolled_back"], reason);
+    assert_eq!(bad_entry["active"], false);
+    let history: Vec<&str> = versions["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["start", "activate", reason]);
+    drop(host.stop());
+}
+
+#[test]
+fn replay_without_reprocess_gives_duplicates_and_with_it_a_new_epoch_of_outputs() {
+    const EVENTS: u64 = 1000;
+    let env = Env::new();
+    env.produce("in", numbered(EVENTS as usize));
+    let config = probe_config(&env, "batch.max_records = 128");
+    let host = Host::start(&env, &config, |_| {});
+    host.wait_events("probe", EVENTS);
+
+    // From offset 400, same epoch: 600 duplicates, nothing new.
+    let r = host.post("/v1/processors/probe/replay", json!({"from_offset": 400}));
+    assert_eq!(r["epoch"], 0);
+    let p = host.wait_events("probe", EVENTS + 600);
+    assert_eq!(
+        (
+            p["counters"]["duplicates"].as_u64(),
+            p["counters"]["outputs"].as_u64()
+        ),
+        (Some(600), Some(EVENTS))
+    );
+
+    // From offset 900, reprocessed: 100 outputs again, in epoch 1.
+    let r = host.post(
+        "/v1/processors/probe/replay",
+        json!({"from_offset": 900, "reprocess": true}),
+    );
+    assert_eq!(r["epoch"], 1);
+    let p = host.wait_events("probe", EVENTS + 700);
+    assert_eq!(
+        (
+            p["counters"]["duplicates"].as_u64(),
+            p["counters"]["outputs"].as_u64(),
+            p["epoch"].as_u64()
+        ),
+        (Some(600), Some(EVENTS + 100), Some(1))
+    );
+
+    // From a time (the event at 950 s), reprocessed: 50 more, in epoch 2.
+    let r = host.post(
+        "/v1/processors/probe/replay",
+        json!({"from_time": "1970-01-01T00:15:50Z", "reprocess": true}),
+    );
+    assert_eq!(r["epoch"], 2);
+    let p = host.wait_events("probe", EVENTS + 750);
+    assert_eq!(p["counters"]["outputs"], EVENTS + 150);
+    // And the same time again without reprocessing: 50 duplicates of epoch 2.
+    host.post(
+        "/v1/processors/probe/replay",
+        json!({"from_time": "1970-01-01T00:15:50Z"}),
+    );
+    let p = host.wait_events("probe", EVENTS + 800);
+    assert_eq!(
+        (
+            p["counters"]["duplicates"].as_u64(),
+            p["counters"]["outputs"].as_u64()
+        ),
+        (Some(650), Some(EVENTS + 150))
+    );
+    drop(host.stop());
+
+    let out = env.records("out");
+    assert_eq!(out.len() as u64, EVENTS + 150);
+    // A reprocessed output: a new idempotency key, the old one to upsert on.
+    let first = &out[0];
+    let again = &out[EVENTS as usize];
+    assert_eq!(again.record.value, Some(b"e900".to_vec()));
+    assert_eq!(
+        header(&out[900], "idempotency-key").as_deref(),
+        Some("in/0/900/probe/0")
+    );
+    assert_eq!(
+        header(again, "idempotency-key").as_deref(),
+        Some("in/0/900/probe/0#1")
+    );
+    assert_eq!(
+        header(again, "tidewater-upsert-key").as_deref(),
+        Some("in/0/900/probe/0")
+    );
+    assert_eq!(header(again, "tidewater-epoch").as_deref(), Some("1"));
+    assert_eq!(header(first, "tidewater-epoch"), None);
+    let last = out.last().unwrap();
+    assert_eq!(last.record.value, Some(b"e999".to_vec()));
+    assert_eq!(
+        header(last, "idempotency-key").as_deref(),
+        Some("in/0/999/probe/0#2")
+    );
+}
+
+#[test]
+fn metrics_and_openapi_are_served() {
+    let env = Env::new();
+    env.produce("in", numbered(10));
+    let config = probe_config(&env, "");
+    let host = Host::start(&env, &config, |_| {});
+    host.wait_events("probe", 10);
+    let anonymous = Client::new(&host.url, None).unwrap();
+    let (status, text) = host.call(&anonymous, "GET", "/metrics", vec![]);
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_owned();
+    assert!(
+        text.contains("tidewater_events_in_total{processor=\"probe\"} 10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tidewater_outputs_total{processor=\"probe\"} 10"),
+        "{text}"
+    );
+    assert!(text.contains("tidewater_live_instances 1"), "{text}");
+    let (status, doc) = host.call(&anonymous, "GET", "/openapi.json", vec![]);
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let (status, v) = host.call(&anonymous, "GET", "/v1/processors/nope", vec![]);
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("no-such-processor"))
+    );
+}
