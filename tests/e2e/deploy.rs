@@ -719,3 +719,153 @@ fn metrics_and_openapi_are_served() {
         (404, Some("no-such-processor"))
     );
 }
+
+/// Runs `tidewater` with `args` on `env`'s data dir; (exit success, stdout, stderr).
+fn cli(env: &Env, args: &[&str]) -> (bool, String, String) {
+    let out = env.cmd().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+#[test]
+fn the_cli_deploys_lists_activates_rolls_back_pauses_and_replays_through_the_api() {
+    let env = Env::new();
+    env.produce("in", numbered(100));
+    let config = probe_config(&env, "batch.max_records = 10");
+    let child = env
+        .cmd()
+        .args([
+            "run",
+            "--admin",
+            "127.0.0.1:0",
+            "--format",
+            "json",
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url_file = env.data_dir().join(tidewater::admin::URL_FILE);
+    for _ in 0..3000 {
+        if url_file.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(url_file.exists(), "the host wrote no admin URL");
+    let token = std::fs::read_to_string(env.data_dir().join(tidewater::admin::TOKEN_FILE)).unwrap();
+    assert_eq!(token.len(), 64, "a random token of 32 bytes, hex");
+
+    let versions = |env: &Env| -> Value {
+        let (ok, out, err) = cli(env, &["versions", "probe", "--format", "json"]);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let wait_active = |env: &Env, sha: &str| {
+        for _ in 0..3000 {
+            if versions(env)["active_version"] == sha {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{sha} never became active: {}", versions(env));
+    };
+    let v1 = versions(&env)["active_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("probe-v2.wasm");
+    std::fs::write(&file, rebuilt(&probe_wasm(), "cli")).unwrap();
+    let (ok, v2, err) = cli(
+        &env,
+        &["deploy", "probe", file.to_str().unwrap(), "--activate"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(v2.len(), 64, "deploy prints the SHA-256: {v2}");
+    wait_active(&env, &v2);
+    let listed = versions(&env);
+    assert_eq!(listed["versions"].as_array().unwrap().len(), 2);
+
+    // A table for people: the active one starred.
+    let (ok, table, _) = cli(&env, &["versions", "probe"]);
+    assert!(ok);
+    let starred: Vec<&str> = table.lines().filter(|l| l.starts_with('*')).collect();
+    assert_eq!(starred.len(), 1);
+    assert!(starred[0].contains(&v2[..12]), "{table}");
+
+    let (ok, back, err) = cli(&env, &["rollback", "probe"]);
+    assert!(ok, "{err}");
+    assert_eq!(back, v1);
+    wait_active(&env, &v1);
+    let (ok, again, err) = cli(&env, &["activate", "probe", &v2[..10]]);
+    assert!(ok, "{err}");
+    assert_eq!(again, v2);
+    wait_active(&env, &v2);
+    let (ok, named, err) = cli(&env, &["rollback", "probe", &v1]);
+    assert!(ok, "{err}");
+    assert_eq!(named, v1);
+    wait_active(&env, &v1);
+
+    assert_eq!(cli(&env, &["pause", "probe"]).1, "probe: paused");
+    assert_eq!(cli(&env, &["resume", "probe"]).1, "probe: resumed");
+    let (ok, out, err) = cli(
+        &env,
+        &["replay", "probe", "--from-offset", "0", "--reprocess"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "probe: replaying, idempotency epoch 1");
+
+    // Refusals come back as the API's message, and exit 1.
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let (ok, _, err) = cli(&env, &["deploy", "probe", junk.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("not WebAssembly") && err.contains("not-webassembly"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&env, &["activate", "probe", "0123456789abcdef"]);
+    assert!(!ok);
+    assert!(err.contains("no-such-version"), "{err}");
+    // A wrong token is refused.
+    let (ok, _, err) = cli(&env, &["pause", "probe", "--token", "wrong"]);
+    assert!(!ok);
+    assert!(err.contains("HTTP 401"), "{err}");
+
+    // Wait for the replay to be done (100 events in epoch 1), then stop.
+    let client = Client::discover(&env.data_dir(), None, None).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..3000 {
+        let p = rt.block_on(client.get("/v1/processors/probe")).unwrap();
+        if p["counters"]["outputs"] == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let summary = summary(&out);
+    let c = counters(&summary, "probe");
+    assert_eq!(
+        (c["events_in"].as_u64(), c["outputs"].as_u64()),
+        (Some(200), Some(200))
+    );
+    assert!(
+        !url_file.exists(),
+        "the host removes its admin URL when it stops"
+    );
+}
