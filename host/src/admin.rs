@@ -324,6 +324,8 @@ impl Admin {
             "shadow": st.shadow,
             "canary": st.canary,
             "last_rollback": st.last_rollback,
+            "last_swap_pause_us": st.last_swap_pause_us,
+            "max_swap_pause_us": st.max_swap_pause_us,
         })
     }
 }
@@ -778,7 +780,8 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
     let stats = crate::stats::read_all(&admin.log)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
     let mut reg = prometheus_client::registry::Registry::with_prefix("tidewater");
-    let counters: [(&str, &str, fn(&crate::stats::Counters) -> u64); 6] = [
+    type Get = fn(&crate::stats::Counters) -> u64;
+    let counters: [(&str, &str, Get); 6] = [
         ("events_in", "Events read from the inputs", |c| c.events_in),
         ("duplicates", "Events skipped as duplicates", |c| {
             c.duplicates

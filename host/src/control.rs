@@ -137,6 +137,11 @@ pub struct ControlStatus {
     pub last_rollback: Option<String>,
     /// Replay requests applied since the host started.
     pub replays: u64,
+    /// How long the processor's thread spent on the last swap (the pointer
+    /// swap, recording it, dropping the old instance), in µs.
+    pub last_swap_pause_us: u64,
+    /// The longest such pause since the host started, in µs.
+    pub max_swap_pause_us: u64,
 }
 
 /// A canary in progress.
@@ -163,6 +168,8 @@ pub struct Control {
     paused: AtomicBool,
     status: Mutex<ControlStatus>,
     applied: AtomicU64,
+    /// Set when a request arrives; wakes an idle processor ([`Control::idle`]).
+    wake: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl Control {
@@ -182,7 +189,26 @@ impl Control {
                 ..ControlStatus::default()
             }),
             applied: AtomicU64::new(0),
+            wake: (Mutex::new(false), std::sync::Condvar::new()),
         })
+    }
+
+    fn notify(&self) {
+        *lock(&self.wake.0) = true;
+        self.wake.1.notify_all();
+    }
+
+    /// Waits up to `timeout` for a request (what an idle processor does
+    /// between polls of its inputs), so that a swap, pause, shadow or replay
+    /// asked of an idle processor takes effect at once.
+    pub fn idle(&self, timeout: std::time::Duration) {
+        let guard = lock(&self.wake.0);
+        let (mut woken, _) = self
+            .wake
+            .1
+            .wait_timeout_while(guard, timeout, |w| !*w)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *woken = false;
     }
 
     /// The processor's name.
@@ -196,22 +222,26 @@ impl Control {
         let version = swap.handler.version().to_owned();
         *lock(&self.pending) = Some(swap);
         lock(&self.status).pending_version = Some(version);
+        self.notify();
     }
 
     /// Starts shadowing with `handler` (replacing any shadow), or stops (`None`).
     pub fn set_shadow(&self, handler: Option<Box<dyn Handler>>) {
         *lock(&self.shadow_change) = Some(handler);
+        self.notify();
     }
 
     /// Pauses (`true`) or resumes the processor at the next batch boundary.
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::SeqCst);
         lock(&self.status).paused = paused;
+        self.notify();
     }
 
     /// Asks for a replay at the next batch boundary.
     pub fn request_replay(&self, replay: Replay) {
         *lock(&self.replay) = Some(replay);
+        self.notify();
     }
 
     /// Records how the processor's thread ended (`stopped`, `failed: ...`).
@@ -295,18 +325,26 @@ impl Attached {
         source: &mut dyn Source,
     ) -> Result<bool, PipelineError> {
         let c = self.control.clone();
-        if let Some(swap) = lock(&c.pending).take() {
+        let pending = lock(&c.pending).take();
+        if let Some(swap) = pending {
+            let started = std::time::Instant::now();
             let version = swap.handler.version().to_owned();
             let old = std::mem::replace(handler, swap.handler);
             // A canary keeps the version it replaced until judged; otherwise
             // the old instance goes now, after its last batch.
-            self.canary = swap.canary.map(|plan| CanaryRun {
-                previous: old,
-                version: version.clone(),
-                events: 0,
-                errors: 0,
-                plan,
-            });
+            self.canary = match swap.canary {
+                Some(plan) => Some(CanaryRun {
+                    previous: old,
+                    version: version.clone(),
+                    events: 0,
+                    errors: 0,
+                    plan,
+                }),
+                None => {
+                    drop(old);
+                    None
+                }
+            };
             if let Some(r) = &c.registry
                 && let Err(e) = r.record_activation(&c.name, &version, &swap.reason)
             {
@@ -319,11 +357,15 @@ impl Attached {
             }
             st.swaps += 1;
             st.canary = self.canary.as_ref().map(canary_status);
+            let pause_us = started.elapsed().as_micros() as u64;
+            st.last_swap_pause_us = pause_us;
+            st.max_swap_pause_us = st.max_swap_pause_us.max(pause_us);
             drop(st);
             tracing::info!(processor = %c.name, %version, reason = %swap.reason, "version active");
             c.applied.fetch_add(1, Ordering::SeqCst);
         }
-        if let Some(change) = lock(&c.shadow_change).take() {
+        let shadow_change = lock(&c.shadow_change).take();
+        if let Some(change) = shadow_change {
             self.shadow = change.map(|handler| {
                 lock(&c.status).shadow = Some(ShadowReport {
                     version: handler.version().to_owned(),
@@ -339,7 +381,8 @@ impl Attached {
             }
             c.applied.fetch_add(1, Ordering::SeqCst);
         }
-        if let Some(replay) = lock(&c.replay).take() {
+        let replay = lock(&c.replay).take();
+        if let Some(replay) = replay {
             source.rewind(replay.from)?;
             self.epoch = replay.epoch;
             self.scope = key_scope(&c.name, replay.epoch);

@@ -378,7 +378,7 @@ pub async fn run_with(
                             let seen = progress.load(Ordering::SeqCst);
                             let at = if pipeline.caught_up() { seen } else { u64::MAX };
                             shared2.idle_at.store(at, Ordering::SeqCst);
-                            std::thread::sleep(IDLE_POLL);
+                            control.idle(IDLE_POLL);
                         }
                         Err(e) => {
                             let code = match &e {

@@ -48,6 +48,9 @@ const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("regis
 /// processor → idempotency epoch
 const EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("registry.epochs");
 
+/// A processor's config as `init` gets it: (key, value) pairs.
+pub type InitConfig = Vec<(String, String)>;
+
 /// One version of one processor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionInfo {
@@ -561,7 +564,7 @@ impl Registry {
         path: &Path,
         component: Arc<LoadedComponent>,
         config: Vec<(String, String)>,
-    ) -> Result<(Arc<LoadedComponent>, Vec<(String, String)>), UploadError> {
+    ) -> Result<(Arc<LoadedComponent>, InitConfig), UploadError> {
         let bytes = std::fs::read(path)
             .map_err(|e| UploadError::Invalid(format!("cannot read {}: {e}", path.display())))?;
         let inspected = inspect(&bytes, usize::MAX)?;

@@ -869,3 +869,47 @@ fn the_cli_deploys_lists_activates_rolls_back_pauses_and_replays_through_the_api
         "the host removes its admin URL when it stops"
     );
 }
+
+#[test]
+fn a_new_or_changed_wasm_in_the_watched_directory_is_deployed_and_activated() {
+    let env = Env::new();
+    let watched = env.dir.path().join("plugins");
+    std::fs::create_dir(&watched).unwrap();
+    let put = |name: &str, bytes: &[u8]| {
+        let tmp = watched.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, watched.join(name)).unwrap();
+    };
+    let config = probe_config(&env, "");
+    let host = Host::start(&env, &config, |a| {
+        a.watch = Some((watched.clone(), Duration::from_millis(20)))
+    });
+    let sha = |b: &[u8]| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b))
+    };
+    // Not a component: refused (logged), nothing kept.
+    put("probe.wasm", b"junk");
+    // Named after no processor: ignored.
+    put("other.wasm", &rebuilt(&probe_wasm(), "other"));
+    let v2 = rebuilt(&probe_wasm(), "watched-2");
+    put("probe.wasm", &v2);
+    host.wait_for("probe", "the watched file", |p| {
+        p["active_version"] == sha(&v2)
+    });
+    let v3 = rebuilt(&probe_wasm(), "watched-3");
+    put("probe.wasm", &v3);
+    let p = host.wait_for("probe", "the changed file", |p| {
+        p["active_version"] == sha(&v3)
+    });
+    assert_eq!(p["swaps"], 2);
+    let versions = host.get("/v1/processors/probe/versions");
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 3);
+    let reasons: Vec<&str> = versions["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["start", "watch", "watch"]);
+}
