@@ -190,6 +190,8 @@ pub struct Managed {
     pub limits: Limits,
     /// Its config from the TOML file (`init`'s pairs), the default config of a new version.
     pub config: Vec<(String, String)>,
+    /// Whether its source can replay (the embedded log can; Kafka not yet).
+    pub can_replay: bool,
 }
 
 /// What the API works on.
@@ -324,6 +326,7 @@ impl Admin {
             "shadow": st.shadow,
             "canary": st.canary,
             "last_rollback": st.last_rollback,
+            "last_replay_error": st.last_replay_error,
             "last_swap_pause_us": st.last_swap_pause_us,
             "max_swap_pause_us": st.max_swap_pause_us,
         })
@@ -716,6 +719,13 @@ async fn replay(
     };
     blocking(move || {
         let m = admin.processor(&name)?;
+        if !m.can_replay {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "replay-unsupported",
+                format!("processor {name:?} reads Kafka, and replay works on the embedded log only (for now)"),
+            ));
+        }
         let epoch = if b.reprocess {
             admin.registry.bump_epoch(&name)?
         } else {

@@ -137,6 +137,8 @@ pub struct ControlStatus {
     pub last_rollback: Option<String>,
     /// Replay requests applied since the host started.
     pub replays: u64,
+    /// Why the last replay request was refused, if it was.
+    pub last_replay_error: Option<String>,
     /// How long the processor's thread spent on the last swap (the pointer
     /// swap, recording it, dropping the old instance), in µs.
     pub last_swap_pause_us: u64,
@@ -318,7 +320,7 @@ impl Attached {
     ///
     /// # Errors
     ///
-    /// When the source cannot replay.
+    /// None yet: a source that cannot replay is reported in the status.
     pub fn begin_step(
         &mut self,
         handler: &mut Box<dyn Handler>,
@@ -383,14 +385,23 @@ impl Attached {
         }
         let replay = lock(&c.replay).take();
         if let Some(replay) = replay {
-            source.rewind(replay.from)?;
-            self.epoch = replay.epoch;
-            self.scope = key_scope(&c.name, replay.epoch);
-            let mut st = lock(&c.status);
-            st.epoch = replay.epoch;
-            st.replays += 1;
-            drop(st);
-            tracing::info!(processor = %c.name, from = ?replay.from, epoch = replay.epoch, "replaying");
+            // A source that cannot replay refuses; the processor goes on.
+            match source.rewind(replay.from) {
+                Ok(()) => {
+                    self.epoch = replay.epoch;
+                    self.scope = key_scope(&c.name, replay.epoch);
+                    let mut st = lock(&c.status);
+                    st.epoch = replay.epoch;
+                    st.replays += 1;
+                    st.last_replay_error = None;
+                    drop(st);
+                    tracing::info!(processor = %c.name, from = ?replay.from, epoch = replay.epoch, "replaying");
+                }
+                Err(e) => {
+                    tracing::error!(processor = %c.name, error = %e, "replay refused");
+                    lock(&c.status).last_replay_error = Some(e.to_string());
+                }
+            }
             c.applied.fetch_add(1, Ordering::SeqCst);
         }
         Ok(!c.paused.load(Ordering::SeqCst))

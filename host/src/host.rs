@@ -254,6 +254,7 @@ pub async fn run_with(
                 control,
                 limits,
                 config: p.init_config(),
+                can_replay: config.kafka.is_none(),
             },
         );
         let handler = WasmHandler::new(

@@ -483,7 +483,8 @@ fn shadow_of_an_identical_build_differs_nowhere_and_of_a_changed_build_exactly_w
     let host = Host::start(&env, &config, |a| a.start_paused = true);
     // The same code, rebuilt: identical outputs.
     let same = host.deploy("probe", &rebuilt(&probe_wasm(), "same"), "shadow=true");
-    host.wait_for("probe", "the shadow", |p| p["shadow"]["version"] == *same);
+    let p = host.wait_for("probe", "the shadow", |p| p["shadow"]["version"] == *same);
+    assert_eq!(p["counters"]["events_in"], 0, "paused from the start");
     host.post("/v1/processors/probe/resume", json!({}));
     host.wait_events("probe", EVENTS as u64);
     let r = host.get("/v1/processors/probe/shadow");
@@ -567,7 +568,12 @@ fn a_canary_failing_10_percent_of_events_is_rolled_back_with_the_reason_recorded
         &rebuilt(&probe_wasm(), "bad"),
         "activate=true&canary_events=100&canary_max_error_rate=0.05&config=%7B%22fail-every%22%3A%2210%22%7D",
     );
-    host.wait_for("probe", "the canary", |p| p["active_version"] == *bad);
+    let p = host.wait_for("probe", "the canary", |p| p["active_version"] == *bad);
+    // Paused from the start: nothing read yet.
+    assert_eq!(
+        (p["paused"].as_bool(), p["counters"]["events_in"].as_u64()),
+        (Some(true), Some(0))
+    );
     host.post("/v1/processors/probe/resume", json!({}));
     let p = host.wait_events("probe", EVENTS as u64);
     let reason = "canary rollback: 10 of its first 100 events failed (10.0%, the limit is 5.0%)";
@@ -912,4 +918,28 @@ fn a_new_or_changed_wasm_in_the_watched_directory_is_deployed_and_activated() {
         .map(|h| h["reason"].as_str().unwrap())
         .collect();
     assert_eq!(reasons, ["start", "watch", "watch"]);
+
+    // Versions are kept until deleted; the active one cannot be.
+    let (status, v) = host.call(
+        &host.client,
+        "DELETE",
+        &format!("/v1/processors/probe/versions/{}", sha(&v3)),
+        vec![],
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("version-active"))
+    );
+    let (status, v) = host.call(
+        &host.client,
+        "DELETE",
+        &format!("/v1/processors/probe/versions/{}", &sha(&v2)[..12]),
+        vec![],
+    );
+    assert_eq!(
+        (status, v["deleted"].as_str()),
+        (200, Some(sha(&v2).as_str()))
+    );
+    let versions = host.get("/v1/processors/probe/versions");
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
 }
