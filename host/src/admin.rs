@@ -1136,6 +1136,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_admin_section_parses_and_the_flag_and_env_win() {
+        let c = crate::config::Config::parse(
+            "[admin]\nlisten = \"127.0.0.1:7070\"\nmax_upload_bytes = 1000\nwatch_dir = \"plugins\"\nwatch_interval = \"250ms\"\n",
+        )
+        .unwrap();
+        let a = c.admin.as_ref().unwrap();
+        let o = AdminOptions::from_config(Some(a), None, Some("env".into()), Path::new("/etc/tw"))
+            .unwrap();
+        assert_eq!(o.listen, Some("127.0.0.1:7070".parse().unwrap()));
+        assert_eq!(o.token.as_deref(), Some("env"));
+        assert_eq!(o.max_upload_bytes, 1000);
+        assert_eq!(
+            o.watch,
+            Some((PathBuf::from("/etc/tw/plugins"), Duration::from_millis(250)))
+        );
+        let o =
+            AdminOptions::from_config(Some(a), Some("127.0.0.1:0"), None, Path::new(".")).unwrap();
+        assert_eq!(o.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(o.token, None);
+        let o = AdminOptions::from_config(None, None, None, Path::new(".")).unwrap();
+        assert_eq!((o.listen, o.max_upload_bytes), (None, 64 << 20));
+        let err =
+            AdminOptions::from_config(None, Some("localhost"), None, Path::new(".")).unwrap_err();
+        assert!(
+            err.contains("\"localhost\" is not an address:port"),
+            "{err}"
+        );
+        let err = crate::config::Config::parse("[admin]\nlisten_on = \"x\"\n").unwrap_err();
+        assert!(err.contains("unknown field `listen_on`"), "{err}");
+    }
+
+    #[test]
     fn tokens_are_compared_whole() {
         let mut h = HeaderMap::new();
         assert!(!authorized(&h, "abc"));

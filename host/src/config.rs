@@ -39,6 +39,13 @@
 //! flush_timeout = "2m"            # longest wait for the broker's acknowledgements
 //! [kafka.properties]              # passed to librdkafka as is (TLS, SASL, timeouts)
 //! "security.protocol" = "SASL_SSL"
+//!
+//! [admin]                         # optional: the admin HTTP API of `run` (see crate::admin)
+//! listen = "127.0.0.1:7070"       # or `run --admin ADDR`; absent: no API
+//! token = "..."                   # else TIDEWATER_ADMIN_TOKEN, else a random one in the data dir
+//! max_upload_bytes = 67108864     # largest component accepted
+//! watch_dir = "plugins"           # a new or changed <processor>.wasm here is deployed and activated
+//! watch_interval = "1s"
 //! ```
 //!
 //! Unknown keys are refused, with the line they are on.

@@ -431,7 +431,21 @@ impl Attached {
         let mut state = StateOverlay::new(run.namespace.clone(), db.begin_read()?);
         let results: Vec<Result<EventResult, String>> = match run.handler.call(events, &mut state) {
             Ok(r) => r.into_iter().map(Ok).collect(),
-            Err(e) => events.iter().map(|_| Err(e.to_string())).collect(),
+            // The call failed as a whole: one event at a time, as the active
+            // version's batch was bisected, so only the culprits differ.
+            Err(_) => events
+                .iter()
+                .map(
+                    |e| match run.handler.call(std::slice::from_ref(e), &mut state) {
+                        Ok(mut r) if r.len() == 1 => Ok(r.remove(0)),
+                        Ok(r) => Err(format!(
+                            "contract: process returned {} results for 1 event",
+                            r.len()
+                        )),
+                        Err(e) => Err(format!("{}: {e}", e.code())),
+                    },
+                )
+                .collect(),
         };
         let mut st = lock(&self.control.status);
         let Some(report) = st.shadow.as_mut() else {
@@ -567,7 +581,7 @@ fn describe_result(r: &Result<EventResult, String>) -> String {
         Ok(Err(ProcessError::Invalid(m))) => format!("invalid: {m}"),
         Ok(Err(ProcessError::Transient(m))) => format!("transient: {m}"),
         Ok(Err(ProcessError::Fatal(m))) => format!("fatal: {m}"),
-        Err(e) => format!("call failed: {e}"),
+        Err(e) => e.clone(),
     }
 }
 

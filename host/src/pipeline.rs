@@ -322,10 +322,23 @@ impl Source for EmbeddedSource {
     fn rewind(&mut self, from: crate::control::ReplayFrom) -> Result<(), PipelineError> {
         use crate::control::ReplayFrom;
         self.refresh()?;
+        let ends: HashMap<(String, u32), u64> = self
+            .log
+            .topics()?
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name;
+                (0u32..)
+                    .zip(t.partitions)
+                    .map(move |(p, info)| ((name.clone(), p), info.end))
+            })
+            .collect();
         let txn = self.log.db().begin_write()?;
         for (topic, partition, next) in &mut self.partitions {
+            let end = ends.get(&(topic.clone(), *partition)).copied().unwrap_or(0);
             let target = match from {
-                ReplayFrom::Offset(o) => o,
+                // Past the end: the end (nothing to replay there).
+                ReplayFrom::Offset(o) => o.min(end),
                 ReplayFrom::TimeMs(t) => {
                     // Scan from the start in chunks for the first record at or after t.
                     let mut at = 0;

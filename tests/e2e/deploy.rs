@@ -478,7 +478,12 @@ fn mutating_calls_without_the_token_get_401_and_change_nothing() {
 fn shadow_of_an_identical_build_differs_nowhere_and_of_a_changed_build_exactly_where_it_changed() {
     const EVENTS: usize = 1000;
     let env = Env::new();
-    env.produce("in", numbered(EVENTS));
+    // Among them an event that traps and one that is invalid: both versions
+    // fail on them alike.
+    let mut records = numbered(EVENTS);
+    records[500].value = Some(b"trap".to_vec());
+    records[501].value = Some(b"invalid".to_vec());
+    env.produce("in", records);
     let config = probe_config(&env, "batch.max_records = 64");
     let host = Host::start(&env, &config, |a| a.start_paused = true);
     // The same code, rebuilt: identical outputs.
@@ -498,9 +503,17 @@ fn shadow_of_an_identical_build_differs_nowhere_and_of_a_changed_build_exactly_w
         "{r}"
     );
     // Never published: the output topic has the active version's outputs only.
-    assert_eq!(host.processor("probe")["counters"]["outputs"], EVENTS);
+    let p = host.processor("probe");
+    assert_eq!(
+        (
+            p["counters"]["outputs"].as_u64(),
+            p["counters"]["dead_lettered"].as_u64()
+        ),
+        (Some(EVENTS as u64 - 2), Some(2))
+    );
     drop(host.stop());
-    assert_eq!(env.values("out").len(), EVENTS);
+    assert_eq!(env.values("out").len(), EVENTS - 2);
+    assert_eq!(env.values("probe.dlq").len(), 2);
 
     // A changed build (fails every 7th offset), on a fresh data dir.
     let env = Env::new();
