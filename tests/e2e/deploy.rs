@@ -956,3 +956,46 @@ fn a_new_or_changed_wasm_in_the_watched_directory_is_deployed_and_activated() {
     let versions = host.get("/v1/processors/probe/versions");
     assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_restart_keeps_the_deployed_version_and_the_epoch() {
+    let env = Env::new();
+    env.produce("in", numbered(10));
+    let config = probe_config(&env, "");
+    let host = Host::start(&env, &config, |_| {});
+    host.wait_events("probe", 10);
+    let v2 = host.deploy("probe", &rebuilt(&probe_wasm(), "kept"), "activate=true");
+    host.wait_for("probe", "the swap", |p| p["active_version"] == *v2);
+    host.post(
+        "/v1/processors/probe/replay",
+        json!({"from_offset": 5, "reprocess": true}),
+    );
+    host.wait_events("probe", 15);
+    let summary = host.stop();
+    assert_eq!(summary.processors[0].version, v2);
+
+    // The config still names probe.wasm, a version the registry knows: the
+    // deployed one runs, in the same epoch.
+    let host = Host::start(&env, &config, |_| {});
+    let p = host.processor("probe");
+    assert_eq!(
+        (p["active_version"].as_str(), p["epoch"].as_u64()),
+        (Some(v2.as_str()), Some(1))
+    );
+    let history: Vec<String> = host.get("/v1/processors/probe/versions")["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(history, ["start", "activate"]);
+    drop(host.stop());
+    // Every output of the reprocessed range carries epoch 1.
+    let out = env.records("out");
+    assert_eq!(out.len(), 15);
+    assert!(
+        out[10..]
+            .iter()
+            .all(|r| header(r, "tidewater-epoch").as_deref() == Some("1"))
+    );
+}
