@@ -207,29 +207,68 @@ pub fn inspect(bytes: &[u8], limit_bytes: usize) -> Result<Inspected, UploadErro
             "unknown WebAssembly binary version or layer".into(),
         ));
     }
-    let mut languages: Vec<String> = Vec::new();
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| UploadError::Invalid(e.to_string()))?;
-        if let wasmparser::Payload::CustomSection(c) = payload
-            && let wasmparser::KnownCustom::Producers(reader) = c.as_known()
-        {
-            for field in reader.into_iter().flatten() {
-                if field.name != "language" {
-                    continue;
-                }
-                for v in field.values.into_iter().flatten() {
-                    if !languages.iter().any(|l| l == v.name) {
-                        languages.push(v.name.to_owned());
-                    }
-                }
-            }
-        }
-    }
+    let language = producers_language(bytes)?;
     Ok(Inspected {
         sha256: hex::encode(Sha256::digest(bytes)),
         size_bytes: bytes.len() as u64,
-        language: (!languages.is_empty()).then(|| languages.join(", ")),
+        language,
     })
+}
+
+/// The source language a component's `producers` sections name: the root
+/// component's own, else that of its largest core module (the code a
+/// toolchain's adapters and shims are wrapped around, which often name the
+/// language they were written in, Rust, rather than the component's). `None`
+/// when neither names one (e.g. a stripped build).
+fn producers_language(bytes: &[u8]) -> Result<Option<String>, UploadError> {
+    use wasmparser::{Encoding, KnownCustom, Payload};
+    struct Frame {
+        size: usize,
+        component: bool,
+        language: Option<String>,
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut next_size = bytes.len();
+    let mut root = None;
+    let mut largest: Option<(usize, Option<String>)> = None;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| UploadError::Invalid(e.to_string()))? {
+            Payload::Version { encoding, .. } => stack.push(Frame {
+                size: next_size,
+                component: encoding == Encoding::Component,
+                language: None,
+            }),
+            Payload::ModuleSection {
+                unchecked_range, ..
+            }
+            | Payload::ComponentSection {
+                unchecked_range, ..
+            } => next_size = unchecked_range.len(),
+            Payload::CustomSection(c) => {
+                if let KnownCustom::Producers(reader) = c.as_known()
+                    && let Some(frame) = stack.last_mut()
+                {
+                    for field in reader.into_iter().flatten() {
+                        if field.name == "language"
+                            && let Some(v) = field.values.into_iter().flatten().next()
+                        {
+                            frame.language = Some(v.name.to_owned());
+                        }
+                    }
+                }
+            }
+            Payload::End(_) => {
+                let Some(frame) = stack.pop() else { continue };
+                if stack.is_empty() {
+                    root = frame.language;
+                } else if !frame.component && largest.as_ref().is_none_or(|l| frame.size > l.0) {
+                    largest = Some((frame.size, frame.language));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(root.or(largest.and_then(|l| l.1)))
 }
 
 /// The registry of one host: the database and the runtime that validates

@@ -710,6 +710,32 @@ fn replay_without_reprocess_gives_duplicates_and_with_it_a_new_epoch_of_outputs(
 }
 
 #[test]
+fn versions_record_size_world_and_the_language_their_producers_section_names() {
+    let env = Env::new();
+    let config = probe_config(&env, "");
+    let host = Host::start(&env, &config, |_| {});
+    let js = std::fs::read(plugin("js-enrich")).unwrap();
+    let sha = host.deploy("probe", &js, "config=%7B%7D");
+    let versions = host.get("/v1/processors/probe/versions");
+    let list = versions["versions"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let probe = &list[0];
+    assert_eq!(
+        probe["size_bytes"],
+        std::fs::read(plugin("probe")).unwrap().len()
+    );
+    assert_eq!(probe["world"], "tidewater:processor/processor@0.1.0");
+    // The Rust builds are stripped of their producers section.
+    assert_eq!(probe["language"], Value::Null);
+    assert_eq!(probe["active"], true);
+    let js_entry = list.iter().find(|v| v["sha256"] == *sha).unwrap();
+    assert_eq!(js_entry["language"], "JavaScript");
+    assert_eq!(js_entry["size_bytes"], js.len());
+    assert_eq!(js_entry["active"], false);
+    assert!(js_entry["uploaded_ms"].as_u64().unwrap() >= probe["uploaded_ms"].as_u64().unwrap());
+}
+
+#[test]
 fn metrics_and_openapi_are_served() {
     let env = Env::new();
     env.produce("in", numbered(10));
