@@ -56,7 +56,7 @@ pub fn init(config: &Config) -> Result<(), String> {
 /// As the command says.
 pub fn process(event: Event) -> Result<Vec<Output>, ProcessError> {
     let every = FAIL_EVERY.load(Ordering::Relaxed);
-    if every > 0 && event.offset % every == 0 {
+    if every > 0 && event.offset.is_multiple_of(every) {
         return Err(ProcessError::Invalid(format!("probe fail-every {every}")));
     }
     match event.value.as_deref() {
@@ -126,5 +126,25 @@ mod tests {
             process(Event::new("t", "invalid")),
             Err(ProcessError::Invalid("probe invalid".into()))
         );
+    }
+
+    #[test]
+    fn fail_every_fails_offsets_that_are_multiples() {
+        let config = |v: &str| Config::from(vec![("fail-every".to_owned(), v.to_owned())]);
+        assert!(init(&config("0")).is_err());
+        assert!(init(&config("x")).is_err());
+        init(&config("3")).unwrap();
+        let at = |offset: u64| {
+            let mut e = Event::new("t", "v");
+            e.offset = offset;
+            process(e)
+        };
+        assert_eq!(
+            at(6),
+            Err(ProcessError::Invalid("probe fail-every 3".into()))
+        );
+        assert!(at(7).is_ok());
+        init(&Config::default()).unwrap();
+        assert!(at(6).is_ok());
     }
 }
