@@ -624,7 +624,7 @@ async fn rollback(
                 ApiError::new(
                     StatusCode::CONFLICT,
                     "no-previous-version",
-                    format!("processor {name:?} has had only one version active: name one to roll back to"),
+                    format!("processor {name:?} has no earlier version to go back to (only ones a canary rolled back, or deleted ones): name the version"),
                 )
             })?,
         };

@@ -541,8 +541,9 @@ impl Registry {
         Ok(self.history(processor)?.pop().map(|a| a.sha256))
     }
 
-    /// The version that was active before the current one (the last
-    /// activation of a version other than the current one), if any.
+    /// The version that was active before the current one: the last one
+    /// activated, other than the current one, that a canary did not roll
+    /// back and that was not deleted, if any.
     ///
     /// # Errors
     ///
@@ -552,9 +553,15 @@ impl Registry {
         let Some(current) = h.pop() else {
             return Ok(None);
         };
+        let usable: std::collections::BTreeSet<String> = self
+            .versions(processor)?
+            .into_iter()
+            .filter(|v| v.rolled_back.is_none())
+            .map(|v| v.sha256)
+            .collect();
         Ok(h.into_iter()
             .rev()
-            .find(|a| a.sha256 != current.sha256)
+            .find(|a| a.sha256 != current.sha256 && usable.contains(&a.sha256))
             .map(|a| a.sha256))
     }
 
@@ -716,8 +723,38 @@ mod tests {
         r.record_activation("p", "b", "activate").unwrap();
         r.record_activation("p", "b", "activate").unwrap();
         assert_eq!(r.active("p").unwrap().as_deref(), Some("b"));
+        // "a" is not a kept version (deleted, or never uploaded): no previous.
+        assert_eq!(r.previous("p").unwrap(), None);
+        let keep = |sha: &str| {
+            let i = Inspected {
+                sha256: sha.into(),
+                size_bytes: 1,
+                language: None,
+            };
+            r.keep("p", b"x", &i, vec![]).unwrap();
+        };
+        keep("a");
+        keep("b");
         assert_eq!(r.previous("p").unwrap().as_deref(), Some("a"));
-        assert_eq!(r.history("p").unwrap().len(), 3);
+        // A version a canary rolled back is not gone back to.
+        keep("c");
+        r.record_activation("p", "c", "activate").unwrap();
+        r.record_rollback_reason("p", "c", "canary rollback: ...")
+            .unwrap();
+        r.record_activation("p", "b", "canary rollback: ...")
+            .unwrap();
+        assert_eq!(r.previous("p").unwrap().as_deref(), Some("a"));
+        let v = r.versions("p").unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(
+            v.iter()
+                .find(|v| v.sha256 == "c")
+                .unwrap()
+                .rolled_back
+                .as_deref(),
+            Some("canary rollback: ...")
+        );
+        assert_eq!(r.history("p").unwrap().len(), 5);
         assert_eq!(r.epoch("p").unwrap(), 0);
         assert_eq!(r.bump_epoch("p").unwrap(), 1);
         assert_eq!(r.bump_epoch("p").unwrap(), 2);

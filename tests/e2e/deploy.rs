@@ -618,6 +618,17 @@ fn a_canary_failing_10_percent_of_events_is_rolled_back_with_the_reason_recorded
         .map(|h| h["reason"].as_str().unwrap())
         .collect();
     assert_eq!(history, ["start", "activate", reason]);
+    // "The previous version" is never one a canary rolled back.
+    let (status, v) = host.call(
+        &host.client,
+        "POST",
+        "/v1/processors/probe/rollback",
+        vec![],
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("no-previous-version"))
+    );
     drop(host.stop());
 }
 
