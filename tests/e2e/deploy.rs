@@ -213,8 +213,17 @@ fn two_hundred_swaps_while_100k_events_flow_each_event_once_by_one_version() {
     const EVENTS: usize = 100_000;
     const SWAPS: usize = 200;
     let env = Env::new();
+    // Every 1000th event counts in the processor's state, which must carry
+    // over from version to version: 100 counts, each exactly once.
+    let is_count = |i: usize| i % 1000 == 999;
+    let mut records = numbered(EVENTS);
+    for (i, r) in records.iter_mut().enumerate() {
+        if is_count(i) {
+            r.value = Some(b"count:c".to_vec());
+        }
+    }
     env.with_log(|log| {
-        for chunk in numbered(EVENTS).chunks(20_000) {
+        for chunk in records.chunks(20_000) {
             log.append("in", chunk.to_vec()).unwrap();
         }
     });
@@ -261,17 +270,23 @@ fn two_hundred_swaps_while_100k_events_flow_each_event_once_by_one_version() {
         "RSS grew by {rss_growth} bytes over {SWAPS} swaps"
     );
 
-    // Outputs complete: every input value once, in order.
+    // Outputs complete: every input value once, in order; the counts 1 to 100.
     let values = env.values("out");
     assert_eq!(values.len(), EVENTS);
-    assert!(
-        values
-            .iter()
-            .enumerate()
-            .all(|(i, v)| *v == format!("e{i}"))
-    );
+    for (i, v) in values.iter().enumerate() {
+        let expected = if is_count(i) {
+            ((i + 1) / 1000).to_string()
+        } else {
+            format!("e{i}")
+        };
+        assert_eq!(*v, expected, "output {i}");
+    }
     // Every event's idempotency record names exactly one of the two versions.
     let db = tidewater::db::open(&env.data_dir()).unwrap();
+    assert_eq!(
+        tidewater::state::dump(&db, "probe").unwrap(),
+        [(b"c".to_vec(), b"100".to_vec())]
+    );
     let by_version = tidewater::idempotency::versions(&db, "probe").unwrap();
     assert_eq!(by_version.len(), EVENTS);
     let on_v1 = by_version.iter().filter(|(_, v)| *v == v1).count();
@@ -483,6 +498,8 @@ fn shadow_of_an_identical_build_differs_nowhere_and_of_a_changed_build_exactly_w
     let mut records = numbered(EVENTS);
     records[500].value = Some(b"trap".to_vec());
     records[501].value = Some(b"invalid".to_vec());
+    records[10].value = Some(b"count:x".to_vec());
+    records[20].value = Some(b"count:x".to_vec());
     env.produce("in", records);
     let config = probe_config(&env, "batch.max_records = 64");
     let host = Host::start(&env, &config, |a| a.start_paused = true);
@@ -514,6 +531,15 @@ fn shadow_of_an_identical_build_differs_nowhere_and_of_a_changed_build_exactly_w
     drop(host.stop());
     assert_eq!(env.values("out").len(), EVENTS - 2);
     assert_eq!(env.values("probe.dlq").len(), 2);
+    // The shadow kept its own state, in a scratch namespace.
+    let db = tidewater::db::open(&env.data_dir()).unwrap();
+    let counted = [(b"x".to_vec(), b"2".to_vec())];
+    assert_eq!(tidewater::state::dump(&db, "probe").unwrap(), counted);
+    assert_eq!(
+        tidewater::state::dump(&db, "probe#shadow").unwrap(),
+        counted
+    );
+    drop(db);
 
     // A changed build (fails every 7th offset), on a fresh data dir.
     let env = Env::new();
