@@ -192,6 +192,9 @@ pub struct Managed {
     pub config: Vec<(String, String)>,
     /// Whether its source can replay (the embedded log can; Kafka not yet).
     pub can_replay: bool,
+    /// The canary every activation of a new version gets unless it asks for
+    /// its own (`canary` in the processor's config).
+    pub canary: Option<CanaryPlan>,
 }
 
 /// What the API works on.
@@ -273,6 +276,13 @@ impl Admin {
         let m = self.processor(name)?;
         let (info, loaded) = self.registry.load(name, version)?;
         let handler = self.handler(name, m, loaded, info.config)?;
+        // Going back to a known version is no trial; anything else gets the
+        // processor's canary unless the call asked for its own.
+        let canary = if reason == "rollback" {
+            canary
+        } else {
+            canary.or(m.canary)
+        };
         m.control.request_swap(Swap {
             handler,
             reason: reason.to_owned(),
@@ -558,7 +568,7 @@ async fn upload(
             m.control.request_swap(Swap {
                 handler,
                 reason: "activate".into(),
-                canary: plan,
+                canary: plan.or(m.canary),
             });
         } else if q.shadow {
             let handler = admin.handler(&name, m, loaded, info.config.clone())?;

@@ -28,6 +28,7 @@
 //! limits.log_lines_per_s = 100
 //! group = "enrich"               # Kafka: the consumer group (default: the name)
 //! exactly_once = false            # Kafka: outputs and offsets in one transaction
+//! canary = { events = 1000, max_error_rate = 0.01 }  # new versions roll back if more fail
 //! [processor.config]              # handed to the component's init, as strings
 //! "field.V1" = "temperature_c"
 //!
@@ -176,6 +177,10 @@ pub struct ProcessorConfig {
     /// transaction, so `read_committed` readers see each output once. Default false.
     #[serde(default)]
     pub exactly_once: bool,
+    /// Every activation of a new version (through the admin API or the
+    /// watched directory) is a canary: `{ events = N, max_error_rate = R }`.
+    /// Absent: only when the activation asks for one.
+    pub canary: Option<crate::control::CanaryPlan>,
 }
 
 /// `batch`: how many events go into one call and one commit.
@@ -410,6 +415,13 @@ impl Config {
             }
             if p.idempotency.ttl.is_zero() {
                 return Err(ctx("idempotency.ttl must be above 0".into()));
+            }
+            if let Some(c) = &p.canary
+                && (c.events == 0 || !(0.0..=1.0).contains(&c.max_error_rate))
+            {
+                return Err(ctx(
+                    "canary.events must be at least 1 and canary.max_error_rate 0.0 to 1.0".into(),
+                ));
             }
         }
         if let Some(cycle) = self.cycle() {

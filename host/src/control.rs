@@ -54,6 +54,7 @@ pub struct Swap {
 
 /// When a canary rolls back.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CanaryPlan {
     /// How many processed events (not duplicates) the new version is judged on.
     pub events: u64,
@@ -619,6 +620,37 @@ pub fn first_at_or_after(records: &[LogRecord], time_ms: i64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_processor_canary_parses_and_is_checked() {
+        let base = "[[processor]]\nname = \"p\"\ncomponent = \"p.wasm\"\ninputs = [\"in\"]\noutput = \"out\"\n";
+        let c = crate::config::Config::parse(&format!(
+            "{base}canary = {{ events = 100, max_error_rate = 0.05 }}\n"
+        ))
+        .unwrap();
+        c.check().unwrap();
+        assert_eq!(
+            c.processors[0].canary,
+            Some(CanaryPlan {
+                events: 100,
+                max_error_rate: 0.05
+            })
+        );
+        let c = crate::config::Config::parse(&format!(
+            "{base}canary = {{ events = 0, max_error_rate = 0.05 }}\n"
+        ))
+        .unwrap();
+        assert!(
+            c.check()
+                .unwrap_err()
+                .contains("canary.events must be at least 1")
+        );
+        let err = crate::config::Config::parse(&format!(
+            "{base}canary = {{ events = 1, max_errors = 0.05 }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown field `max_errors`"), "{err}");
+    }
 
     #[test]
     fn epoch_zero_leaves_outputs_alone_and_later_epochs_rekey_them() {

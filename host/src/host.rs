@@ -255,6 +255,7 @@ pub async fn run_with(
                 limits,
                 config: p.init_config(),
                 can_replay: config.kafka.is_none(),
+                canary: p.canary,
             },
         );
         let handler = WasmHandler::new(

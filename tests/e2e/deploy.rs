@@ -593,20 +593,32 @@ fn shadow_of_an_identical_build_differs_nowhere_and_of_a_changed_build_exactly_w
 
 #[test]
 fn a_canary_failing_10_percent_of_events_is_rolled_back_with_the_reason_recorded() {
+    // Asked for by the upload, or the processor's own canary from its config.
+    for (extra, query) in [
+        (
+            "batch.max_records = 50",
+            "activate=true&canary_events=100&canary_max_error_rate=0.05&config=%7B%22fail-every%22%3A%2210%22%7D",
+        ),
+        (
+            "batch.max_records = 50\ncanary = { events = 100, max_error_rate = 0.05 }",
+            "activate=true&config=%7B%22fail-every%22%3A%2210%22%7D",
+        ),
+    ] {
+        canary_rolls_back(extra, query);
+    }
+}
+
+fn canary_rolls_back(extra: &str, query: &str) {
     const EVENTS: usize = 1000;
     let env = Env::new();
     env.produce("in", numbered(EVENTS));
-    let config = probe_config(&env, "batch.max_records = 50");
+    let config = probe_config(&env, extra);
     let host = Host::start(&env, &config, |a| a.start_paused = true);
     let v1 = host.processor("probe")["active_version"]
         .as_str()
         .unwrap()
         .to_owned();
-    let bad = host.deploy(
-        "probe",
-        &rebuilt(&probe_wasm(), "bad"),
-        "activate=true&canary_events=100&canary_max_error_rate=0.05&config=%7B%22fail-every%22%3A%2210%22%7D",
-    );
+    let bad = host.deploy("probe", &rebuilt(&probe_wasm(), "bad"), query);
     let p = host.wait_for("probe", "the canary", |p| p["active_version"] == *bad);
     // Paused from the start: nothing read yet.
     assert_eq!(
