@@ -4,8 +4,9 @@
 //! at `/openapi.json`.
 //!
 //! - JSON in and out; a version is uploaded as the raw `.wasm` body.
-//! - Bound to 127.0.0.1 unless configured otherwise; a non-loopback address
-//!   needs a configured token, else `run` refuses to start.
+//! - Served only when asked (`[admin] listen` or `run --admin ADDR`), on
+//!   a loopback address such as 127.0.0.1:7070; a non-loopback address needs
+//!   a configured token, else `run` refuses to start.
 //! - Every mutating call (POST, DELETE) needs `Authorization: Bearer
 //!   <token>`; without it the answer is 401 and nothing changes. The token
 //!   is `[admin] token`, else `TIDEWATER_ADMIN_TOKEN`, else one made up at
@@ -130,7 +131,8 @@ impl AdminOptions {
 /// Codes: `unauthorized`, `no-such-processor`, `no-such-version`,
 /// `component-too-large`, `not-webassembly`, `core-module`,
 /// `world-mismatch`, `invalid-component`, `init-failed`, `bad-request`,
-/// `no-previous-version`, `version-active`, `replay-unsupported`, `storage`.
+/// `no-previous-version`, `version-active`, `no-shadow`,
+/// `replay-unsupported`, `storage`, `internal`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// The HTTP status.

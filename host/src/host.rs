@@ -179,6 +179,14 @@ pub async fn run_with(
     if config.processors.is_empty() {
         return Err(RunError::NoProcessors);
     }
+    if let Some(addr) = admin.listen {
+        crate::admin::check_bind(addr, admin.token.is_some()).map_err(|message| {
+            RunError::Config {
+                processor: "(admin)".into(),
+                message,
+            }
+        })?;
+    }
     let db = crate::db::open(&options.data_dir)?;
     let log = Log::new(db.clone(), config.log.default_partitions);
     let runtime = Arc::new(Runtime::new(Some(options.data_dir.join("cache"))).map_err(

@@ -1074,3 +1074,24 @@ fn a_restart_keeps_the_deployed_version_and_the_epoch() {
             .all(|r| header(r, "tidewater-epoch").as_deref() == Some("1"))
     );
 }
+
+#[test]
+fn run_refuses_a_non_loopback_admin_address_without_a_token() {
+    let env = Env::new();
+    let config = probe_config(&env, "");
+    let out = env
+        .cmd()
+        .args(["run", "--until-idle", "--admin", "0.0.0.0:0", "--config"])
+        .arg(&config)
+        .env_remove("TIDEWATER_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the admin API would listen on 0.0.0.0:0, which is not a loopback address, without a token"),
+        "{err}"
+    );
+    // Refused before binding anything: the tests listen on 127.0.0.1 only.
+    assert!(!env.data_dir().join(tidewater::admin::URL_FILE).exists());
+}
