@@ -340,13 +340,21 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
                     )
                 }),
             );
+            for f in &summary.forwards {
+                println!(
+                    "forward {} → Kafka {} at {}: {} records shipped, {}",
+                    f.from, f.topic, f.brokers, f.records, f.status
+                );
+            }
             println!("elapsed: {:.1} s", summary.elapsed_ms as f64 / 1000.0);
         }
     }
     let failed = summary
         .processors
         .iter()
-        .any(|p| p.status.starts_with("failed"));
+        .map(|p| &p.status)
+        .chain(summary.forwards.iter().map(|f| &f.status))
+        .any(|s| s.starts_with("failed"));
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -552,10 +560,18 @@ async fn forward(data_dir: &std::path::Path, a: ForwardArgs) -> anyhow::Result<E
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
-    tidewater::log::check_topic_name(&a.from)?;
-    let to = a.topic.clone().unwrap_or_else(|| a.from.clone());
-    tidewater::log::check_topic_name(&to)?;
-    let config = KafkaConfig::new(a.to_kafka.clone());
+    use tidewater::forward::{ForwardConfig, Forwarder};
+    let mut forwarder = Forwarder::new(ForwardConfig {
+        from: a.from,
+        topic: a.topic,
+        batch: a.batch as usize,
+        kafka: KafkaConfig::new(a.to_kafka),
+    })?;
+    let summary = format!(
+        "from {} to Kafka topic {}",
+        forwarder.config().from,
+        forwarder.config().kafka_topic()
+    );
     let stop = Arc::new(AtomicBool::new(false));
     {
         let signal = stop_signal()?;
@@ -566,68 +582,17 @@ async fn forward(data_dir: &std::path::Path, a: ForwardArgs) -> anyhow::Result<E
         });
     }
     let data_dir = data_dir.to_owned();
-    let summary = format!("from {} to Kafka topic {to}", a.from);
-    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let open = || -> anyhow::Result<Log> {
-            Ok(Log::new(tidewater::db::open_retrying(&data_dir, Duration::from_secs(30))?, 1))
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || {
+        // The data dir is opened per batch and let go between, so `produce`
+        // keeps storing events locally while this waits for the brokers.
+        let mut open = || -> Result<Log, tidewater::forward::ForwardError> {
+            Ok(Log::new(
+                tidewater::db::open_retrying(&data_dir, Duration::from_secs(30))?,
+                1,
+            ))
         };
-        let consumer = format!("forward.{to}");
-        let producer = tidewater::kafka::patient_producer(&config)?;
-        let mut topic_ready = false;
-        let mut forwarded = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            // Read a batch per partition, then let go of the data dir.
-            let batches = {
-                let log = open()?;
-                match log.partitions(&a.from)? {
-                    None => Vec::new(),
-                    Some(n) => {
-                        if !topic_ready {
-                            let topics = [(to.clone(), Some(n))].into_iter().collect();
-                            match tokio::runtime::Handle::current().block_on(tidewater::kafka::ensure_topics(&config, &topics)) {
-                                Ok(()) => topic_ready = true,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "cannot reach the brokers yet; events stay stored locally");
-                                    drop(log);
-                                    std::thread::sleep(Duration::from_secs(2));
-                                    continue;
-                                }
-                            }
-                        }
-                        let mut out = Vec::new();
-                        for p in 0..n {
-                            let from = log.position(&consumer, &a.from, p)?.unwrap_or(0);
-                            let records = log.read(&a.from, p, from, a.batch as usize, 8 << 20)?;
-                            if !records.is_empty() {
-                                out.push((p, records));
-                            }
-                        }
-                        out
-                    }
-                }
-            };
-            if batches.is_empty() {
-                if a.until_idle {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-            for (p, records) in batches {
-                let next = records.last().map_or(0, |r| r.offset + 1);
-                let plain: Vec<Record> = records.into_iter().map(|r| r.record).collect();
-                if !tidewater::kafka::deliver_patiently(&producer, &to, &plain, &stop)? {
-                    return Ok(forwarded);
-                }
-                let log = open()?;
-                let txn = log.db().begin_write()?;
-                tidewater::log::set_position_in(&txn, &consumer, &a.from, p, next)?;
-                txn.commit()?;
-                forwarded += plain.len() as u64;
-                tracing::debug!(from = %a.from, partition = p, next, "forwarded");
-            }
-        }
-        Ok(forwarded)
+        forwarder.run(&mut open, &handle, &stop, a.until_idle)
     })
     .await??;
     eprintln!("forwarded {result} records {summary}");

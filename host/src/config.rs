@@ -31,6 +31,12 @@
 //! [processor.config]              # handed to the component's init, as strings
 //! "field.V1" = "temperature_c"
 //!
+//! [[forward]]                     # optional: ship an embedded-log topic to Kafka (store-and-forward)
+//! from = "alerts"
+//! topic = "site-7.alerts"         # the Kafka topic (default: the same as from)
+//! batch = 1000                    # records per batch and position commit
+//! kafka.brokers = "hq.example:9092"  # the cluster; the other keys of [kafka] too
+//!
 //! [kafka]                         # optional: use Apache Kafka instead of the embedded log
 //! brokers = "127.0.0.1:9092"
 //! create_topics = true            # create missing topics at start
@@ -98,6 +104,10 @@ pub struct Config {
     /// Apache Kafka: when present, every processor reads and writes Kafka
     /// topics instead of the embedded log.
     pub kafka: Option<crate::kafka::KafkaConfig>,
+    /// Embedded-log topics shipped to a Kafka cluster while the processors
+    /// run (store-and-forward from the edge).
+    #[serde(default, rename = "forward")]
+    pub forwards: Vec<crate::forward::ForwardConfig>,
 }
 
 /// `[log]`: the embedded log.
@@ -403,6 +413,31 @@ impl Config {
                 return Err(ctx("idempotency.ttl must be above 0".into()));
             }
         }
+        let mut shipped_to = std::collections::BTreeSet::new();
+        for f in &self.forwards {
+            let ctx = |m: String| format!("[[forward]] from {:?}: {m}", f.from);
+            if self.kafka.is_some() {
+                return Err(ctx("[[forward]] ships embedded-log topics to Kafka, and with a [kafka] section (or --brokers) the processors read and write Kafka itself: drop one of the two".into()));
+            }
+            check_topic_name(&f.from).map_err(|e| ctx(e.to_string()))?;
+            check_topic_name(f.kafka_topic()).map_err(|e| ctx(e.to_string()))?;
+            if f.kafka.brokers.trim().is_empty() {
+                return Err(ctx("kafka.brokers is not set: name the cluster to ship to (host:port, comma-separated)".into()));
+            }
+            if !(1..=crate::forward::MAX_BATCH).contains(&f.batch) {
+                return Err(ctx(format!(
+                    "batch must be 1 to {}",
+                    crate::forward::MAX_BATCH
+                )));
+            }
+            // The position is kept per Kafka topic name (as `tidewater forward` does).
+            if !shipped_to.insert(f.kafka_topic()) {
+                return Err(ctx(format!(
+                    "another [[forward]] also writes the Kafka topic {:?}; each needs its own",
+                    f.kafka_topic()
+                )));
+            }
+        }
         if let Some(cycle) = self.cycle() {
             return Err(format!(
                 "the processors form a cycle ({}): each would read what the next writes, for ever",
@@ -543,6 +578,50 @@ output = "x"
             .check()
             .unwrap_err();
         assert!(err.contains("partitions must be 1 to 10000"), "{err}");
+    }
+
+    #[test]
+    fn forwards_are_checked() {
+        let f = "[[forward]]\nfrom = \"out\"\nkafka.brokers = \"127.0.0.1:9092\"\n";
+        let c = Config::parse(&format!("{MINIMAL}{f}")).unwrap();
+        c.check().unwrap();
+        let fwd = &c.forwards[0];
+        assert_eq!(
+            (fwd.kafka_topic(), fwd.consumer().as_str(), fwd.batch),
+            ("out", "forward.out", 1000)
+        );
+        let err = Config::parse(&format!("{MINIMAL}{f}{f}"))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "[[forward]] from \"out\": another [[forward]] also writes the Kafka topic \"out\"; each needs its own"
+        );
+        let err = Config::parse(&format!("{MINIMAL}{}", f.replace("127.0.0.1:9092", " ")))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(err.contains("kafka.brokers is not set"), "{err}");
+        let err = Config::parse(&format!("{MINIMAL}{f}batch = 0\n"))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(err.ends_with("batch must be 1 to 100000"), "{err}");
+        let err = Config::parse(&format!("{MINIMAL}{f}topic = \"a b\"\n"))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(err.contains("\"a b\" is not valid"), "{err}");
+        let err = Config::parse(&format!(
+            "{MINIMAL}{f}[kafka]\nbrokers = \"127.0.0.1:9092\"\n"
+        ))
+        .unwrap()
+        .check()
+        .unwrap_err();
+        assert!(err.contains("with a [kafka] section"), "{err}");
+        let err = Config::parse(&format!("{MINIMAL}{f}kafka.colour = 1\n")).unwrap_err();
+        assert!(err.contains("unknown field `colour`"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::db::{OpenError, StorageError, now_ms};
+use crate::forward::{Forwarder, Step};
 use crate::kafka::KafkaStream;
 use crate::log::{Log, LogError};
 use crate::pipeline::{
@@ -40,7 +41,7 @@ pub struct RunOptions {
 #[non_exhaustive]
 pub enum RunError {
     /// The config asks for nothing to run.
-    #[error("the config has no [[processor]] section: nothing to run")]
+    #[error("the config has no [[processor]] and no [[forward]] section: nothing to run")]
     NoProcessors,
     /// The database could not be opened.
     #[error(transparent)]
@@ -106,11 +107,28 @@ impl ProcessorSummary {
     }
 }
 
+/// What one `[[forward]]` did during a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForwardSummary {
+    /// The embedded-log topic.
+    pub from: String,
+    /// The Kafka topic.
+    pub topic: String,
+    /// The bootstrap servers.
+    pub brokers: String,
+    /// Records acknowledged by the broker during this run.
+    pub records: u64,
+    /// `stopped`, or `failed: <reason>`.
+    pub status: String,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunSummary {
     /// Per processor, in config order.
     pub processors: Vec<ProcessorSummary>,
+    /// Per `[[forward]]`, in config order.
+    pub forwards: Vec<ForwardSummary>,
     /// Wall time from start to stop, in ms.
     pub elapsed_ms: u64,
 }
@@ -153,8 +171,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    if config.processors.is_empty() {
+    if config.processors.is_empty() && config.forwards.is_empty() {
         return Err(RunError::NoProcessors);
+    }
+    if config.kafka.is_some() && !config.forwards.is_empty() {
+        return Err(RunError::Config {
+            processor: "(forward)".into(),
+            message: "[[forward]] ships embedded-log topics to Kafka, and with [kafka] or --brokers the processors read and write Kafka itself: drop one of the two".into(),
+        });
+    }
+    let mut forwarders = Vec::new();
+    for f in &config.forwards {
+        let forwarder = Forwarder::new(f.clone()).map_err(|e| RunError::Config {
+            processor: format!("(forward {})", f.from),
+            message: e.to_string(),
+        })?;
+        forwarders.push(forwarder);
     }
     let db = crate::db::open(&options.data_dir)?;
     let log = Log::new(db.clone(), config.log.default_partitions);
@@ -354,7 +386,16 @@ pub async fn run(
         threads.push((name, version, shared, handle));
     }
 
-    tracing::info!(processors = threads.len(), "processors running");
+    let forwards: Vec<_> = forwarders
+        .into_iter()
+        .map(|f| spawn_forward(f, log.clone(), stop.clone(), progress.clone()))
+        .collect();
+
+    tracing::info!(
+        processors = threads.len(),
+        forwards = forwards.len(),
+        "processors running"
+    );
     let maintenance = {
         let (log, db) = (log.clone(), db.clone());
         move || {
@@ -388,7 +429,9 @@ pub async fn run(
             last_maintenance = Instant::now();
             let _ = tokio::task::spawn_blocking(maintenance.clone()).await;
         }
-        if threads.iter().all(|(_, _, _, h)| h.is_finished()) {
+        if threads.iter().all(|(_, _, _, h)| h.is_finished())
+            && forwards.iter().all(|(_, _, h)| h.is_finished())
+        {
             break;
         }
         // Idle: every processor found nothing to read after the last commit
@@ -398,7 +441,9 @@ pub async fn run(
         let p = progress.load(Ordering::SeqCst);
         let all_idle = threads
             .iter()
-            .all(|(_, _, s, h)| h.is_finished() || s.idle_at.load(Ordering::SeqCst) == p);
+            .map(|(_, _, s, h)| (&s.idle_at, h))
+            .chain(forwards.iter().map(|(_, s, h)| (&s.idle_at, h)))
+            .all(|(idle_at, h)| h.is_finished() || idle_at.load(Ordering::SeqCst) == p);
         if options.until_idle && all_idle && p == last_progress {
             quiet_ticks += 1;
             if quiet_ticks >= quiet_needed {
@@ -435,6 +480,24 @@ pub async fn run(
             shared.busy_ns.load(Ordering::Relaxed),
         ));
     }
+    let mut forward_summaries = Vec::new();
+    for (mut summary, shared, handle) in forwards {
+        let joined = tokio::time::timeout(
+            STOP_GRACE,
+            tokio::task::spawn_blocking(move || handle.join()),
+        )
+        .await;
+        summary.records = shared.shipped.load(Ordering::SeqCst);
+        summary.status = match joined {
+            Ok(Ok(Ok(status))) => status,
+            Ok(_) => "failed: the forward thread panicked".into(),
+            Err(_) => format!(
+                "stopped without finishing: still waiting on the brokers after {} s",
+                STOP_GRACE.as_secs()
+            ),
+        };
+        forward_summaries.push(summary);
+    }
     let after = stats::read_all(&log)?;
     let processors = results
         .into_iter()
@@ -452,6 +515,87 @@ pub async fn run(
         .collect();
     Ok(RunSummary {
         processors,
+        forwards: forward_summaries,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// What a `[[forward]]` thread shares with `run`.
+struct ForwardShared {
+    /// As [`Shared::idle_at`].
+    idle_at: AtomicU64,
+    /// Records acknowledged by the broker.
+    shipped: AtomicU64,
+}
+
+/// Starts one `[[forward]]` on its own thread. It takes part in idle
+/// detection like a processor: idle once everything stored so far was
+/// shipped; never idle while records wait for the brokers.
+fn spawn_forward(
+    mut forwarder: Forwarder,
+    log: Log,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+) -> (
+    ForwardSummary,
+    Arc<ForwardShared>,
+    std::thread::JoinHandle<String>,
+) {
+    let c = forwarder.config();
+    let summary = ForwardSummary {
+        from: c.from.clone(),
+        topic: c.kafka_topic().to_owned(),
+        brokers: c.kafka.brokers.clone(),
+        records: 0,
+        status: String::new(),
+    };
+    let shared = Arc::new(ForwardShared {
+        idle_at: AtomicU64::new(u64::MAX),
+        shipped: AtomicU64::new(0),
+    });
+    let handle = tokio::runtime::Handle::current();
+    let shared2 = shared.clone();
+    // Sleeps up to `d`, waking early when asked to stop.
+    let nap = |d: Duration, stop: &AtomicBool| {
+        let until = Instant::now() + d;
+        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(IDLE_POLL);
+        }
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("forward-{}", summary.from))
+        .spawn(move || {
+            let mut open = || Ok(log.clone());
+            let status = loop {
+                if stop.load(Ordering::SeqCst) {
+                    break "stopped".to_owned();
+                }
+                // Read before looking, so that a commit landing meanwhile
+                // makes this idle mark stale rather than wrong.
+                let seen = progress.load(Ordering::SeqCst);
+                match forwarder.step(&mut open, &handle, &stop) {
+                    Ok(Step::Idle) => {
+                        shared2.idle_at.store(seen, Ordering::SeqCst);
+                        nap(Duration::from_millis(100), &stop);
+                    }
+                    Ok(Step::Shipped(n)) => {
+                        shared2.idle_at.store(u64::MAX, Ordering::SeqCst);
+                        shared2.shipped.fetch_add(n, Ordering::SeqCst);
+                    }
+                    Ok(Step::BrokersAway) => {
+                        shared2.idle_at.store(u64::MAX, Ordering::SeqCst);
+                        nap(Duration::from_secs(2), &stop);
+                    }
+                    Ok(Step::Stopped) => break "stopped".to_owned(),
+                    Err(e) => {
+                        tracing::error!(from = %forwarder.config().from, error = %e, "forward stopped; the processors go on");
+                        break format!("failed: {e}");
+                    }
+                }
+            };
+            shared2.idle_at.store(u64::MAX - 1, Ordering::SeqCst);
+            status
+        })
+        .expect("spawning a thread");
+    (summary, shared, thread)
 }

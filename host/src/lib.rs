@@ -8,6 +8,7 @@
 //! - [`db`]: the redb file that holds everything durable.
 //! - [`log`]: the embedded durable log (topics, partitions, offsets, retention, positions).
 //! - [`kafka`]: Apache Kafka as a source and sink (rdkafka), with an outbox and transactions.
+//! - [`forward`]: store-and-forward of embedded-log topics to Kafka (`tidewater forward`, `[[forward]]`).
 //! - [`idempotency`]: idempotency keys: derivation, duplicates, conflicts, expiry.
 //! - [`state`]: per-processor key-value state, committed with each batch.
 //! - [`runtime`]: wasmtime, the WIT world's bindings, limits, the compiled-component cache.
@@ -20,6 +21,7 @@
 
 pub mod config;
 pub mod db;
+pub mod forward;
 pub mod host;
 pub mod idempotency;
 pub mod ingest;
