@@ -97,7 +97,9 @@ struct KafkaArgs {
 struct RunArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// The TOML config: [[processor]] sections and optional [log] and [[topic]].
+    /// The TOML config: [[processor]] sections, and optional [log], [[topic]],
+    /// [kafka] (run on Kafka) and [[forward]] (ship embedded-log topics to
+    /// Kafka). Every key is documented in host/src/config.rs.
     #[arg(long, short, env = "TIDEWATER_CONFIG")]
     config: PathBuf,
     /// Stop once every input has been read and nothing is left to do, then
@@ -329,17 +331,19 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
         Format::Table => {
-            print_counters(
-                "events/s",
-                summary.processors.iter().map(|p| {
-                    (
-                        p.name.as_str(),
-                        &p.counters,
-                        format!("{:.0}", p.events_per_s()),
-                        p.status.as_str(),
-                    )
-                }),
-            );
+            if !summary.processors.is_empty() {
+                print_counters(
+                    "events/s",
+                    summary.processors.iter().map(|p| {
+                        (
+                            p.name.as_str(),
+                            &p.counters,
+                            format!("{:.0}", p.events_per_s()),
+                            p.status.as_str(),
+                        )
+                    }),
+                );
+            }
             for f in &summary.forwards {
                 println!(
                     "forward {} → Kafka {} at {}: {} records shipped, {}",
@@ -582,7 +586,6 @@ async fn forward(data_dir: &std::path::Path, a: ForwardArgs) -> anyhow::Result<E
         });
     }
     let data_dir = data_dir.to_owned();
-    let handle = tokio::runtime::Handle::current();
     let result = tokio::task::spawn_blocking(move || {
         // The data dir is opened per batch and let go between, so `produce`
         // keeps storing events locally while this waits for the brokers.
@@ -592,7 +595,7 @@ async fn forward(data_dir: &std::path::Path, a: ForwardArgs) -> anyhow::Result<E
                 1,
             ))
         };
-        forwarder.run(&mut open, &handle, &stop, a.until_idle)
+        forwarder.run(&mut open, &stop, a.until_idle)
     })
     .await??;
     eprintln!("forwarded {result} records {summary}");

@@ -417,7 +417,7 @@ impl Config {
         for f in &self.forwards {
             let ctx = |m: String| format!("[[forward]] from {:?}: {m}", f.from);
             if self.kafka.is_some() {
-                return Err(ctx("[[forward]] ships embedded-log topics to Kafka, and with a [kafka] section (or --brokers) the processors read and write Kafka itself: drop one of the two".into()));
+                return Err(ctx("this ships an embedded-log topic to Kafka, but the [kafka] section makes the processors read and write Kafka itself: drop one of the two".into()));
             }
             check_topic_name(&f.from).map_err(|e| ctx(e.to_string()))?;
             check_topic_name(f.kafka_topic()).map_err(|e| ctx(e.to_string()))?;

@@ -90,6 +90,16 @@ pub enum ForwardError {
     /// The data dir could not be opened.
     #[error(transparent)]
     Open(#[from] crate::db::OpenError),
+    /// The Kafka topic is missing and creating topics is off.
+    #[error(
+        "Kafka topic {topic:?} does not exist at {brokers} and create_topics is false for this forward: create it, or turn creation on"
+    )]
+    MissingTopic {
+        /// The Kafka topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+    },
 }
 
 /// Ships one topic; see the module docs.
@@ -98,6 +108,8 @@ pub struct Forwarder {
     consumer: String,
     producer: BaseProducer<DeliveryContext>,
     topic_ready: bool,
+    /// Whether the missing `from` topic was reported already.
+    said_missing: bool,
 }
 
 /// What one [`Forwarder::step`] did.
@@ -134,6 +146,7 @@ impl Forwarder {
             config,
             producer,
             topic_ready: false,
+            said_missing: false,
         })
     }
 
@@ -159,48 +172,27 @@ impl Forwarder {
     pub fn step(
         &mut self,
         open_log: &mut dyn FnMut() -> Result<Log, ForwardError>,
-        handle: &tokio::runtime::Handle,
         stop: &AtomicBool,
     ) -> Result<Step, ForwardError> {
         let from = self.config.from.clone();
+        let Some(partitions) = open_log()?.partitions(&from)? else {
+            if !self.said_missing {
+                self.said_missing = true;
+                tracing::warn!(from = %from, "the topic does not exist yet (nothing was written to it); it is shipped once it appears");
+            }
+            return Ok(Step::Idle);
+        };
+        // The log is not held while the broker is asked (which can take its
+        // 30 s metadata timeout), so `produce` can store events meanwhile.
+        if !self.topic_ready {
+            match self.ensure_topic(partitions, stop)? {
+                Some(true) => self.topic_ready = true,
+                Some(false) => return Ok(Step::BrokersAway),
+                None => return Ok(Step::Stopped),
+            }
+        }
         let batches: Vec<(u32, Vec<LogRecord>)> = {
             let log = open_log()?;
-            let Some(partitions) = log.partitions(&from)? else {
-                return Ok(Step::Idle);
-            };
-            if !self.topic_ready {
-                let topics = [(self.config.kafka_topic().to_owned(), Some(partitions))]
-                    .into_iter()
-                    .collect();
-                // Asking an unreachable broker blocks for up to its metadata
-                // timeout (30 s), so it is asked on a task of its own that a
-                // stop request does not wait for.
-                let kafka = self.config.kafka.clone();
-                let asked = handle.block_on(async {
-                    let ask =
-                        tokio::spawn(
-                            async move { crate::kafka::ensure_topics(&kafka, &topics).await },
-                        );
-                    tokio::select! {
-                        r = ask => Some(r),
-                        () = stopped(stop) => None,
-                    }
-                });
-                match asked {
-                    None => return Ok(Step::Stopped),
-                    Some(Err(join)) if join.is_panic() => {
-                        std::panic::resume_unwind(join.into_panic())
-                    }
-                    // The runtime is shutting down.
-                    Some(Err(_)) => return Ok(Step::Stopped),
-                    Some(Ok(Ok(()))) => self.topic_ready = true,
-                    Some(Ok(Err(e @ StreamError::MissingTopic(_)))) => return Err(e.into()),
-                    Some(Ok(Err(e))) => {
-                        tracing::warn!(from = %from, error = %e, "cannot reach the brokers yet; events stay stored locally");
-                        return Ok(Step::BrokersAway);
-                    }
-                }
-            }
             let mut out = Vec::new();
             for p in 0..partitions {
                 let next = log.position(&self.consumer, &from, p)?.unwrap_or(0);
@@ -236,6 +228,56 @@ impl Forwarder {
         Ok(Step::Shipped(shipped))
     }
 
+    /// Makes sure the Kafka topic exists (creating it with `partitions` when
+    /// allowed). Asking an unreachable broker blocks for up to its metadata
+    /// timeout (30 s), so it is asked on a thread of its own, and a stop
+    /// request does not wait for it. `Some(true)`: the topic is there;
+    /// `Some(false)`: the brokers did not answer; `None`: asked to stop.
+    fn ensure_topic(
+        &mut self,
+        partitions: u32,
+        stop: &AtomicBool,
+    ) -> Result<Option<bool>, ForwardError> {
+        let topic = self.config.kafka_topic().to_owned();
+        let topics = [(topic.clone(), Some(partitions))].into_iter().collect();
+        let kafka = self.config.kafka.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("forward-metadata".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build();
+                let result =
+                    runtime.map(|r| r.block_on(crate::kafka::ensure_topics(&kafka, &topics)));
+                let _ = tx.send(result);
+            })
+            .expect("spawning a thread");
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the topic check thread ended without an answer")
+                }
+                Ok(Err(e)) => panic!("cannot start a runtime for the topic check: {e}"),
+                Ok(Ok(Ok(()))) => return Ok(Some(true)),
+                Ok(Ok(Err(StreamError::MissingTopic(_)))) => {
+                    return Err(ForwardError::MissingTopic {
+                        topic,
+                        brokers: self.config.kafka.brokers.clone(),
+                    });
+                }
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(from = %self.config.from, error = %e, "cannot reach the brokers yet; events stay stored locally");
+                    return Ok(Some(false));
+                }
+            }
+        }
+    }
+
     /// Runs [`step`](Self::step) until `stop` is set, or, with `until_idle`,
     /// until everything stored so far was shipped. Returns the number of
     /// records shipped.
@@ -246,13 +288,12 @@ impl Forwarder {
     pub fn run(
         &mut self,
         open_log: &mut dyn FnMut() -> Result<Log, ForwardError>,
-        handle: &tokio::runtime::Handle,
         stop: &AtomicBool,
         until_idle: bool,
     ) -> Result<u64, ForwardError> {
         let mut shipped = 0;
         while !stop.load(Ordering::SeqCst) {
-            match self.step(open_log, handle, stop)? {
+            match self.step(open_log, stop)? {
                 Step::Shipped(n) => shipped += n,
                 Step::Idle if until_idle => break,
                 Step::Idle => std::thread::sleep(IDLE_POLL),
@@ -261,12 +302,5 @@ impl Forwarder {
             }
         }
         Ok(shipped)
-    }
-}
-
-/// Completes once `stop` is set.
-async fn stopped(stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

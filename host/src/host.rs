@@ -71,6 +71,9 @@ pub enum RunError {
         /// Why.
         error: CallError,
     },
+    /// A `[[forward]]` cannot run.
+    #[error("{0}")]
+    Forward(String),
     /// A setting is invalid.
     #[error("processor {processor}: {message}")]
     Config {
@@ -175,10 +178,9 @@ pub async fn run(
         return Err(RunError::NoProcessors);
     }
     if config.kafka.is_some() && !config.forwards.is_empty() {
-        return Err(RunError::Config {
-            processor: "(forward)".into(),
-            message: "[[forward]] ships embedded-log topics to Kafka, and with [kafka] or --brokers the processors read and write Kafka itself: drop one of the two".into(),
-        });
+        return Err(RunError::Forward(
+            "the config has [[forward]] sections, which ship embedded-log topics to Kafka, but the processors are set to run on Kafka itself (a [kafka] section, --brokers or TIDEWATER_BROKERS): drop one of the two".into(),
+        ));
     }
     let mut forwarders = Vec::new();
     for f in &config.forwards {
@@ -553,7 +555,6 @@ fn spawn_forward(
         idle_at: AtomicU64::new(u64::MAX),
         shipped: AtomicU64::new(0),
     });
-    let handle = tokio::runtime::Handle::current();
     let shared2 = shared.clone();
     // Sleeps up to `d`, waking early when asked to stop.
     let nap = |d: Duration, stop: &AtomicBool| {
@@ -573,7 +574,7 @@ fn spawn_forward(
                 // Read before looking, so that a commit landing meanwhile
                 // makes this idle mark stale rather than wrong.
                 let seen = progress.load(Ordering::SeqCst);
-                match forwarder.step(&mut open, &handle, &stop) {
+                match forwarder.step(&mut open, &stop) {
                     Ok(Step::Idle) => {
                         shared2.idle_at.store(seen, Ordering::SeqCst);
                         nap(Duration::from_millis(100), &stop);
