@@ -619,7 +619,12 @@ output = "x"
         .unwrap()
         .check()
         .unwrap_err();
-        assert!(err.contains("with a [kafka] section"), "{err}");
+        assert!(
+            err.contains(
+                "but the [kafka] section makes the processors read and write Kafka itself"
+            ),
+            "{err}"
+        );
         let err = Config::parse(&format!("{MINIMAL}{f}kafka.colour = 1\n")).unwrap_err();
         assert!(err.contains("unknown field `colour`"), "{err}");
     }
