@@ -346,7 +346,7 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
     let failed = summary
         .processors
         .iter()
-        .any(|p| p.status.starts_with("failed"));
+        .any(|p| p.status.starts_with("failed") || p.status.starts_with("paused"));
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -14,7 +14,7 @@ use crate::log::{Log, LogError};
 use crate::pipeline::{
     EmbeddedSink, EmbeddedSource, Pipeline, PipelineError, Settings, Sink, Source, WasmHandler,
 };
-use crate::runtime::{CallError, Limits, LoadError, Runtime};
+use crate::runtime::{CallError, LoadError, Runtime};
 use crate::stats::{self, Counters};
 
 /// How long `run` waits for a processor to finish its batch in flight once
@@ -87,7 +87,8 @@ pub struct ProcessorSummary {
     pub name: String,
     /// The component's SHA-256.
     pub version: String,
-    /// `stopped`, or `failed: <reason>`.
+    /// `stopped`, `paused: <reason>` (a `fatal` error, or it could not
+    /// start; the others went on), or `failed: <reason>`.
     pub status: String,
     /// What it counted during this run.
     pub counters: Counters,
@@ -113,6 +114,8 @@ pub struct RunSummary {
     pub processors: Vec<ProcessorSummary>,
     /// Wall time from start to stop, in ms.
     pub elapsed_ms: u64,
+    /// The host's peak resident memory, in bytes (Linux; `None` elsewhere).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 struct Shared {
@@ -128,12 +131,16 @@ struct Shared {
 
 /// Runs the processors of `config` until `shutdown` completes (or, with
 /// `until_idle`, until all inputs are drained). Each processor runs on its
-/// own thread; one failing (a `fatal` error) stops only that one.
+/// own thread; one failing (a `fatal` error) pauses only that one.
+///
+/// A processor whose `init` fails (refuses, traps, or runs past
+/// `limits.init_deadline`) is paused and the others run; only when no
+/// processor can start is that an error.
 ///
 /// # Errors
 ///
-/// [`RunError`] when the database cannot be opened or a processor cannot
-/// start (its component does not load, or its `init` refuses the config).
+/// [`RunError`] when the database cannot be opened, a component does not
+/// load, a setting is invalid, or no processor can start.
 ///
 /// # Examples
 ///
@@ -168,6 +175,7 @@ pub async fn run(
     // Load and start every processor before any runs, so a bad config stops
     // the run before it touches a stream.
     let mut ready = Vec::new();
+    let mut not_started: Vec<(String, String, CallError)> = Vec::new();
     let mut loaded_components: BTreeMap<PathBuf, Arc<crate::runtime::LoadedComponent>> =
         BTreeMap::new();
     if config
@@ -206,22 +214,21 @@ pub async fn run(
                 c
             }
         };
-        let limits = Limits {
-            call_deadline: p.limits.call_deadline,
-            memory_bytes: p.limits.memory_bytes,
-            log_lines_per_s: p.limits.log_lines_per_s,
-        };
-        let handler = WasmHandler::new(
+        let limits = p.limits.runtime_limits();
+        let handler = match WasmHandler::new(
             runtime.clone(),
-            component,
+            component.clone(),
             settings.name.clone(),
             limits,
             p.init_config(),
-        )
-        .map_err(|error| RunError::Start {
-            processor: p.name.clone(),
-            error,
-        })?;
+        ) {
+            Ok(h) => h,
+            Err(error) => {
+                tracing::error!(processor = %p.name, version = %component.sha256, code = error.code(), %error, "processor cannot start; pausing it, the others go on");
+                not_started.push((p.name.clone(), component.sha256.clone(), error));
+                continue;
+            }
+        };
         for input in &p.inputs {
             let written_here = config
                 .processors
@@ -232,6 +239,17 @@ pub async fn run(
             }
         }
         ready.push((p, settings, handler));
+    }
+
+    if ready.is_empty() {
+        let (processor, _, error) = not_started.swap_remove(0);
+        return Err(RunError::Start { processor, error });
+    }
+    let mut paused = Vec::new();
+    for (name, version, error) in not_started {
+        let status = format!("paused: cannot start: {error}");
+        stats::set_status(&db, &name, &status)?;
+        paused.push((name, version, status, 0u64));
     }
 
     // Only now that every processor loaded and started: create the topics.
@@ -330,13 +348,13 @@ pub async fn run(
                             std::thread::sleep(IDLE_POLL);
                         }
                         Err(e) => {
-                            let code = match &e {
-                                PipelineError::Fatal { .. } => "fatal",
-                                PipelineError::Start { .. } => "start",
-                                _ => "storage",
+                            let (code, word) = match &e {
+                                PipelineError::Fatal { .. } => ("fatal", "paused"),
+                                PipelineError::Start { .. } => ("start", "paused"),
+                                _ => ("storage", "failed"),
                             };
                             tracing::error!(processor = %pipeline.name(), code, error = %e, "processor stopped; the others go on");
-                            break format!("failed: {e}");
+                            break format!("{word}: {e}");
                         }
                     }
                 };
@@ -435,6 +453,9 @@ pub async fn run(
             shared.busy_ns.load(Ordering::Relaxed),
         ));
     }
+    results.extend(paused);
+    let order = |name: &str| config.processors.iter().position(|p| p.name == name);
+    results.sort_by_key(|r| order(&r.0));
     let after = stats::read_all(&log)?;
     let processors = results
         .into_iter()
@@ -453,5 +474,6 @@ pub async fn run(
     Ok(RunSummary {
         processors,
         elapsed_ms: started.elapsed().as_millis() as u64,
+        peak_rss_bytes: stats::peak_rss_bytes(),
     })
 }

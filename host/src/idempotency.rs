@@ -195,6 +195,8 @@ pub enum Outcome {
     Processed = 1,
     /// It was sent to the dead-letter topic.
     DeadLettered = 2,
+    /// The component failed on it and `on_error = "skip"` dropped it.
+    Skipped = 3,
 }
 
 /// What is stored per key.
@@ -231,6 +233,7 @@ impl KeyRecord {
             outcome: match b[32] {
                 1 => Outcome::Processed,
                 2 => Outcome::DeadLettered,
+                3 => Outcome::Skipped,
                 _ => return None,
             },
         })
@@ -570,8 +573,8 @@ mod tests {
         }
 
         #[test]
-        fn key_record_round_trips(fp in any::<[u8; 16]>(), a in any::<u64>(), b in any::<u64>(), dl in any::<bool>()) {
-            let k = KeyRecord { fingerprint: fp, recorded_ms: a, expires_ms: b, outcome: if dl { Outcome::DeadLettered } else { Outcome::Processed } };
+        fn key_record_round_trips(fp in any::<[u8; 16]>(), a in any::<u64>(), b in any::<u64>(), dl in 0usize..3) {
+            let k = KeyRecord { fingerprint: fp, recorded_ms: a, expires_ms: b, outcome: [Outcome::Processed, Outcome::DeadLettered, Outcome::Skipped][dl] };
             prop_assert_eq!(KeyRecord::decode(&k.encode()), Some(k));
         }
     }
