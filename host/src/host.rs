@@ -215,13 +215,20 @@ pub async fn run(
             }
         };
         let limits = p.limits.runtime_limits();
-        let handler = match WasmHandler::new(
-            runtime.clone(),
-            component.clone(),
-            settings.name.clone(),
-            limits,
-            p.init_config(),
-        ) {
+        // On a thread of its own: WASI's blocking streams (a component
+        // printing in `init`) must not run inside the async runtime.
+        let start = || {
+            WasmHandler::new(
+                runtime.clone(),
+                component.clone(),
+                settings.name.clone(),
+                limits,
+                p.init_config(),
+            )
+        };
+        let started = std::thread::scope(|s| s.spawn(start).join())
+            .unwrap_or_else(|_| Err(CallError::Trap("init panicked the host thread".into())));
+        let handler = match started {
             Ok(h) => h,
             Err(error) => {
                 tracing::error!(processor = %p.name, version = %component.sha256, code = error.code(), %error, "processor cannot start; pausing it, the others go on");

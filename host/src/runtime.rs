@@ -839,7 +839,13 @@ impl Instance {
                 deadline_ms: self.limits.call_deadline.as_millis() as u64,
             };
         }
-        CallError::Trap(format!("{e:#}"))
+        // The trap itself, without the backtrace that wasmtime attaches
+        // (it goes to the debug log).
+        tracing::debug!(error = format!("{e:#}"), "component trapped");
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => CallError::Trap(trap.to_string()),
+            None => CallError::Trap(short_reason(&e)),
+        }
     }
 
     /// Calls `process` on `events` with `state` as the state view; returns

@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod demo;
 mod faults;
+mod hostile;
 mod idempotency;
 mod kafka;
 mod new;
