@@ -20,7 +20,7 @@ CARGO_TARGET_DIR ?= $(ROOT)/target
 export CARGO_TARGET_DIR
 BIN := $(CARGO_TARGET_DIR)/release/tidewater
 PLUGIN_DIR := $(ROOT)/target/plugins
-PLUGINS := enrich threshold probe
+PLUGINS := enrich threshold probe echo
 # The example processors that exist in every language (plugins/<language>/<name>).
 EXAMPLES := enrich threshold
 

@@ -1039,7 +1039,9 @@ pub fn output_key(input_key: &[u8], processor: &str, index: usize) -> Vec<u8> {
     k
 }
 
-fn output_record(
+/// The record published for output `index` of `input`: its timestamp is
+/// the input's, and its `idempotency-key` header is [`output_key`].
+pub(crate) fn output_record(
     input: &LogRecord,
     out: Output,
     input_key: &[u8],

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod crash;
 mod demo;
+mod dlq;
 mod faults;
 mod hostile;
 mod idempotency;
