@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod demo;
 mod dlq;
+mod edge;
 mod faults;
 mod hostile;
 mod idempotency;
