@@ -22,6 +22,8 @@
 pub mod config;
 pub mod db;
 pub mod dlq;
+#[cfg(test)]
+mod fuzz;
 pub mod host;
 pub mod idempotency;
 pub mod ingest;
