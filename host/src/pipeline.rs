@@ -1099,6 +1099,65 @@ pub fn dead_letter(
 mod tests {
     use super::*;
 
+    /// Traps on its first call; after that its instances cannot start.
+    struct BrokenRestart {
+        calls: u32,
+    }
+
+    impl Handler for BrokenRestart {
+        fn version(&self) -> &str {
+            "broken-restart"
+        }
+
+        fn call(
+            &mut self,
+            _events: &[Event],
+            _state: &mut StateOverlay,
+        ) -> Result<Vec<EventResult>, CallError> {
+            self.calls += 1;
+            Err(match self.calls {
+                1 => CallError::Trap("wasm trap: wasm `unreachable` instruction executed".into()),
+                _ => CallError::InitFailed(Box::new(CallError::Timeout { deadline_ms: 5000 })),
+            })
+        }
+    }
+
+    #[test]
+    fn an_instance_that_cannot_restart_blames_no_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let log = Log::new(db.clone(), 1);
+        let records = (0..4).map(|i| Record {
+            value: Some(vec![i]),
+            ..Record::default()
+        });
+        log.append("in", records).unwrap();
+        let config = crate::config::Config::parse(
+            "[[processor]]\nname = \"p\"\ncomponent = \"p.wasm\"\ninputs = [\"in\"]\noutput = \"out\"\n",
+        )
+        .unwrap();
+        let settings = Settings::from_config(&config.processors[0]).unwrap();
+        let mut pipeline = Pipeline::new(
+            settings,
+            db.clone(),
+            Box::new(EmbeddedSource::new(
+                log.clone(),
+                "p".into(),
+                vec!["in".into()],
+            )),
+            Box::new(EmbeddedSink::new(1)),
+            Box::new(BrokenRestart { calls: 0 }),
+        );
+        let err = pipeline.step().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "processor p (version broken-restart) cannot start: init failed: call exceeded its deadline of 5000 ms"
+        );
+        // Nothing dead-lettered, nothing committed: the batch waits for a working version.
+        assert_eq!(log.partitions("p.dlq").unwrap(), None);
+        assert_eq!(log.position("p", "in", 0).unwrap(), Some(0));
+    }
+
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {
         let base = Duration::from_millis(100);
