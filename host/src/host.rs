@@ -256,6 +256,7 @@ pub async fn run(
     for (name, version, error) in not_started {
         let status = format!("paused: cannot start: {error}");
         stats::set_status(&db, &name, &status)?;
+        stats::add_codes(&db, &name, &[(error.code(), 1)].into_iter().collect())?;
         paused.push((name, version, status, 0u64));
     }
 
@@ -337,6 +338,7 @@ pub async fn run(
         let handle = std::thread::Builder::new()
             .name(format!("processor-{name}"))
             .spawn(move || {
+                let mut failure_code = None;
                 let status = loop {
                     if stop.load(Ordering::Relaxed) {
                         break "stopped".to_string();
@@ -357,15 +359,22 @@ pub async fn run(
                         Err(e) => {
                             let (code, word) = match &e {
                                 PipelineError::Fatal { .. } => ("fatal", "paused"),
-                                PipelineError::Start { .. } => ("start", "paused"),
+                                PipelineError::Start { error, .. } => (error.code(), "paused"),
                                 _ => ("storage", "failed"),
                             };
+                            failure_code = Some(code);
                             tracing::error!(processor = %pipeline.name(), code, error = %e, "processor stopped; the others go on");
                             break format!("{word}: {e}");
                         }
                     }
                 };
                 shared2.idle_at.store(u64::MAX - 1, Ordering::SeqCst);
+                if let Some(code) = failure_code.take() {
+                    let codes = [(code, 1)].into_iter().collect();
+                    if let Err(e) = stats::add_codes(&db2, pipeline.name(), &codes) {
+                        tracing::error!(processor = %pipeline.name(), error = %e, "cannot count the processor's failure");
+                    }
+                }
                 if let Err(e) = stats::set_status(&db2, pipeline.name(), &status) {
                     tracing::error!(processor = %pipeline.name(), error = %e, "cannot record the processor's status");
                 }

@@ -159,6 +159,24 @@ pub fn add_codes_in(
     Ok(())
 }
 
+/// Adds `codes` to `processor`'s failure counts in a durable transaction of
+/// its own (for failures outside a batch: a processor that cannot start,
+/// a `fatal` error).
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn add_codes(
+    db: &redb::Database,
+    processor: &str,
+    codes: &ErrorCodes,
+) -> Result<(), StorageError> {
+    let txn = db.begin_write()?;
+    add_codes_in(&txn, processor, codes)?;
+    txn.commit()?;
+    Ok(())
+}
+
 /// Records, in its own durable transaction, that `processor` halted a
 /// partition (`on_error = "halt-partition"`), and counts `code` once.
 ///

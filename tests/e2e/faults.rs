@@ -144,6 +144,7 @@ batch.max_records = 1
             .starts_with("paused: processor breaks")
     );
     assert_eq!(stats["carries-on"]["outputs"], 3);
+    assert_eq!(stats["breaks"]["error_codes"]["fatal"], 1);
 }
 
 #[test]

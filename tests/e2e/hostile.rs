@@ -342,12 +342,14 @@ fn init_incident(extra: &str) -> (Env, Value) {
 
 #[test]
 fn an_init_that_fails_pauses_only_its_processor() {
-    let (_, summary) = init_incident("[processor.config]\nfail-init = \"no threshold\"");
+    let (env, summary) = init_incident("[processor.config]\nfail-init = \"no threshold\"");
+    assert_eq!(env.stats()["hostile"]["error_codes"]["init-refused"], 1);
     assert_eq!(
         summary["processors"][0]["status"],
         "paused: cannot start: init refused the config: no threshold"
     );
-    let (_, summary) = init_incident("[processor.config]\ntrap-init = \"true\"");
+    let (env, summary) = init_incident("[processor.config]\ntrap-init = \"true\"");
+    assert_eq!(env.stats()["hostile"]["error_codes"]["init-failed"], 1);
     assert_eq!(
         summary["processors"][0]["status"],
         "paused: cannot start: init failed: component trapped: wasm trap: wasm `unreachable` instruction executed"
@@ -370,9 +372,14 @@ fn on_error_skip_drops_counts_and_logs() {
     let env = Env::new();
     env.produce(
         "in",
-        ["ok-0", "invalid", "trap", "ok-1"].map(value).to_vec(),
+        ["ok-0", "invalid", "trap", "transient", "ok-1"]
+            .map(value)
+            .to_vec(),
     );
-    let summary = env.run(&probe_config(&env, "on_error = \"skip\""));
+    let summary = env.run(&probe_config(
+        &env,
+        "on_error = \"skip\"\nlimits.transient_retries = 1\nlimits.retry_backoff = \"10ms\"",
+    ));
     assert_eq!(env.values("out"), ["ok-0", "ok-1"]);
     assert!(env.records("probe.dlq").is_empty());
     let c = counters(&summary, "probe");
@@ -382,12 +389,16 @@ fn on_error_skip_drops_counts_and_logs() {
             c["errors"].as_u64(),
             c["dead_lettered"].as_u64()
         ),
-        (Some(2), Some(2), Some(0))
+        (Some(3), Some(3), Some(0))
     );
     let codes = &env.stats()["probe"]["error_codes"];
     assert_eq!(
-        (codes["invalid"].as_u64(), codes["trap"].as_u64()),
-        (Some(1), Some(1))
+        (
+            codes["invalid"].as_u64(),
+            codes["trap"].as_u64(),
+            codes["transient"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
     );
 }
 
