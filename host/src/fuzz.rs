@@ -130,6 +130,8 @@ enum Op {
     SetPosition(u8, u8, u32, u64),
     /// Mark key k of processor p with fingerprint byte and expiry.
     Mark(u8, u8, u8, u64),
+    /// Remember a conflict of key k of processor p with a fingerprint byte, until an expiry.
+    Conflict(u8, u8, u8, u64),
     /// Purge keys that expired before `now`.
     Purge(u64),
     /// Close the database and open it again.
@@ -147,6 +149,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..2, 0u32..2, 0u64..12, 1usize..5).prop_map(|(t, p, f, n)| Op::Read(t, p, f, n)),
         2 => (0u8..2, 0u8..2, 0u32..2, 0u64..12).prop_map(|(c, t, p, n)| Op::SetPosition(c, t, p, n)),
         3 => (0u8..2, 0u8..4, any::<u8>(), 0u64..50).prop_map(|(p, k, f, e)| Op::Mark(p, k, f, e)),
+        2 => (0u8..2, 0u8..4, 0u8..3, 0u64..50).prop_map(|(p, k, f, e)| Op::Conflict(p, k, f, e)),
         1 => (0u64..60).prop_map(Op::Purge),
         1 => Just(Op::Reopen),
     ]
@@ -159,6 +162,7 @@ struct Model {
     partitions: BTreeMap<(String, u32), Vec<Record>>,
     positions: HashMap<(String, String, u32), u64>,
     keys: BTreeMap<(String, Vec<u8>), KeyRecord>,
+    conflicts: BTreeMap<(String, Vec<u8>, u8), u64>,
 }
 
 proptest! {
@@ -223,11 +227,19 @@ proptest! {
                     txn.commit().unwrap();
                     model.keys.entry((processor, key)).or_insert(key_record(f, expires));
                 }
+                Op::Conflict(p, k, f, expires) => {
+                    let (processor, key) = (format!("p{p}"), vec![b'k', k]);
+                    let txn = d.begin_write().unwrap();
+                    idempotency::mark_conflict_in(&txn, &processor, &key, &[f; 16], expires).unwrap();
+                    txn.commit().unwrap();
+                    model.conflicts.insert((processor, key, f), expires);
+                }
                 Op::Purge(now) => {
                     let removed = idempotency::purge_expired(d, now).unwrap();
-                    let before = model.keys.len();
+                    let before = model.keys.len() + model.conflicts.len();
                     model.keys.retain(|_, r| r.expires_ms >= now);
-                    prop_assert_eq!(removed, (before - model.keys.len()) as u64);
+                    model.conflicts.retain(|_, expires| *expires >= now);
+                    prop_assert_eq!(removed, (before - model.keys.len() - model.conflicts.len()) as u64);
                 }
                 Op::Reopen => {
                     drop(db.take());
@@ -242,8 +254,14 @@ proptest! {
                     let key = vec![b'k', k];
                     prop_assert_eq!(
                         idempotency::lookup(&r, p, &key).unwrap(),
-                        model.keys.get(&(p.to_owned(), key)).copied()
+                        model.keys.get(&(p.to_owned(), key.clone())).copied()
                     );
+                    for f in 0..3u8 {
+                        prop_assert_eq!(
+                            idempotency::conflict_seen(&r, p, &key, &[f; 16]).unwrap(),
+                            model.conflicts.contains_key(&(p.to_owned(), key.clone(), f))
+                        );
+                    }
                 }
             }
             prop_assert_eq!(idempotency::lookup(&r, "p0", b"abandoned").unwrap(), None);
