@@ -210,7 +210,7 @@ test: tools plugins
 
 ## The fuzz tests (host/src/fuzz.rs: the component validator, CSV and JSON
 ## ingest, the log and idempotency store against a model), with many cases.
-FUZZ_CASES ?= 20000
+FUZZ_CASES ?= 5000
 fuzz: tools
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --locked -p tidewater-host --lib fuzz_
 
