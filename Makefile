@@ -3,6 +3,7 @@
 #   make demo    the main job on real sensor data, on the embedded log
 #   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts)
 #   make bench   criterion benchmarks (WASM vs native, batch sizes, idempotency on/off)
+#   make fuzz    the property-based fuzz tests, long (make test runs them short)
 #   make plugins build the example processors, every language, into target/plugins/
 #   make compare run every language's enrich on the same real data, side by side
 #   make demo-kafka  the main job through a real Apache Kafka broker
@@ -20,7 +21,7 @@ CARGO_TARGET_DIR ?= $(ROOT)/target
 export CARGO_TARGET_DIR
 BIN := $(CARGO_TARGET_DIR)/release/tidewater
 PLUGIN_DIR := $(ROOT)/target/plugins
-PLUGINS := enrich threshold probe
+PLUGINS := enrich threshold probe echo
 # The example processors that exist in every language (plugins/<language>/<name>).
 EXAMPLES := enrich threshold
 
@@ -49,10 +50,10 @@ TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 KAFKA := kafka/kafka.sh
 
 .SECONDEXPANSION:
-.PHONY: help demo demo-kafka test bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down
+.PHONY: help demo demo-kafka test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Toolchain: the wasm32-wasip2 target (rustup), rustfmt and clippy.
 tools:
@@ -206,6 +207,12 @@ test: tools plugins
 	cargo build --release --locked --workspace --all-targets
 	@$(KAFKA) up >/dev/null
 	status=0; TIDEWATER_REQUIRE_KAFKA=1 cargo test --release --locked --workspace || status=$$?; $(KAFKA) down; exit $$status
+
+## The fuzz tests (host/src/fuzz.rs: the component validator, CSV and JSON
+## ingest, the log and idempotency store against a model), with many cases.
+FUZZ_CASES ?= 5000
+fuzz: tools
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --locked -p tidewater-host --lib fuzz_
 
 KDATA_DIR ?= $(ROOT)/.tidewater-kafka
 

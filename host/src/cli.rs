@@ -68,6 +68,40 @@ enum Command {
     /// Write a new processor project (rust, python, js, c or cpp) that builds
     /// with `make` and tests with `make test`.
     New(NewArgs),
+    /// Work with a processor's dead-letter topic.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Feed a processor's dead letters through a (fixed) component, exactly once.
+    ///
+    /// Each dead letter's original event (key, value and headers byte for
+    /// byte, its topic, partition and offset) goes to the component, with the
+    /// processor's config and limits; the outputs go where the processor's
+    /// would, with the same idempotency-key headers, and its state writes
+    /// apply. What became of each dead letter is recorded by its position in
+    /// the dead-letter topic in the same transaction: one that was replayed is
+    /// never replayed again; one that failed again is tried again only by
+    /// another version. Conflicts and events without a key are left alone.
+    Replay(DlqReplayArgs),
+}
+
+#[derive(Debug, Args)]
+struct DlqReplayArgs {
+    /// The processor whose dead letters to replay (a [[processor]] name in the config).
+    name: String,
+    /// The config that defines the processor (its dead-letter and output
+    /// topics, config, limits, key mode).
+    #[arg(long, short, env = "TIDEWATER_CONFIG")]
+    config: PathBuf,
+    /// The fixed component to replay with (default: the processor's `component`).
+    #[arg(long)]
+    component: Option<PathBuf>,
+    /// How to print the summary.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -277,7 +311,50 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(a) => stats(&cli.data_dir, a),
         Command::Topics(a) => topics(&cli.data_dir, a),
         Command::New(a) => new_processor(a),
+        Command::Dlq(DlqCommand::Replay(a)) => dlq_replay(&cli.data_dir, a).await,
     }
+}
+
+async fn dlq_replay(data_dir: &std::path::Path, a: DlqReplayArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&a.config)?;
+    if config.kafka.is_some() {
+        bail!(
+            "dlq replay reads dead letters from the embedded log; this config uses Kafka (not supported yet)"
+        );
+    }
+    let Some(processor) = config.processors.into_iter().find(|p| p.name == a.name) else {
+        bail!(
+            "there is no processor {:?} in {}",
+            a.name,
+            a.config.display()
+        );
+    };
+    let component = tidewater::dlq::component_for(&processor, a.component.as_deref());
+    let log = open_existing_log(data_dir)?;
+    let runtime = std::sync::Arc::new(tidewater::runtime::Runtime::new(Some(
+        data_dir.join("cache"),
+    ))?);
+    let summary = tokio::task::spawn_blocking(move || {
+        tidewater::dlq::replay(&log, runtime, &processor, &component)
+    })
+    .await??;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Format::Table => println!(
+            "{}: {} dead letters in {} through version {}: {} replayed ({} outputs), {} failed again, {} transient, {} done before, {} not replayable",
+            summary.processor,
+            summary.dead_letters,
+            summary.topic,
+            summary.version,
+            summary.replayed,
+            summary.outputs,
+            summary.failed,
+            summary.transient,
+            summary.already_done,
+            summary.not_replayable
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn new_processor(a: NewArgs) -> anyhow::Result<ExitCode> {
@@ -358,7 +435,7 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
         .iter()
         .map(|p| &p.status)
         .chain(summary.forwards.iter().map(|f| &f.status))
-        .any(|s| s.starts_with("failed"));
+        .any(|s| s.starts_with("failed") || s.starts_with("paused"));
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -21,11 +21,18 @@
 //! idempotency.key = "json:/device,/ts"  # record-key | hash | offset | json:/ptr,...
 //! idempotency.ttl = "7d"
 //! idempotency.unkeyed = "dead-letter"   # or "process"
+//! on_error = "dead-letter"        # or "halt-partition", "skip"
 //! limits.call_deadline = "1s"
+//! limits.init_deadline = "5s"
 //! limits.memory_bytes = 67108864
 //! limits.transient_retries = 3
 //! limits.retry_backoff = "100ms"
 //! limits.log_lines_per_s = 100
+//! limits.max_outputs_per_event = 10000
+//! limits.max_output_bytes_per_batch = 67108864
+//! limits.max_state_key_bytes = 4096
+//! limits.max_state_value_bytes = 1048576
+//! limits.max_state_bytes_per_batch = 16777216
 //! group = "enrich"               # Kafka: the consumer group (default: the name)
 //! exactly_once = false            # Kafka: outputs and offsets in one transaction
 //! [processor.config]              # handed to the component's init, as strings
@@ -168,6 +175,9 @@ pub struct ProcessorConfig {
     /// Limits per instance and call.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// What to do with an event the component fails on. Default `dead-letter`.
+    #[serde(default)]
+    pub on_error: OnError,
     /// Handed to the component's `init` as (key, value) strings, sorted by key.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
@@ -210,6 +220,24 @@ pub enum Unkeyed {
     Process,
 }
 
+/// What a processor does with an event its component fails on: `invalid`,
+/// `transient` after its retries, a trap, a timeout, a memory or other
+/// limit breach. (Conflicts and events without a key always go to the
+/// dead-letter topic; `fatal` always pauses the processor.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Send it to the dead-letter topic with the reason, go on (default).
+    #[default]
+    DeadLetter,
+    /// Stop reading its partition: the batch holding it is not committed,
+    /// the partition's position stays before it until the processor is
+    /// started again; other partitions go on. `stats` shows where and why.
+    HaltPartition,
+    /// Drop it, go on: counted (`skipped`) and logged, never published.
+    Skip,
+}
+
 /// `idempotency`: how keys are derived and how long they are kept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -238,30 +266,69 @@ impl Default for IdempotencyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Longest one call may run. Default 1 s.
+    /// Longest one call of `process` may run. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub call_deadline: Duration,
+    /// Longest instantiation plus `init` may run. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub init_deadline: Duration,
     /// Most linear memory per instance, in bytes. Default 64 MiB.
     pub memory_bytes: usize,
     /// Retries of an event that returned `transient`. Default 3.
     pub transient_retries: u32,
-    /// Wait before the first retry; doubles each time. Default 100 ms.
+    /// Wait before the first retry; doubles each time (at most 30 s), with
+    /// jitter: the wait is drawn between half of it and all of it. Default 100 ms.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
     /// Most log lines per second from the component: calls of the `log`
     /// interface, and each of stdout and stderr (one line, one entry). The
     /// rest are dropped and counted. Default 100.
     pub log_lines_per_s: u32,
+    /// Most outputs one event may produce. Default 10,000.
+    pub max_outputs_per_event: usize,
+    /// Most bytes of outputs (topic, key, value, headers) one call may
+    /// return, in bytes. Default 64 MiB.
+    pub max_output_bytes_per_batch: usize,
+    /// Longest state key, in bytes. Default 4096.
+    pub max_state_key_bytes: usize,
+    /// Longest state value, in bytes. Default 1 MiB.
+    pub max_state_value_bytes: usize,
+    /// Most state one call may write, in bytes (keys and values, plus 64
+    /// bytes per write). Default 16 MiB.
+    pub max_state_bytes_per_batch: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             call_deadline: Duration::from_secs(1),
+            init_deadline: Duration::from_secs(5),
             memory_bytes: 64 << 20,
             transient_retries: 3,
             retry_backoff: Duration::from_millis(100),
             log_lines_per_s: 100,
+            max_outputs_per_event: 10_000,
+            max_output_bytes_per_batch: 64 << 20,
+            max_state_key_bytes: 4096,
+            max_state_value_bytes: 1 << 20,
+            max_state_bytes_per_batch: 16 << 20,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits the runtime enforces on each instance.
+    pub fn runtime_limits(&self) -> crate::runtime::Limits {
+        crate::runtime::Limits {
+            call_deadline: self.call_deadline,
+            init_deadline: self.init_deadline,
+            memory_bytes: self.memory_bytes,
+            log_lines_per_s: self.log_lines_per_s,
+            max_outputs_per_event: self.max_outputs_per_event,
+            max_output_bytes_per_batch: self.max_output_bytes_per_batch,
+            max_state_key_bytes: self.max_state_key_bytes,
+            max_state_value_bytes: self.max_state_value_bytes,
+            max_state_bytes_per_batch: self.max_state_bytes_per_batch,
         }
     }
 }
@@ -403,11 +470,25 @@ impl Config {
                     p.limits.memory_bytes
                 )));
             }
-            if p.limits.call_deadline < crate::runtime::EPOCH_TICK {
-                return Err(ctx(format!(
-                    "limits.call_deadline must be at least {} ms",
-                    crate::runtime::EPOCH_TICK.as_millis()
-                )));
+            for (what, d) in [
+                ("call_deadline", p.limits.call_deadline),
+                ("init_deadline", p.limits.init_deadline),
+            ] {
+                if d < crate::runtime::EPOCH_TICK {
+                    return Err(ctx(format!(
+                        "limits.{what} must be at least {} ms",
+                        crate::runtime::EPOCH_TICK.as_millis()
+                    )));
+                }
+            }
+            if p.limits.max_outputs_per_event == 0
+                || p.limits.max_output_bytes_per_batch == 0
+                || p.limits.max_state_key_bytes == 0
+                || p.limits.max_state_bytes_per_batch == 0
+            {
+                return Err(ctx(
+                    "limits.max_outputs_per_event, max_output_bytes_per_batch, max_state_key_bytes and max_state_bytes_per_batch must be at least 1".into(),
+                ));
             }
             if p.idempotency.ttl.is_zero() {
                 return Err(ctx("idempotency.ttl must be above 0".into()));
@@ -511,6 +592,12 @@ output = "out"
         assert_eq!(p.idempotency.ttl, Duration::from_secs(604_800));
         assert_eq!(p.batch.max_records, 1024);
         assert_eq!(p.limits.memory_bytes, 67_108_864);
+        assert_eq!(p.on_error, OnError::DeadLetter);
+        assert_eq!(
+            p.limits.runtime_limits(),
+            crate::runtime::Limits::default(),
+            "the config's defaults are the runtime's"
+        );
         assert_eq!(c.log.default_partitions, 1);
     }
 
@@ -627,6 +714,23 @@ output = "x"
         );
         let err = Config::parse(&format!("{MINIMAL}{f}kafka.colour = 1\n")).unwrap_err();
         assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn on_error_and_limits_parse() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}on_error = \"halt-partition\"\nlimits.max_outputs_per_event = 5\nlimits.init_deadline = \"250ms\"\n"
+        ))
+        .unwrap();
+        c.check().unwrap();
+        let p = &c.processors[0];
+        assert_eq!(p.on_error, OnError::HaltPartition);
+        assert_eq!(p.limits.runtime_limits().max_outputs_per_event, 5);
+        assert_eq!(p.limits.init_deadline, Duration::from_millis(250));
+        let err = Config::parse(&format!("{MINIMAL}on_error = \"retry\"\n")).unwrap_err();
+        assert!(err.contains("unknown variant `retry`"), "{err}");
+        let c = Config::parse(&format!("{MINIMAL}limits.max_outputs_per_event = 0\n")).unwrap();
+        assert!(c.check().unwrap_err().contains("must be at least 1"));
     }
 
     #[test]

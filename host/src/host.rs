@@ -15,7 +15,7 @@ use crate::log::{Log, LogError};
 use crate::pipeline::{
     EmbeddedSink, EmbeddedSource, Pipeline, PipelineError, Settings, Sink, Source, WasmHandler,
 };
-use crate::runtime::{CallError, Limits, LoadError, Runtime};
+use crate::runtime::{CallError, LoadError, Runtime};
 use crate::stats::{self, Counters};
 
 /// How long `run` waits for a processor to finish its batch in flight once
@@ -91,7 +91,8 @@ pub struct ProcessorSummary {
     pub name: String,
     /// The component's SHA-256.
     pub version: String,
-    /// `stopped`, or `failed: <reason>`.
+    /// `stopped`, `paused: <reason>` (a `fatal` error, or it could not
+    /// start; the others went on), or `failed: <reason>`.
     pub status: String,
     /// What it counted during this run.
     pub counters: Counters,
@@ -134,6 +135,8 @@ pub struct RunSummary {
     pub forwards: Vec<ForwardSummary>,
     /// Wall time from start to stop, in ms.
     pub elapsed_ms: u64,
+    /// The host's peak resident memory, in bytes (Linux; `None` elsewhere).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 struct Shared {
@@ -149,12 +152,16 @@ struct Shared {
 
 /// Runs the processors of `config` until `shutdown` completes (or, with
 /// `until_idle`, until all inputs are drained). Each processor runs on its
-/// own thread; one failing (a `fatal` error) stops only that one.
+/// own thread; one failing (a `fatal` error) pauses only that one.
+///
+/// A processor whose `init` fails (refuses, traps, or runs past
+/// `limits.init_deadline`) is paused and the others run; only when no
+/// processor can start is that an error.
 ///
 /// # Errors
 ///
-/// [`RunError`] when the database cannot be opened or a processor cannot
-/// start (its component does not load, or its `init` refuses the config).
+/// [`RunError`] when the database cannot be opened, a component does not
+/// load, a setting is invalid, or no processor can start.
 ///
 /// # Examples
 ///
@@ -184,10 +191,8 @@ pub async fn run(
     }
     let mut forwarders = Vec::new();
     for f in &config.forwards {
-        let forwarder = Forwarder::new(f.clone()).map_err(|e| RunError::Config {
-            processor: format!("(forward {})", f.from),
-            message: e.to_string(),
-        })?;
+        let forwarder = Forwarder::new(f.clone())
+            .map_err(|e| RunError::Forward(format!("[[forward]] from {:?}: {e}", f.from)))?;
         forwarders.push(forwarder);
     }
     let db = crate::db::open(&options.data_dir)?;
@@ -202,6 +207,7 @@ pub async fn run(
     // Load and start every processor before any runs, so a bad config stops
     // the run before it touches a stream.
     let mut ready = Vec::new();
+    let mut not_started: Vec<(String, String, CallError)> = Vec::new();
     let mut loaded_components: BTreeMap<PathBuf, Arc<crate::runtime::LoadedComponent>> =
         BTreeMap::new();
     if config
@@ -240,22 +246,28 @@ pub async fn run(
                 c
             }
         };
-        let limits = Limits {
-            call_deadline: p.limits.call_deadline,
-            memory_bytes: p.limits.memory_bytes,
-            log_lines_per_s: p.limits.log_lines_per_s,
+        let limits = p.limits.runtime_limits();
+        // On a thread of its own: WASI's blocking streams (a component
+        // printing in `init`) must not run inside the async runtime.
+        let start = || {
+            WasmHandler::new(
+                runtime.clone(),
+                component.clone(),
+                settings.name.clone(),
+                limits,
+                p.init_config(),
+            )
         };
-        let handler = WasmHandler::new(
-            runtime.clone(),
-            component,
-            settings.name.clone(),
-            limits,
-            p.init_config(),
-        )
-        .map_err(|error| RunError::Start {
-            processor: p.name.clone(),
-            error,
-        })?;
+        let started = std::thread::scope(|s| s.spawn(start).join())
+            .unwrap_or_else(|_| Err(CallError::Trap("init panicked the host thread".into())));
+        let handler = match started {
+            Ok(h) => h,
+            Err(error) => {
+                tracing::error!(processor = %p.name, version = %component.sha256, code = error.code(), %error, "processor cannot start; pausing it, the others go on");
+                not_started.push((p.name.clone(), component.sha256.clone(), error));
+                continue;
+            }
+        };
         for input in &p.inputs {
             let written_here = config
                 .processors
@@ -266,6 +278,18 @@ pub async fn run(
             }
         }
         ready.push((p, settings, handler));
+    }
+
+    if ready.is_empty() && !not_started.is_empty() {
+        let (processor, _, error) = not_started.swap_remove(0);
+        return Err(RunError::Start { processor, error });
+    }
+    let mut paused = Vec::new();
+    for (name, version, error) in not_started {
+        let status = format!("paused: cannot start: {error}");
+        stats::set_status(&db, &name, &status)?;
+        stats::add_codes(&db, &name, &[(error.code(), 1)].into_iter().collect())?;
+        paused.push((name, version, status, 0u64));
     }
 
     // Only now that every processor loaded and started: create the topics.
@@ -346,6 +370,7 @@ pub async fn run(
         let handle = std::thread::Builder::new()
             .name(format!("processor-{name}"))
             .spawn(move || {
+                let mut failure_code = None;
                 let status = loop {
                     if stop.load(Ordering::Relaxed) {
                         break "stopped".to_string();
@@ -364,17 +389,24 @@ pub async fn run(
                             std::thread::sleep(IDLE_POLL);
                         }
                         Err(e) => {
-                            let code = match &e {
-                                PipelineError::Fatal { .. } => "fatal",
-                                PipelineError::Start { .. } => "start",
-                                _ => "storage",
+                            let (code, word) = match &e {
+                                PipelineError::Fatal { .. } => ("fatal", "paused"),
+                                PipelineError::Start { error, .. } => (error.code(), "paused"),
+                                _ => ("storage", "failed"),
                             };
+                            failure_code = Some(code);
                             tracing::error!(processor = %pipeline.name(), code, error = %e, "processor stopped; the others go on");
-                            break format!("failed: {e}");
+                            break format!("{word}: {e}");
                         }
                     }
                 };
                 shared2.idle_at.store(u64::MAX - 1, Ordering::SeqCst);
+                if let Some(code) = failure_code.take() {
+                    let codes = [(code, 1)].into_iter().collect();
+                    if let Err(e) = stats::add_codes(&db2, pipeline.name(), &codes) {
+                        tracing::error!(processor = %pipeline.name(), error = %e, "cannot count the processor's failure");
+                    }
+                }
                 if let Err(e) = stats::set_status(&db2, pipeline.name(), &status) {
                     tracing::error!(processor = %pipeline.name(), error = %e, "cannot record the processor's status");
                 }
@@ -482,6 +514,9 @@ pub async fn run(
             shared.busy_ns.load(Ordering::Relaxed),
         ));
     }
+    results.extend(paused);
+    let order = |name: &str| config.processors.iter().position(|p| p.name == name);
+    results.sort_by_key(|r| order(&r.0));
     let mut forward_summaries = Vec::new();
     for (mut summary, shared, handle) in forwards {
         let joined = tokio::time::timeout(
@@ -519,6 +554,7 @@ pub async fn run(
         processors,
         forwards: forward_summaries,
         elapsed_ms: started.elapsed().as_millis() as u64,
+        peak_rss_bytes: stats::peak_rss_bytes(),
     })
 }
 

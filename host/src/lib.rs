@@ -13,7 +13,8 @@
 //! - [`state`]: per-processor key-value state, committed with each batch.
 //! - [`runtime`]: wasmtime, the WIT world's bindings, limits, the compiled-component cache.
 //! - [`pipeline`]: the run loop of one processor: source → dedupe → component → one commit.
-//! - [`stats`]: per-processor counters and status.
+//! - [`stats`]: per-processor counters, error codes and status.
+//! - [`dlq`]: dead letters read back and replayed through a fixed component, exactly once.
 //! - [`ingest`]: turning CSV files into events.
 //! - [`host`]: starting and stopping processors (`tidewater run`).
 //! - [`scaffold`]: new processor projects in every language (`tidewater new`).
@@ -21,7 +22,10 @@
 
 pub mod config;
 pub mod db;
+pub mod dlq;
 pub mod forward;
+#[cfg(test)]
+mod fuzz;
 pub mod host;
 pub mod idempotency;
 pub mod ingest;
