@@ -20,6 +20,11 @@ ROOT := $(CURDIR)
 CARGO_TARGET_DIR ?= $(ROOT)/target
 export CARGO_TARGET_DIR
 BIN := $(CARGO_TARGET_DIR)/release/tidewater
+# The plugins workspace builds in a target dir of its own: it holds packages
+# (the SDK, enrich) that the host workspace also builds natively, and two
+# workspaces building one path package into one dir overwrite each other's
+# artifacts (the host's bench then links a plugin against the other SDK build).
+PLUGINS_TARGET := $(CARGO_TARGET_DIR)/plugins-workspace
 PLUGIN_DIR := $(ROOT)/target/plugins
 PLUGINS := enrich threshold probe echo
 # The example processors that exist in every language (plugins/<language>/<name>).
@@ -66,9 +71,9 @@ plugins: plugins-rust plugins-c plugins-cpp plugins-python plugins-js
 	@ls -l $(PLUGIN_DIR)/*.wasm
 
 plugins-rust: tools
-	cd plugins && cargo build --release --target wasm32-wasip2 --locked
+	cd plugins && CARGO_TARGET_DIR=$(PLUGINS_TARGET) cargo build --release --target wasm32-wasip2 --locked
 	@mkdir -p $(PLUGIN_DIR)
-	@for p in $(PLUGINS); do cp $(CARGO_TARGET_DIR)/wasm32-wasip2/release/$$p.wasm $(PLUGIN_DIR)/$$p.wasm; done
+	@for p in $(PLUGINS); do cp $(PLUGINS_TARGET)/wasm32-wasip2/release/$$p.wasm $(PLUGIN_DIR)/$$p.wasm; done
 	@for p in $(EXAMPLES); do cp $(PLUGIN_DIR)/$$p.wasm $(PLUGIN_DIR)/rust-$$p.wasm; done
 
 ## Python and the component tools: componentize-py and wasm-tools from PyPI, in a venv.
@@ -199,8 +204,8 @@ test: tools plugins
 	cd plugins && cargo fmt --all -- --check
 	cd sdk/c/bindgen && cargo fmt --all -- --check && cargo clippy --release --locked -- -D warnings
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
-	cd plugins && cargo clippy --release --locked --all-targets -- -D warnings
-	cd plugins && cargo test --release --locked
+	cd plugins && CARGO_TARGET_DIR=$(PLUGINS_TARGET) cargo clippy --release --locked --all-targets -- -D warnings
+	cd plugins && CARGO_TARGET_DIR=$(PLUGINS_TARGET) cargo test --release --locked
 	@# The Python and JavaScript processors' own unit tests, natively.
 	for p in $(EXAMPLES); do (cd plugins/python/$$p && PYTHONPATH=$(ROOT)/sdk/python:$(ROOT)/plugins/python/readings $(VENV)/bin/python -m unittest -v 2>&1); done
 	cd plugins/js && node --test
