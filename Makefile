@@ -3,6 +3,7 @@
 #   make demo    the main job on real sensor data, on the embedded log
 #   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts)
 #   make bench   criterion benchmarks (WASM vs native, batch sizes, idempotency on/off)
+#   make fuzz    the property-based fuzz tests, long (make test runs them short)
 #   make plugins build the example processors, every language, into target/plugins/
 #   make compare run every language's enrich on the same real data, side by side
 #   make demo-kafka  the main job through a real Apache Kafka broker
@@ -19,8 +20,13 @@ ROOT := $(CURDIR)
 CARGO_TARGET_DIR ?= $(ROOT)/target
 export CARGO_TARGET_DIR
 BIN := $(CARGO_TARGET_DIR)/release/tidewater
+# The plugins workspace builds in a target dir of its own: it holds packages
+# (the SDK, enrich) that the host workspace also builds natively, and two
+# workspaces building one path package into one dir overwrite each other's
+# artifacts (the host's bench then links a plugin against the other SDK build).
+PLUGINS_TARGET := $(CARGO_TARGET_DIR)/plugins-workspace
 PLUGIN_DIR := $(ROOT)/target/plugins
-PLUGINS := enrich threshold probe
+PLUGINS := enrich threshold probe echo
 # The example processors that exist in every language (plugins/<language>/<name>).
 EXAMPLES := enrich threshold
 
@@ -49,10 +55,10 @@ TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 KAFKA := kafka/kafka.sh
 
 .SECONDEXPANSION:
-.PHONY: help demo demo-kafka test bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down
+.PHONY: help demo demo-kafka test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Toolchain: the wasm32-wasip2 target (rustup), rustfmt and clippy.
 tools:
@@ -65,9 +71,9 @@ plugins: plugins-rust plugins-c plugins-cpp plugins-python plugins-js
 	@ls -l $(PLUGIN_DIR)/*.wasm
 
 plugins-rust: tools
-	cd plugins && cargo build --release --target wasm32-wasip2 --locked
+	cd plugins && CARGO_TARGET_DIR=$(PLUGINS_TARGET) cargo build --release --target wasm32-wasip2 --locked
 	@mkdir -p $(PLUGIN_DIR)
-	@for p in $(PLUGINS); do cp $(CARGO_TARGET_DIR)/wasm32-wasip2/release/$$p.wasm $(PLUGIN_DIR)/$$p.wasm; done
+	@for p in $(PLUGINS); do cp $(PLUGINS_TARGET)/wasm32-wasip2/release/$$p.wasm $(PLUGIN_DIR)/$$p.wasm; done
 	@for p in $(EXAMPLES); do cp $(PLUGIN_DIR)/$$p.wasm $(PLUGIN_DIR)/rust-$$p.wasm; done
 
 ## Python and the component tools: componentize-py and wasm-tools from PyPI, in a venv.
@@ -198,14 +204,20 @@ test: tools plugins
 	cd plugins && cargo fmt --all -- --check
 	cd sdk/c/bindgen && cargo fmt --all -- --check && cargo clippy --release --locked -- -D warnings
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
-	cd plugins && cargo clippy --release --locked --all-targets -- -D warnings
-	cd plugins && cargo test --release --locked
+	cd plugins && CARGO_TARGET_DIR=$(PLUGINS_TARGET) cargo clippy --release --locked --all-targets -- -D warnings
+	cd plugins && CARGO_TARGET_DIR=$(PLUGINS_TARGET) cargo test --release --locked
 	@# The Python and JavaScript processors' own unit tests, natively.
 	for p in $(EXAMPLES); do (cd plugins/python/$$p && PYTHONPATH=$(ROOT)/sdk/python:$(ROOT)/plugins/python/readings $(VENV)/bin/python -m unittest -v 2>&1); done
 	cd plugins/js && node --test
 	cargo build --release --locked --workspace --all-targets
 	@$(KAFKA) up >/dev/null
 	status=0; TIDEWATER_REQUIRE_KAFKA=1 cargo test --release --locked --workspace || status=$$?; $(KAFKA) down; exit $$status
+
+## The fuzz tests (host/src/fuzz.rs: the component validator, CSV and JSON
+## ingest, the log and idempotency store against a model), with many cases.
+FUZZ_CASES ?= 5000
+fuzz: tools
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --locked -p tidewater-host --lib fuzz_
 
 KDATA_DIR ?= $(ROOT)/.tidewater-kafka
 

@@ -107,6 +107,7 @@ fn tidewater_once(
         transient_retries: 0,
         retry_backoff: Duration::ZERO,
         deduplicate: true,
+        on_error: tidewater::config::OnError::DeadLetter,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(tidewater::kafka::ensure_topics(

@@ -71,6 +71,7 @@ fn settings(batch: usize, deduplicate: bool) -> Settings {
         transient_retries: 0,
         retry_backoff: Duration::ZERO,
         deduplicate,
+        on_error: tidewater::config::OnError::DeadLetter,
     }
 }
 

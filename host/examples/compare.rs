@@ -110,6 +110,7 @@ fn settings(name: &str) -> Settings {
         transient_retries: 0,
         retry_backoff: Duration::ZERO,
         deduplicate: false,
+        on_error: tidewater::config::OnError::DeadLetter,
     }
 }
 

@@ -88,6 +88,40 @@ enum Command {
     Resume(crate::deploy_cli::NameArgs),
     /// Read a processor's inputs again from an offset or a time.
     Replay(crate::deploy_cli::ReplayArgs),
+    /// Work with a processor's dead-letter topic.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Feed a processor's dead letters through a (fixed) component, exactly once.
+    ///
+    /// Each dead letter's original event (key, value and headers byte for
+    /// byte, its topic, partition and offset) goes to the component, with the
+    /// processor's config and limits; the outputs go where the processor's
+    /// would, with the same idempotency-key headers, and its state writes
+    /// apply. What became of each dead letter is recorded by its position in
+    /// the dead-letter topic in the same transaction: one that was replayed is
+    /// never replayed again; one that failed again is tried again only by
+    /// another version. Conflicts and events without a key are left alone.
+    Replay(DlqReplayArgs),
+}
+
+#[derive(Debug, Args)]
+struct DlqReplayArgs {
+    /// The processor whose dead letters to replay (a [[processor]] name in the config).
+    name: String,
+    /// The config that defines the processor (its dead-letter and output
+    /// topics, config, limits, key mode).
+    #[arg(long, short, env = "TIDEWATER_CONFIG")]
+    config: PathBuf,
+    /// The fixed component to replay with (default: the processor's `component`).
+    #[arg(long)]
+    component: Option<PathBuf>,
+    /// How to print the summary.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -117,7 +151,9 @@ struct KafkaArgs {
 struct RunArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// The TOML config: [[processor]] sections and optional [log] and [[topic]].
+    /// The TOML config: [[processor]] sections, and optional [log], [[topic]],
+    /// [kafka] (run on Kafka) and [[forward]] (ship embedded-log topics to
+    /// Kafka). Every key is documented in host/src/config.rs.
     #[arg(long, short, env = "TIDEWATER_CONFIG")]
     config: PathBuf,
     /// Stop once every input has been read and nothing is left to do, then
@@ -314,7 +350,50 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(a) => crate::deploy_cli::pause(&cli.data_dir, a, true).await,
         Command::Resume(a) => crate::deploy_cli::pause(&cli.data_dir, a, false).await,
         Command::Replay(a) => crate::deploy_cli::replay(&cli.data_dir, a).await,
+        Command::Dlq(DlqCommand::Replay(a)) => dlq_replay(&cli.data_dir, a).await,
     }
+}
+
+async fn dlq_replay(data_dir: &std::path::Path, a: DlqReplayArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&a.config)?;
+    if config.kafka.is_some() {
+        bail!(
+            "dlq replay reads dead letters from the embedded log; this config uses Kafka (not supported yet)"
+        );
+    }
+    let Some(processor) = config.processors.into_iter().find(|p| p.name == a.name) else {
+        bail!(
+            "there is no processor {:?} in {}",
+            a.name,
+            a.config.display()
+        );
+    };
+    let component = tidewater::dlq::component_for(&processor, a.component.as_deref());
+    let log = open_existing_log(data_dir)?;
+    let runtime = std::sync::Arc::new(tidewater::runtime::Runtime::new(Some(
+        data_dir.join("cache"),
+    ))?);
+    let summary = tokio::task::spawn_blocking(move || {
+        tidewater::dlq::replay(&log, runtime, &processor, &component)
+    })
+    .await??;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Format::Table => println!(
+            "{}: {} dead letters in {} through version {}: {} replayed ({} outputs), {} failed again, {} transient, {} done before, {} not replayable",
+            summary.processor,
+            summary.dead_letters,
+            summary.topic,
+            summary.version,
+            summary.replayed,
+            summary.outputs,
+            summary.failed,
+            summary.transient,
+            summary.already_done,
+            summary.not_replayable
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn new_processor(a: NewArgs) -> anyhow::Result<ExitCode> {
@@ -388,24 +467,34 @@ async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode>
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
         Format::Table => {
-            print_counters(
-                "events/s",
-                summary.processors.iter().map(|p| {
-                    (
-                        p.name.as_str(),
-                        &p.counters,
-                        format!("{:.0}", p.events_per_s()),
-                        p.status.as_str(),
-                    )
-                }),
-            );
+            if !summary.processors.is_empty() {
+                print_counters(
+                    "events/s",
+                    summary.processors.iter().map(|p| {
+                        (
+                            p.name.as_str(),
+                            &p.counters,
+                            format!("{:.0}", p.events_per_s()),
+                            p.status.as_str(),
+                        )
+                    }),
+                );
+            }
+            for f in &summary.forwards {
+                println!(
+                    "forward {} → Kafka {} at {}: {} records shipped, {}",
+                    f.from, f.topic, f.brokers, f.records, f.status
+                );
+            }
             println!("elapsed: {:.1} s", summary.elapsed_ms as f64 / 1000.0);
         }
     }
     let failed = summary
         .processors
         .iter()
-        .any(|p| p.status.starts_with("failed"));
+        .map(|p| &p.status)
+        .chain(summary.forwards.iter().map(|f| &f.status))
+        .any(|s| s.starts_with("failed") || s.starts_with("paused"));
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -611,10 +700,18 @@ async fn forward(data_dir: &std::path::Path, a: ForwardArgs) -> anyhow::Result<E
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
-    tidewater::log::check_topic_name(&a.from)?;
-    let to = a.topic.clone().unwrap_or_else(|| a.from.clone());
-    tidewater::log::check_topic_name(&to)?;
-    let config = KafkaConfig::new(a.to_kafka.clone());
+    use tidewater::forward::{ForwardConfig, Forwarder};
+    let mut forwarder = Forwarder::new(ForwardConfig {
+        from: a.from,
+        topic: a.topic,
+        batch: a.batch as usize,
+        kafka: KafkaConfig::new(a.to_kafka),
+    })?;
+    let summary = format!(
+        "from {} to Kafka topic {}",
+        forwarder.config().from,
+        forwarder.config().kafka_topic()
+    );
     let stop = Arc::new(AtomicBool::new(false));
     {
         let signal = stop_signal()?;
@@ -625,68 +722,16 @@ async fn forward(data_dir: &std::path::Path, a: ForwardArgs) -> anyhow::Result<E
         });
     }
     let data_dir = data_dir.to_owned();
-    let summary = format!("from {} to Kafka topic {to}", a.from);
-    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let open = || -> anyhow::Result<Log> {
-            Ok(Log::new(tidewater::db::open_retrying(&data_dir, Duration::from_secs(30))?, 1))
+    let result = tokio::task::spawn_blocking(move || {
+        // The data dir is opened per batch and let go between, so `produce`
+        // keeps storing events locally while this waits for the brokers.
+        let mut open = || -> Result<Log, tidewater::forward::ForwardError> {
+            Ok(Log::new(
+                tidewater::db::open_retrying(&data_dir, Duration::from_secs(30))?,
+                1,
+            ))
         };
-        let consumer = format!("forward.{to}");
-        let producer = tidewater::kafka::patient_producer(&config)?;
-        let mut topic_ready = false;
-        let mut forwarded = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            // Read a batch per partition, then let go of the data dir.
-            let batches = {
-                let log = open()?;
-                match log.partitions(&a.from)? {
-                    None => Vec::new(),
-                    Some(n) => {
-                        if !topic_ready {
-                            let topics = [(to.clone(), Some(n))].into_iter().collect();
-                            match tokio::runtime::Handle::current().block_on(tidewater::kafka::ensure_topics(&config, &topics)) {
-                                Ok(()) => topic_ready = true,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "cannot reach the brokers yet; events stay stored locally");
-                                    drop(log);
-                                    std::thread::sleep(Duration::from_secs(2));
-                                    continue;
-                                }
-                            }
-                        }
-                        let mut out = Vec::new();
-                        for p in 0..n {
-                            let from = log.position(&consumer, &a.from, p)?.unwrap_or(0);
-                            let records = log.read(&a.from, p, from, a.batch as usize, 8 << 20)?;
-                            if !records.is_empty() {
-                                out.push((p, records));
-                            }
-                        }
-                        out
-                    }
-                }
-            };
-            if batches.is_empty() {
-                if a.until_idle {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-            for (p, records) in batches {
-                let next = records.last().map_or(0, |r| r.offset + 1);
-                let plain: Vec<Record> = records.into_iter().map(|r| r.record).collect();
-                if !tidewater::kafka::deliver_patiently(&producer, &to, &plain, &stop)? {
-                    return Ok(forwarded);
-                }
-                let log = open()?;
-                let txn = log.db().begin_write()?;
-                tidewater::log::set_position_in(&txn, &consumer, &a.from, p, next)?;
-                txn.commit()?;
-                forwarded += plain.len() as u64;
-                tracing::debug!(from = %a.from, partition = p, next, "forwarded");
-            }
-        }
-        Ok(forwarded)
+        forwarder.run(&mut open, &stop, a.until_idle)
     })
     .await??;
     eprintln!("forwarded {result} records {summary}");

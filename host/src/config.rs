@@ -21,16 +21,29 @@
 //! idempotency.key = "json:/device,/ts"  # record-key | hash | offset | json:/ptr,...
 //! idempotency.ttl = "7d"
 //! idempotency.unkeyed = "dead-letter"   # or "process"
+//! on_error = "dead-letter"        # or "halt-partition", "skip"
 //! limits.call_deadline = "1s"
+//! limits.init_deadline = "5s"
 //! limits.memory_bytes = 67108864
 //! limits.transient_retries = 3
 //! limits.retry_backoff = "100ms"
 //! limits.log_lines_per_s = 100
+//! limits.max_outputs_per_event = 10000
+//! limits.max_output_bytes_per_batch = 67108864
+//! limits.max_state_key_bytes = 4096
+//! limits.max_state_value_bytes = 1048576
+//! limits.max_state_bytes_per_batch = 16777216
 //! group = "enrich"               # Kafka: the consumer group (default: the name)
 //! exactly_once = false            # Kafka: outputs and offsets in one transaction
 //! canary = { events = 1000, max_error_rate = 0.01 }  # new versions roll back if more fail
 //! [processor.config]              # handed to the component's init, as strings
 //! "field.V1" = "temperature_c"
+//!
+//! [[forward]]                     # optional: ship an embedded-log topic to Kafka (store-and-forward)
+//! from = "alerts"
+//! topic = "site-7.alerts"         # the Kafka topic (default: the same as from)
+//! batch = 1000                    # records per batch and position commit
+//! kafka.brokers = "hq.example:9092"  # the cluster; the other keys of [kafka] too
 //!
 //! [kafka]                         # optional: use Apache Kafka instead of the embedded log
 //! brokers = "127.0.0.1:9092"
@@ -108,6 +121,10 @@ pub struct Config {
     pub kafka: Option<crate::kafka::KafkaConfig>,
     /// The admin HTTP API (and the plugins-dir watcher) of `tidewater run`.
     pub admin: Option<crate::admin::AdminConfig>,
+    /// Embedded-log topics shipped to a Kafka cluster while the processors
+    /// run (store-and-forward from the edge).
+    #[serde(default, rename = "forward")]
+    pub forwards: Vec<crate::forward::ForwardConfig>,
 }
 
 /// `[log]`: the embedded log.
@@ -168,6 +185,9 @@ pub struct ProcessorConfig {
     /// Limits per instance and call.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// What to do with an event the component fails on. Default `dead-letter`.
+    #[serde(default)]
+    pub on_error: OnError,
     /// Handed to the component's `init` as (key, value) strings, sorted by key.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
@@ -214,6 +234,24 @@ pub enum Unkeyed {
     Process,
 }
 
+/// What a processor does with an event its component fails on: `invalid`,
+/// `transient` after its retries, a trap, a timeout, a memory or other
+/// limit breach. (Conflicts and events without a key always go to the
+/// dead-letter topic; `fatal` always pauses the processor.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Send it to the dead-letter topic with the reason, go on (default).
+    #[default]
+    DeadLetter,
+    /// Stop reading its partition: the batch holding it is not committed,
+    /// the partition's position stays before it until the processor is
+    /// started again; other partitions go on. `stats` shows where and why.
+    HaltPartition,
+    /// Drop it, go on: counted (`skipped`) and logged, never published.
+    Skip,
+}
+
 /// `idempotency`: how keys are derived and how long they are kept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -242,30 +280,69 @@ impl Default for IdempotencyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Longest one call may run. Default 1 s.
+    /// Longest one call of `process` may run. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub call_deadline: Duration,
+    /// Longest instantiation plus `init` may run. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub init_deadline: Duration,
     /// Most linear memory per instance, in bytes. Default 64 MiB.
     pub memory_bytes: usize,
     /// Retries of an event that returned `transient`. Default 3.
     pub transient_retries: u32,
-    /// Wait before the first retry; doubles each time. Default 100 ms.
+    /// Wait before the first retry; doubles each time (at most 30 s), with
+    /// jitter: the wait is drawn between half of it and all of it. Default 100 ms.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
     /// Most log lines per second from the component: calls of the `log`
     /// interface, and each of stdout and stderr (one line, one entry). The
     /// rest are dropped and counted. Default 100.
     pub log_lines_per_s: u32,
+    /// Most outputs one event may produce. Default 10,000.
+    pub max_outputs_per_event: usize,
+    /// Most bytes of outputs (topic, key, value, headers) one call may
+    /// return, in bytes. Default 64 MiB.
+    pub max_output_bytes_per_batch: usize,
+    /// Longest state key, in bytes. Default 4096.
+    pub max_state_key_bytes: usize,
+    /// Longest state value, in bytes. Default 1 MiB.
+    pub max_state_value_bytes: usize,
+    /// Most state one call may write, in bytes (keys and values, plus 64
+    /// bytes per write). Default 16 MiB.
+    pub max_state_bytes_per_batch: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             call_deadline: Duration::from_secs(1),
+            init_deadline: Duration::from_secs(5),
             memory_bytes: 64 << 20,
             transient_retries: 3,
             retry_backoff: Duration::from_millis(100),
             log_lines_per_s: 100,
+            max_outputs_per_event: 10_000,
+            max_output_bytes_per_batch: 64 << 20,
+            max_state_key_bytes: 4096,
+            max_state_value_bytes: 1 << 20,
+            max_state_bytes_per_batch: 16 << 20,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The limits the runtime enforces on each instance.
+    pub fn runtime_limits(&self) -> crate::runtime::Limits {
+        crate::runtime::Limits {
+            call_deadline: self.call_deadline,
+            init_deadline: self.init_deadline,
+            memory_bytes: self.memory_bytes,
+            log_lines_per_s: self.log_lines_per_s,
+            max_outputs_per_event: self.max_outputs_per_event,
+            max_output_bytes_per_batch: self.max_output_bytes_per_batch,
+            max_state_key_bytes: self.max_state_key_bytes,
+            max_state_value_bytes: self.max_state_value_bytes,
+            max_state_bytes_per_batch: self.max_state_bytes_per_batch,
         }
     }
 }
@@ -407,11 +484,25 @@ impl Config {
                     p.limits.memory_bytes
                 )));
             }
-            if p.limits.call_deadline < crate::runtime::EPOCH_TICK {
-                return Err(ctx(format!(
-                    "limits.call_deadline must be at least {} ms",
-                    crate::runtime::EPOCH_TICK.as_millis()
-                )));
+            for (what, d) in [
+                ("call_deadline", p.limits.call_deadline),
+                ("init_deadline", p.limits.init_deadline),
+            ] {
+                if d < crate::runtime::EPOCH_TICK {
+                    return Err(ctx(format!(
+                        "limits.{what} must be at least {} ms",
+                        crate::runtime::EPOCH_TICK.as_millis()
+                    )));
+                }
+            }
+            if p.limits.max_outputs_per_event == 0
+                || p.limits.max_output_bytes_per_batch == 0
+                || p.limits.max_state_key_bytes == 0
+                || p.limits.max_state_bytes_per_batch == 0
+            {
+                return Err(ctx(
+                    "limits.max_outputs_per_event, max_output_bytes_per_batch, max_state_key_bytes and max_state_bytes_per_batch must be at least 1".into(),
+                ));
             }
             if p.idempotency.ttl.is_zero() {
                 return Err(ctx("idempotency.ttl must be above 0".into()));
@@ -422,6 +513,31 @@ impl Config {
                 return Err(ctx(
                     "canary.events must be at least 1 and canary.max_error_rate 0.0 to 1.0".into(),
                 ));
+            }
+        }
+        let mut shipped_to = std::collections::BTreeSet::new();
+        for f in &self.forwards {
+            let ctx = |m: String| format!("[[forward]] from {:?}: {m}", f.from);
+            if self.kafka.is_some() {
+                return Err(ctx("this ships an embedded-log topic to Kafka, but the [kafka] section makes the processors read and write Kafka itself: drop one of the two".into()));
+            }
+            check_topic_name(&f.from).map_err(|e| ctx(e.to_string()))?;
+            check_topic_name(f.kafka_topic()).map_err(|e| ctx(e.to_string()))?;
+            if f.kafka.brokers.trim().is_empty() {
+                return Err(ctx("kafka.brokers is not set: name the cluster to ship to (host:port, comma-separated)".into()));
+            }
+            if !(1..=crate::forward::MAX_BATCH).contains(&f.batch) {
+                return Err(ctx(format!(
+                    "batch must be 1 to {}",
+                    crate::forward::MAX_BATCH
+                )));
+            }
+            // The position is kept per Kafka topic name (as `tidewater forward` does).
+            if !shipped_to.insert(f.kafka_topic()) {
+                return Err(ctx(format!(
+                    "another [[forward]] also writes the Kafka topic {:?}; each needs its own",
+                    f.kafka_topic()
+                )));
             }
         }
         if let Some(cycle) = self.cycle() {
@@ -497,6 +613,12 @@ output = "out"
         assert_eq!(p.idempotency.ttl, Duration::from_secs(604_800));
         assert_eq!(p.batch.max_records, 1024);
         assert_eq!(p.limits.memory_bytes, 67_108_864);
+        assert_eq!(p.on_error, OnError::DeadLetter);
+        assert_eq!(
+            p.limits.runtime_limits(),
+            crate::runtime::Limits::default(),
+            "the config's defaults are the runtime's"
+        );
         assert_eq!(c.log.default_partitions, 1);
     }
 
@@ -564,6 +686,72 @@ output = "x"
             .check()
             .unwrap_err();
         assert!(err.contains("partitions must be 1 to 10000"), "{err}");
+    }
+
+    #[test]
+    fn forwards_are_checked() {
+        let f = "[[forward]]\nfrom = \"out\"\nkafka.brokers = \"127.0.0.1:9092\"\n";
+        let c = Config::parse(&format!("{MINIMAL}{f}")).unwrap();
+        c.check().unwrap();
+        let fwd = &c.forwards[0];
+        assert_eq!(
+            (fwd.kafka_topic(), fwd.consumer().as_str(), fwd.batch),
+            ("out", "forward.out", 1000)
+        );
+        let err = Config::parse(&format!("{MINIMAL}{f}{f}"))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "[[forward]] from \"out\": another [[forward]] also writes the Kafka topic \"out\"; each needs its own"
+        );
+        let err = Config::parse(&format!("{MINIMAL}{}", f.replace("127.0.0.1:9092", " ")))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(err.contains("kafka.brokers is not set"), "{err}");
+        let err = Config::parse(&format!("{MINIMAL}{f}batch = 0\n"))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(err.ends_with("batch must be 1 to 100000"), "{err}");
+        let err = Config::parse(&format!("{MINIMAL}{f}topic = \"a b\"\n"))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(err.contains("\"a b\" is not valid"), "{err}");
+        let err = Config::parse(&format!(
+            "{MINIMAL}{f}[kafka]\nbrokers = \"127.0.0.1:9092\"\n"
+        ))
+        .unwrap()
+        .check()
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "but the [kafka] section makes the processors read and write Kafka itself"
+            ),
+            "{err}"
+        );
+        let err = Config::parse(&format!("{MINIMAL}{f}kafka.colour = 1\n")).unwrap_err();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn on_error_and_limits_parse() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}on_error = \"halt-partition\"\nlimits.max_outputs_per_event = 5\nlimits.init_deadline = \"250ms\"\n"
+        ))
+        .unwrap();
+        c.check().unwrap();
+        let p = &c.processors[0];
+        assert_eq!(p.on_error, OnError::HaltPartition);
+        assert_eq!(p.limits.runtime_limits().max_outputs_per_event, 5);
+        assert_eq!(p.limits.init_deadline, Duration::from_millis(250));
+        let err = Config::parse(&format!("{MINIMAL}on_error = \"retry\"\n")).unwrap_err();
+        assert!(err.contains("unknown variant `retry`"), "{err}");
+        let c = Config::parse(&format!("{MINIMAL}limits.max_outputs_per_event = 0\n")).unwrap();
+        assert!(c.check().unwrap_err().contains("must be at least 1"));
     }
 
     #[test]

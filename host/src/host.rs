@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::db::{OpenError, StorageError, now_ms};
+use crate::forward::{Forwarder, Step};
 use crate::kafka::KafkaStream;
 use crate::log::{Log, LogError};
 use crate::pipeline::{
     EmbeddedSink, EmbeddedSource, Pipeline, PipelineError, Settings, Sink, Source, WasmHandler,
 };
-use crate::runtime::{CallError, Limits, LoadError, Runtime};
+use crate::runtime::{CallError, LoadError, Runtime};
 use crate::stats::{self, Counters};
 
 /// How long `run` waits for a processor to finish its batch in flight once
@@ -40,7 +41,7 @@ pub struct RunOptions {
 #[non_exhaustive]
 pub enum RunError {
     /// The config asks for nothing to run.
-    #[error("the config has no [[processor]] section: nothing to run")]
+    #[error("the config has no [[processor]] and no [[forward]] section: nothing to run")]
     NoProcessors,
     /// The database could not be opened.
     #[error(transparent)]
@@ -70,6 +71,9 @@ pub enum RunError {
         /// Why.
         error: CallError,
     },
+    /// A `[[forward]]` cannot run.
+    #[error("{0}")]
+    Forward(String),
     /// A setting is invalid.
     #[error("processor {processor}: {message}")]
     Config {
@@ -87,7 +91,8 @@ pub struct ProcessorSummary {
     pub name: String,
     /// The component's SHA-256.
     pub version: String,
-    /// `stopped`, or `failed: <reason>`.
+    /// `stopped`, `paused: <reason>` (a `fatal` error, or it could not
+    /// start; the others went on), or `failed: <reason>`.
     pub status: String,
     /// What it counted during this run.
     pub counters: Counters,
@@ -106,13 +111,32 @@ impl ProcessorSummary {
     }
 }
 
+/// What one `[[forward]]` did during a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForwardSummary {
+    /// The embedded-log topic.
+    pub from: String,
+    /// The Kafka topic.
+    pub topic: String,
+    /// The bootstrap servers.
+    pub brokers: String,
+    /// Records acknowledged by the broker during this run.
+    pub records: u64,
+    /// `stopped`, or `failed: <reason>`.
+    pub status: String,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunSummary {
     /// Per processor, in config order.
     pub processors: Vec<ProcessorSummary>,
+    /// Per `[[forward]]`, in config order.
+    pub forwards: Vec<ForwardSummary>,
     /// Wall time from start to stop, in ms.
     pub elapsed_ms: u64,
+    /// The host's peak resident memory, in bytes (Linux; `None` elsewhere).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 struct Shared {
@@ -128,12 +152,16 @@ struct Shared {
 
 /// Runs the processors of `config` until `shutdown` completes (or, with
 /// `until_idle`, until all inputs are drained). Each processor runs on its
-/// own thread; one failing (a `fatal` error) stops only that one.
+/// own thread; one failing (a `fatal` error) pauses only that one.
+///
+/// A processor whose `init` fails (refuses, traps, or runs past
+/// `limits.init_deadline`) is paused and the others run; only when no
+/// processor can start is that an error.
 ///
 /// # Errors
 ///
-/// [`RunError`] when the database cannot be opened or a processor cannot
-/// start (its component does not load, or its `init` refuses the config).
+/// [`RunError`] when the database cannot be opened, a component does not
+/// load, a setting is invalid, or no processor can start.
 ///
 /// # Examples
 ///
@@ -176,7 +204,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    if config.processors.is_empty() {
+    if config.processors.is_empty() && config.forwards.is_empty() {
         return Err(RunError::NoProcessors);
     }
     if let Some(addr) = admin.listen {
@@ -186,6 +214,17 @@ pub async fn run_with(
                 message,
             }
         })?;
+    }
+    if config.kafka.is_some() && !config.forwards.is_empty() {
+        return Err(RunError::Forward(
+            "the config has [[forward]] sections, which ship embedded-log topics to Kafka, but the processors are set to run on Kafka itself (a [kafka] section, --brokers or TIDEWATER_BROKERS): drop one of the two".into(),
+        ));
+    }
+    let mut forwarders = Vec::new();
+    for f in &config.forwards {
+        let forwarder = Forwarder::new(f.clone())
+            .map_err(|e| RunError::Forward(format!("[[forward]] from {:?}: {e}", f.from)))?;
+        forwarders.push(forwarder);
     }
     let db = crate::db::open(&options.data_dir)?;
     let log = Log::new(db.clone(), config.log.default_partitions);
@@ -201,6 +240,7 @@ pub async fn run_with(
     // Load and start every processor before any runs, so a bad config stops
     // the run before it touches a stream.
     let mut ready = Vec::new();
+    let mut not_started: Vec<(String, String, CallError)> = Vec::new();
     let mut loaded_components: BTreeMap<PathBuf, Arc<crate::runtime::LoadedComponent>> =
         BTreeMap::new();
     if config
@@ -239,17 +279,36 @@ pub async fn run_with(
                 c
             }
         };
-        let limits = Limits {
-            call_deadline: p.limits.call_deadline,
-            memory_bytes: p.limits.memory_bytes,
-            log_lines_per_s: p.limits.log_lines_per_s,
-        };
+        let limits = p.limits.runtime_limits();
+        // The version the registry says is active (the last one activated
+        // through the admin API), else the config's component.
         let (component, init_config) = registry
             .start_version(&p.name, &p.component, component, p.init_config())
             .map_err(|e| RunError::Config {
                 processor: p.name.clone(),
                 message: format!("registry: {e}"),
             })?;
+        // On a thread of its own: WASI's blocking streams (a component
+        // printing in `init`) must not run inside the async runtime.
+        let start = || {
+            WasmHandler::new(
+                runtime.clone(),
+                component.clone(),
+                settings.name.clone(),
+                limits,
+                init_config.clone(),
+            )
+        };
+        let started = std::thread::scope(|s| s.spawn(start).join())
+            .unwrap_or_else(|_| Err(CallError::Trap("init panicked the host thread".into())));
+        let handler = match started {
+            Ok(h) => h,
+            Err(error) => {
+                tracing::error!(processor = %p.name, version = %component.sha256, code = error.code(), %error, "processor cannot start; pausing it, the others go on");
+                not_started.push((p.name.clone(), component.sha256.clone(), error));
+                continue;
+            }
+        };
         let control = crate::control::Control::new(
             settings.name.clone(),
             &component.sha256,
@@ -266,17 +325,6 @@ pub async fn run_with(
                 canary: p.canary,
             },
         );
-        let handler = WasmHandler::new(
-            runtime.clone(),
-            component,
-            settings.name.clone(),
-            limits,
-            init_config,
-        )
-        .map_err(|error| RunError::Start {
-            processor: p.name.clone(),
-            error,
-        })?;
         for input in &p.inputs {
             let written_here = config
                 .processors
@@ -287,6 +335,18 @@ pub async fn run_with(
             }
         }
         ready.push((p, settings, handler));
+    }
+
+    if ready.is_empty() && !not_started.is_empty() {
+        let (processor, _, error) = not_started.swap_remove(0);
+        return Err(RunError::Start { processor, error });
+    }
+    let mut paused = Vec::new();
+    for (name, version, error) in not_started {
+        let status = format!("paused: cannot start: {error}");
+        stats::set_status(&db, &name, &status)?;
+        stats::add_codes(&db, &name, &[(error.code(), 1)].into_iter().collect())?;
+        paused.push((name, version, status, 0u64));
     }
 
     // Only now that every processor loaded and started: create the topics.
@@ -373,6 +433,7 @@ pub async fn run_with(
         let handle = std::thread::Builder::new()
             .name(format!("processor-{name}"))
             .spawn(move || {
+                let mut failure_code = None;
                 let status = loop {
                     if stop.load(Ordering::Relaxed) {
                         break "stopped".to_string();
@@ -391,18 +452,25 @@ pub async fn run_with(
                             control.idle(IDLE_POLL);
                         }
                         Err(e) => {
-                            let code = match &e {
-                                PipelineError::Fatal { .. } => "fatal",
-                                PipelineError::Start { .. } => "start",
-                                _ => "storage",
+                            let (code, word) = match &e {
+                                PipelineError::Fatal { .. } => ("fatal", "paused"),
+                                PipelineError::Start { error, .. } => (error.code(), "paused"),
+                                _ => ("storage", "failed"),
                             };
+                            failure_code = Some(code);
                             tracing::error!(processor = %pipeline.name(), code, error = %e, "processor stopped; the others go on");
-                            break format!("failed: {e}");
+                            break format!("{word}: {e}");
                         }
                     }
                 };
                 shared2.idle_at.store(u64::MAX - 1, Ordering::SeqCst);
                 control.set_state(&status);
+                if let Some(code) = failure_code.take() {
+                    let codes = [(code, 1)].into_iter().collect();
+                    if let Err(e) = stats::add_codes(&db2, pipeline.name(), &codes) {
+                        tracing::error!(processor = %pipeline.name(), error = %e, "cannot count the processor's failure");
+                    }
+                }
                 if let Err(e) = stats::set_status(&db2, pipeline.name(), &status) {
                     tracing::error!(processor = %pipeline.name(), error = %e, "cannot record the processor's status");
                 }
@@ -416,7 +484,16 @@ pub async fn run_with(
         threads.push((name, version, shared, handle));
     }
 
-    tracing::info!(processors = threads.len(), "processors running");
+    let forwards: Vec<_> = forwarders
+        .into_iter()
+        .map(|f| spawn_forward(f, log.clone(), stop.clone(), progress.clone()))
+        .collect();
+
+    tracing::info!(
+        processors = threads.len(),
+        forwards = forwards.len(),
+        "processors running"
+    );
     let maintenance = {
         let (log, db) = (log.clone(), db.clone());
         move || {
@@ -450,7 +527,9 @@ pub async fn run_with(
             last_maintenance = Instant::now();
             let _ = tokio::task::spawn_blocking(maintenance.clone()).await;
         }
-        if threads.iter().all(|(_, _, _, h)| h.is_finished()) {
+        if threads.iter().all(|(_, _, _, h)| h.is_finished())
+            && forwards.iter().all(|(_, _, h)| h.is_finished())
+        {
             break;
         }
         // Idle: every processor found nothing to read after the last commit
@@ -460,7 +539,9 @@ pub async fn run_with(
         let p = progress.load(Ordering::SeqCst);
         let all_idle = threads
             .iter()
-            .all(|(_, _, s, h)| h.is_finished() || s.idle_at.load(Ordering::SeqCst) == p);
+            .map(|(_, _, s, h)| (&s.idle_at, h))
+            .chain(forwards.iter().map(|(_, s, h)| (&s.idle_at, h)))
+            .all(|(idle_at, h)| h.is_finished() || idle_at.load(Ordering::SeqCst) == p);
         if options.until_idle && all_idle && p == last_progress {
             quiet_ticks += 1;
             if quiet_ticks >= quiet_needed {
@@ -499,6 +580,27 @@ pub async fn run_with(
             shared.busy_ns.load(Ordering::Relaxed),
         ));
     }
+    results.extend(paused);
+    let order = |name: &str| config.processors.iter().position(|p| p.name == name);
+    results.sort_by_key(|r| order(&r.0));
+    let mut forward_summaries = Vec::new();
+    for (mut summary, shared, handle) in forwards {
+        let joined = tokio::time::timeout(
+            STOP_GRACE,
+            tokio::task::spawn_blocking(move || handle.join()),
+        )
+        .await;
+        summary.records = shared.shipped.load(Ordering::SeqCst);
+        summary.status = match joined {
+            Ok(Ok(Ok(status))) => status,
+            Ok(_) => "failed: the forward thread panicked".into(),
+            Err(_) => format!(
+                "stopped without finishing: still waiting on the brokers after {} s",
+                STOP_GRACE.as_secs()
+            ),
+        };
+        forward_summaries.push(summary);
+    }
     let after = stats::read_all(&log)?;
     let processors = results
         .into_iter()
@@ -516,6 +618,87 @@ pub async fn run_with(
         .collect();
     Ok(RunSummary {
         processors,
+        forwards: forward_summaries,
         elapsed_ms: started.elapsed().as_millis() as u64,
+        peak_rss_bytes: stats::peak_rss_bytes(),
     })
+}
+
+/// What a `[[forward]]` thread shares with `run`.
+struct ForwardShared {
+    /// As [`Shared::idle_at`].
+    idle_at: AtomicU64,
+    /// Records acknowledged by the broker.
+    shipped: AtomicU64,
+}
+
+/// Starts one `[[forward]]` on its own thread. It takes part in idle
+/// detection like a processor: idle once everything stored so far was
+/// shipped; never idle while records wait for the brokers.
+fn spawn_forward(
+    mut forwarder: Forwarder,
+    log: Log,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+) -> (
+    ForwardSummary,
+    Arc<ForwardShared>,
+    std::thread::JoinHandle<String>,
+) {
+    let c = forwarder.config();
+    let summary = ForwardSummary {
+        from: c.from.clone(),
+        topic: c.kafka_topic().to_owned(),
+        brokers: c.kafka.brokers.clone(),
+        records: 0,
+        status: String::new(),
+    };
+    let shared = Arc::new(ForwardShared {
+        idle_at: AtomicU64::new(u64::MAX),
+        shipped: AtomicU64::new(0),
+    });
+    let shared2 = shared.clone();
+    // Sleeps up to `d`, waking early when asked to stop.
+    let nap = |d: Duration, stop: &AtomicBool| {
+        let until = Instant::now() + d;
+        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(IDLE_POLL);
+        }
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("forward-{}", summary.from))
+        .spawn(move || {
+            let mut open = || Ok(log.clone());
+            let status = loop {
+                if stop.load(Ordering::SeqCst) {
+                    break "stopped".to_owned();
+                }
+                // Read before looking, so that a commit landing meanwhile
+                // makes this idle mark stale rather than wrong.
+                let seen = progress.load(Ordering::SeqCst);
+                match forwarder.step(&mut open, &stop) {
+                    Ok(Step::Idle) => {
+                        shared2.idle_at.store(seen, Ordering::SeqCst);
+                        nap(Duration::from_millis(100), &stop);
+                    }
+                    Ok(Step::Shipped(n)) => {
+                        shared2.idle_at.store(u64::MAX, Ordering::SeqCst);
+                        shared2.shipped.fetch_add(n, Ordering::SeqCst);
+                    }
+                    Ok(Step::BrokersAway) => {
+                        shared2.idle_at.store(u64::MAX, Ordering::SeqCst);
+                        nap(Duration::from_secs(2), &stop);
+                    }
+                    Ok(Step::Stopped) => break "stopped".to_owned(),
+                    Err(e) => {
+                        tracing::error!(from = %forwarder.config().from, error = %e, "forward stopped; the processors go on");
+                        break format!("failed: {e}");
+                    }
+                }
+            };
+            shared2.idle_at.store(u64::MAX - 1, Ordering::SeqCst);
+            status
+        })
+        .expect("spawning a thread");
+    (summary, shared, thread)
 }

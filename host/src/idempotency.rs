@@ -103,6 +103,9 @@ pub enum KeyError {
 /// with object fields sorted by name, so the same values in another field
 /// order give the same key. A value with a repeated field name counts its
 /// last occurrence (the rule of serde_json and of ECMAScript's `JSON.parse`).
+/// A tombstone has no JSON to point into: it is keyed by its position
+/// (`offset` mode), so it is processed and never dead-lettered for want of a
+/// key; deleting twice has the effect of deleting once.
 ///
 /// # Errors
 ///
@@ -144,10 +147,9 @@ pub fn derive(mode: &KeyMode, event: &LogRecord) -> Result<(Vec<u8>, [u8; 16]), 
             Ok((h.finalize().to_vec(), raw_fp()))
         }
         KeyMode::Json(pointers) => {
-            let value = r
-                .value
-                .as_deref()
-                .ok_or_else(|| KeyError::NotJson("tombstone".into()))?;
+            let Some(value) = r.value.as_deref() else {
+                return Ok((offset_key(event), raw_fp()));
+            };
             let doc: serde_json::Value =
                 serde_json::from_slice(value).map_err(|e| KeyError::NotJson(e.to_string()))?;
             let parts = pointers
@@ -195,6 +197,8 @@ pub enum Outcome {
     Processed = 1,
     /// It was sent to the dead-letter topic.
     DeadLettered = 2,
+    /// The component failed on it and `on_error = "skip"` dropped it.
+    Skipped = 3,
 }
 
 /// What is stored per key.
@@ -231,6 +235,7 @@ impl KeyRecord {
             outcome: match b[32] {
                 1 => Outcome::Processed,
                 2 => Outcome::DeadLettered,
+                3 => Outcome::Skipped,
                 _ => return None,
             },
         })
@@ -537,10 +542,11 @@ mod tests {
             Err(KeyError::NotJson(_))
         ));
         let tombstone = event(None, None, vec![]);
-        assert!(matches!(
-            derive_key(&"json:/a".parse().unwrap(), &tombstone),
-            Err(KeyError::NotJson(_))
-        ));
+        assert_eq!(
+            derive(&"json:/a".parse().unwrap(), &tombstone),
+            Ok((b"t/2/7".to_vec(), fingerprint(None))),
+            "a tombstone is keyed by its position"
+        );
     }
 
     #[test]
@@ -626,8 +632,8 @@ mod tests {
         }
 
         #[test]
-        fn key_record_round_trips(fp in any::<[u8; 16]>(), a in any::<u64>(), b in any::<u64>(), dl in any::<bool>()) {
-            let k = KeyRecord { fingerprint: fp, recorded_ms: a, expires_ms: b, outcome: if dl { Outcome::DeadLettered } else { Outcome::Processed } };
+        fn key_record_round_trips(fp in any::<[u8; 16]>(), a in any::<u64>(), b in any::<u64>(), dl in 0usize..3) {
+            let k = KeyRecord { fingerprint: fp, recorded_ms: a, expires_ms: b, outcome: [Outcome::Processed, Outcome::DeadLettered, Outcome::Skipped][dl] };
             prop_assert_eq!(KeyRecord::decode(&k.encode()), Some(k));
         }
     }

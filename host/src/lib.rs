@@ -8,6 +8,7 @@
 //! - [`db`]: the redb file that holds everything durable.
 //! - [`log`]: the embedded durable log (topics, partitions, offsets, retention, positions).
 //! - [`kafka`]: Apache Kafka as a source and sink (rdkafka), with an outbox and transactions.
+//! - [`forward`]: store-and-forward of embedded-log topics to Kafka (`tidewater forward`, `[[forward]]`).
 //! - [`idempotency`]: idempotency keys: derivation, duplicates, conflicts, expiry.
 //! - [`state`]: per-processor key-value state, committed with each batch.
 //! - [`runtime`]: wasmtime, the WIT world's bindings, limits, the compiled-component cache.
@@ -15,7 +16,8 @@
 //! - [`control`]: hot swap, pause, shadow, canary and replay at batch boundaries.
 //! - [`admin`]: the admin HTTP API (and its client), `/metrics`, the plugins-dir watcher.
 //! - [`pipeline`]: the run loop of one processor: source → dedupe → component → one commit.
-//! - [`stats`]: per-processor counters and status.
+//! - [`stats`]: per-processor counters, error codes and status.
+//! - [`dlq`]: dead letters read back and replayed through a fixed component, exactly once.
 //! - [`ingest`]: turning CSV files into events.
 //! - [`host`]: starting and stopping processors (`tidewater run`).
 //! - [`scaffold`]: new processor projects in every language (`tidewater new`).
@@ -25,6 +27,10 @@ pub mod admin;
 pub mod config;
 pub mod control;
 pub mod db;
+pub mod dlq;
+pub mod forward;
+#[cfg(test)]
+mod fuzz;
 pub mod host;
 pub mod idempotency;
 pub mod ingest;

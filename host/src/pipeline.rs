@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, WriteTransaction};
 
-use crate::config::{ProcessorConfig, Unkeyed};
+use crate::config::{OnError, ProcessorConfig, Unkeyed};
 use crate::db::{StorageError, now_ms};
 use crate::idempotency::{self, KeyMode, KeyRecord, Outcome, Verdict};
 use crate::log::{Log, LogError, LogRecord, Record};
@@ -41,7 +41,9 @@ use crate::stats::{self, Counters};
 /// unchanged).
 pub mod dlq_headers {
     /// Why: `invalid`, `trap`, `timeout`, `memory-limit`, `transient`,
-    /// `contract`, `duplicate-key-different-payload`, `no-idempotency-key`.
+    /// `contract`, `output-count-limit`, `output-bytes-limit`,
+    /// `state-key-limit`, `state-value-limit`, `state-bytes-limit`,
+    /// `duplicate-key-different-payload`, `no-idempotency-key`.
     pub const KIND: &str = "tidewater-error-kind";
     /// The error message or trap text.
     pub const MESSAGE: &str = "tidewater-error-message";
@@ -395,6 +397,11 @@ pub trait Handler: Send {
     /// The version's identity (the component's SHA-256), for dead-letter headers.
     fn version(&self) -> &str;
 
+    /// Log lines dropped by the rate limit so far, over every instance.
+    fn log_dropped(&self) -> u64 {
+        0
+    }
+
     /// Processes `events`, one result per event, reading and writing state
     /// through `state`.
     ///
@@ -417,6 +424,8 @@ pub struct WasmHandler {
     limits: Limits,
     config: Vec<(String, String)>,
     instance: Option<Instance>,
+    /// Log lines dropped by instances already discarded.
+    log_dropped_before: u64,
 }
 
 impl WasmHandler {
@@ -440,6 +449,7 @@ impl WasmHandler {
             limits,
             config,
             instance: Some(instance),
+            log_dropped_before: 0,
         })
     }
 }
@@ -447,6 +457,10 @@ impl WasmHandler {
 impl Handler for WasmHandler {
     fn version(&self) -> &str {
         &self.component.sha256
+    }
+
+    fn log_dropped(&self) -> u64 {
+        self.log_dropped_before + self.instance.as_ref().map_or(0, Instance::log_dropped)
     }
 
     fn call(
@@ -463,9 +477,16 @@ impl Handler for WasmHandler {
                 &self.config,
             )?,
         };
-        let results = instance.process(events, state)?;
-        self.instance = Some(instance);
-        Ok(results)
+        match instance.process(events, state) {
+            Ok(results) => {
+                self.instance = Some(instance);
+                Ok(results)
+            }
+            Err(e) => {
+                self.log_dropped_before += instance.log_dropped();
+                Err(e)
+            }
+        }
     }
 }
 
@@ -529,6 +550,8 @@ pub struct Settings {
     pub retry_backoff: Duration,
     /// Whether idempotency keys are derived and checked at all (off only in benchmarks).
     pub deduplicate: bool,
+    /// What to do with an event the component fails on.
+    pub on_error: OnError,
 }
 
 impl Settings {
@@ -550,6 +573,7 @@ impl Settings {
             transient_retries: p.limits.transient_retries,
             retry_backoff: p.limits.retry_backoff,
             deduplicate: true,
+            on_error: p.on_error,
         })
     }
 }
@@ -588,6 +612,10 @@ pub struct Pipeline {
     sink: Box<dyn Sink>,
     handler: Box<dyn Handler>,
     attached: Option<crate::control::Attached>,
+    /// Partitions stopped by `on_error = "halt-partition"`, until restart.
+    halted: HashSet<(String, u32)>,
+    /// [`Handler::log_dropped`] as last counted.
+    log_dropped_counted: u64,
 }
 
 impl Pipeline {
@@ -606,6 +634,8 @@ impl Pipeline {
             sink,
             handler,
             attached: None,
+            halted: HashSet::new(),
+            log_dropped_counted: 0,
         }
     }
 
@@ -651,6 +681,9 @@ impl Pipeline {
         let Some(batch) = self.source.poll(s.max_batch_records, s.max_batch_bytes)? else {
             return Ok(None);
         };
+        if self.is_halted(&batch) {
+            return Ok(None);
+        }
         let snapshot = self.db.begin_read()?;
         let mut counters = Counters {
             events_in: batch.records.len() as u64,
@@ -733,11 +766,17 @@ impl Pipeline {
         let mut state = StateOverlay::new(s.name.clone(), snapshot);
         tracing::debug!(processor = %s.name, events = events.len(), "calling the component");
         let endings = self.run_recovering(&batch, &events, &mut state)?;
+        if self.settings.on_error == OnError::HaltPartition
+            && self.halt_if_failed(&batch, &events, &endings)?
+        {
+            return Ok(None);
+        }
         let shadow_state = match &mut self.attached {
             Some(a) => a.shadow(&events, &endings, &self.db)?,
             None => None,
         };
         let mut endings = endings.into_iter();
+        let mut codes = crate::stats::ErrorCodes::new();
 
         // 3. Commit everything in one transaction.
         let s = &self.settings;
@@ -750,6 +789,7 @@ impl Pipeline {
                 Fate::Conflict { key, fingerprint } => {
                     counters.conflicts += 1;
                     counters.dead_lettered += 1;
+                    *codes.entry("duplicate-key-different-payload").or_default() += 1;
                     let message = format!(
                         "idempotency key {} was first seen with a different payload",
                         String::from_utf8_lossy(&key)
@@ -767,6 +807,7 @@ impl Pipeline {
                 }
                 Fate::NoKey(reason) => {
                     counters.dead_lettered += 1;
+                    *codes.entry("no-idempotency-key").or_default() += 1;
                     let message = format!("no idempotency key ({} mode): {reason}", s.key_mode);
                     let dl = dead_letter(
                         rec,
@@ -796,9 +837,25 @@ impl Pipeline {
                             kind,
                             message,
                             attempts,
+                        }) if s.on_error == OnError::Skip => {
+                            counters.errors += 1;
+                            counters.skipped += 1;
+                            *codes.entry(kind).or_default() += 1;
+                            tracing::warn!(
+                                processor = %s.name, version = %self.handler.version(), code = kind,
+                                topic = %rec.topic, partition = rec.partition, offset = rec.offset,
+                                attempts, error = %message, "event skipped (on_error = skip)"
+                            );
+                            Outcome::Skipped
+                        }
+                        Some(Ending::DeadLetter {
+                            kind,
+                            message,
+                            attempts,
                         }) => {
                             counters.errors += 1;
                             counters.dead_lettered += 1;
+                            *codes.entry(kind).or_default() += 1;
                             let dl = dead_letter(
                                 rec,
                                 kind,
@@ -825,13 +882,21 @@ impl Pipeline {
                 }
             }
         }
+        let dropped = self.handler.log_dropped();
+        if dropped > self.log_dropped_counted {
+            let n = dropped - self.log_dropped_counted;
+            tracing::warn!(processor = %s.name, code = "log-rate-limit", lines = n, "log lines dropped by the rate limit");
+            *codes.entry("log-rate-limit").or_default() += n;
+        }
         state.apply_in(&txn)?;
         if let Some(shadow) = shadow_state {
             shadow.apply_in(&txn)?;
         }
         self.source.commit_in(&txn, &batch)?;
         stats::add_in(&txn, &s.name, &counters)?;
+        stats::add_codes_in(&txn, &s.name, &codes)?;
         txn.commit()?;
+        self.log_dropped_counted = dropped;
         self.sink.flush(&batch)?;
         self.source.committed(&batch)?;
         tracing::debug!(
@@ -907,10 +972,7 @@ impl Pipeline {
                 });
             }
             if !retry.is_empty() {
-                let delay = self
-                    .settings
-                    .retry_backoff
-                    .saturating_mul(1 << round.min(16));
+                let delay = backoff_delay(self.settings.retry_backoff, round, jitter_seed());
                 tracing::info!(
                     processor = %self.settings.name, topic = %batch.topic, partition = batch.partition,
                     events = retry.len(), delay_ms = delay.as_millis() as u64,
@@ -937,11 +999,14 @@ impl Pipeline {
     ) -> Result<Vec<Result<EventResult, CallError>>, PipelineError> {
         match self.handler.call(events, state) {
             Ok(results) => Ok(results.into_iter().map(Ok).collect()),
-            Err(CallError::InitRefused(m)) => Err(PipelineError::Start {
-                processor: self.settings.name.to_string(),
-                version: self.handler.version().to_owned(),
-                error: CallError::InitRefused(m),
-            }),
+            // A fresh instance could not start: no event is to blame.
+            Err(e @ (CallError::InitRefused(_) | CallError::InitFailed(_))) => {
+                Err(PipelineError::Start {
+                    processor: self.settings.name.to_string(),
+                    version: self.handler.version().to_owned(),
+                    error: e,
+                })
+            }
             Err(e) if events.len() <= 1 => {
                 tracing::warn!(
                     processor = %self.settings.name, version = %self.handler.version(),
@@ -964,6 +1029,76 @@ impl Pipeline {
             }
         }
     }
+}
+
+impl Pipeline {
+    fn is_halted(&self, batch: &Batch) -> bool {
+        !self.halted.is_empty()
+            && self
+                .halted
+                .contains(&(batch.topic.clone(), batch.partition))
+    }
+
+    /// `on_error = "halt-partition"`: when an event of `batch` failed, stops
+    /// its partition (nothing of the batch is committed), records where and
+    /// why for `stats`, and returns true.
+    fn halt_if_failed(
+        &mut self,
+        batch: &Batch,
+        events: &[Event],
+        endings: &[Ending],
+    ) -> Result<bool, PipelineError> {
+        let Some((event, kind, message)) =
+            events.iter().zip(endings).find_map(|(e, end)| match end {
+                Ending::DeadLetter { kind, message, .. } => Some((e, *kind, message)),
+                Ending::Done(_) => None,
+            })
+        else {
+            return Ok(false);
+        };
+        let s = &self.settings;
+        tracing::error!(
+            processor = %s.name, version = %self.handler.version(), code = kind,
+            topic = %event.topic, partition = event.partition, offset = event.offset,
+            error = %message, "partition halted (on_error = halt-partition); the other partitions go on"
+        );
+        let halt = stats::Halt {
+            topic: event.topic.clone(),
+            partition: event.partition,
+            offset: event.offset,
+            reason: format!("{kind}: {message}"),
+        };
+        stats::record_halt(&self.db, &s.name, &halt, kind)?;
+        self.halted.insert((batch.topic.clone(), batch.partition));
+        Ok(true)
+    }
+}
+
+/// Longest wait between two retries of a `transient` event.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The wait before retry round `round` (0 first): `base` doubled `round`
+/// times, at most [`MAX_BACKOFF`], then "equal jitter": half of it plus a
+/// share of the other half chosen by `seed`, so retries of many processors
+/// do not fall in step.
+pub fn backoff_delay(base: Duration, round: u32, seed: u64) -> Duration {
+    let full = base.saturating_mul(1 << round.min(16)).min(MAX_BACKOFF);
+    let half = full / 2;
+    let span = (full - half).as_nanos() as u64;
+    let extra = if span == 0 { 0 } else { seed % (span + 1) };
+    half + Duration::from_nanos(extra)
+}
+
+/// A random number for jitter (std's per-process random hash keys, no dependency).
+fn jitter_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// The WIT event for a log record.
@@ -990,7 +1125,9 @@ pub fn output_key(input_key: &[u8], processor: &str, index: usize) -> Vec<u8> {
     k
 }
 
-fn output_record(
+/// The record published for output `index` of `input`: its timestamp is
+/// the input's, and its `idempotency-key` header is [`output_key`].
+pub(crate) fn output_record(
     input: &LogRecord,
     out: Output,
     input_key: &[u8],
@@ -1042,4 +1179,92 @@ pub fn dead_letter(
             .map(|(n, v)| (n.to_owned(), v.into_bytes())),
     );
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Traps on its first call; after that its instances cannot start.
+    struct BrokenRestart {
+        calls: u32,
+    }
+
+    impl Handler for BrokenRestart {
+        fn version(&self) -> &str {
+            "broken-restart"
+        }
+
+        fn call(
+            &mut self,
+            _events: &[Event],
+            _state: &mut StateOverlay,
+        ) -> Result<Vec<EventResult>, CallError> {
+            self.calls += 1;
+            Err(match self.calls {
+                1 => CallError::Trap("wasm trap: wasm `unreachable` instruction executed".into()),
+                _ => CallError::InitFailed(Box::new(CallError::Timeout { deadline_ms: 5000 })),
+            })
+        }
+    }
+
+    #[test]
+    fn an_instance_that_cannot_restart_blames_no_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let log = Log::new(db.clone(), 1);
+        let records = (0..4).map(|i| Record {
+            value: Some(vec![i]),
+            ..Record::default()
+        });
+        log.append("in", records).unwrap();
+        let config = crate::config::Config::parse(
+            "[[processor]]\nname = \"p\"\ncomponent = \"p.wasm\"\ninputs = [\"in\"]\noutput = \"out\"\n",
+        )
+        .unwrap();
+        let settings = Settings::from_config(&config.processors[0]).unwrap();
+        let mut pipeline = Pipeline::new(
+            settings,
+            db.clone(),
+            Box::new(EmbeddedSource::new(
+                log.clone(),
+                "p".into(),
+                vec!["in".into()],
+            )),
+            Box::new(EmbeddedSink::new(1)),
+            Box::new(BrokenRestart { calls: 0 }),
+        );
+        let err = pipeline.step().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "processor p (version broken-restart) cannot start: init failed: call exceeded its deadline of 5000 ms"
+        );
+        // Nothing dead-lettered, nothing committed: the batch waits for a working version.
+        assert_eq!(log.partitions("p.dlq").unwrap(), None);
+        assert_eq!(log.position("p", "in", 0).unwrap(), Some(0));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        for round in 0..6 {
+            let full = base * (1 << round);
+            assert_eq!(backoff_delay(base, round, 0), full / 2);
+            assert_eq!(
+                backoff_delay(base, round, u64::MAX - 7).max(full / 2),
+                backoff_delay(base, round, u64::MAX - 7)
+            );
+            assert!(backoff_delay(base, round, u64::MAX) <= full);
+        }
+        // The largest draw of a round is the full delay.
+        let full = Duration::from_millis(400);
+        let span = (full - full / 2).as_nanos() as u64;
+        assert_eq!(backoff_delay(base, 2, span), full);
+        assert_eq!(
+            backoff_delay(base, 40, u64::MAX).max(MAX_BACKOFF),
+            MAX_BACKOFF
+        );
+        assert!(backoff_delay(base, 40, 0) >= MAX_BACKOFF / 2);
+        assert_eq!(backoff_delay(Duration::ZERO, 3, 12345), Duration::ZERO);
+    }
 }

@@ -50,22 +50,113 @@ pub type EventResult = Result<Vec<Output>, ProcessError>;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Limits that apply to each instance of a processor.
+///
+/// A breach of the memory cap or a deadline traps the instance; a breach of
+/// the output or state limits fails the call as a whole with
+/// [`CallError::Limit`] (its state writes are dropped), so the pipeline
+/// bisects the batch down to the event that causes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest a call of `init` or `process` may run before it is interrupted.
+    /// Longest a call of `process` may run before it is interrupted.
     pub call_deadline: Duration,
+    /// Longest instantiation plus `init` may run before it is interrupted.
+    pub init_deadline: Duration,
     /// Most linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,
     /// Most log lines per second a processor may write; the rest are dropped and counted.
     pub log_lines_per_s: u32,
+    /// Most outputs one event may produce.
+    pub max_outputs_per_event: usize,
+    /// Most bytes of outputs (topic, key, value, header names and values)
+    /// one call of `process` may return, in bytes.
+    pub max_output_bytes_per_batch: usize,
+    /// Longest state key, in bytes.
+    pub max_state_key_bytes: usize,
+    /// Longest state value, in bytes.
+    pub max_state_value_bytes: usize,
+    /// Most state one call of `process` may write, in bytes: each `set` or
+    /// `delete` counts its key and value plus [`STATE_WRITE_OVERHEAD_BYTES`].
+    pub max_state_bytes_per_batch: usize,
 }
+
+/// What each state write counts against [`Limits::max_state_bytes_per_batch`]
+/// on top of its key and value, in bytes: the host's bookkeeping per write,
+/// so that a flood of tiny writes is bounded too.
+pub const STATE_WRITE_OVERHEAD_BYTES: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             call_deadline: Duration::from_secs(1),
+            init_deadline: Duration::from_secs(5),
             memory_bytes: 64 << 20,
             log_lines_per_s: 100,
+            max_outputs_per_event: 10_000,
+            max_output_bytes_per_batch: 64 << 20,
+            max_state_key_bytes: 4096,
+            max_state_value_bytes: 1 << 20,
+            max_state_bytes_per_batch: 16 << 20,
+        }
+    }
+}
+
+/// A host-side limit that a call broke. Each has a stable [`LimitBreach::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitBreach {
+    /// One event produced more outputs than [`Limits::max_outputs_per_event`].
+    #[error("an event produced {count} outputs, the limit is {limit} outputs per event")]
+    OutputCount {
+        /// Outputs the event produced.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// One call returned more output bytes than [`Limits::max_output_bytes_per_batch`].
+    #[error("the call returned {bytes} bytes of outputs, the limit is {limit} bytes per batch")]
+    OutputBytes {
+        /// Bytes returned.
+        bytes: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A state key longer than [`Limits::max_state_key_bytes`].
+    #[error("a state key of {bytes} bytes, the limit is {limit} bytes")]
+    StateKey {
+        /// The key's length, in bytes.
+        bytes: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A state value longer than [`Limits::max_state_value_bytes`].
+    #[error("a state value of {bytes} bytes, the limit is {limit} bytes")]
+    StateValue {
+        /// The value's length, in bytes.
+        bytes: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// More state written in one call than [`Limits::max_state_bytes_per_batch`].
+    #[error(
+        "the call wrote more than {limit} bytes of state (writes counted with {overhead} bytes each of overhead)"
+    )]
+    StateBytes {
+        /// The limit, in bytes.
+        limit: usize,
+        /// [`STATE_WRITE_OVERHEAD_BYTES`].
+        overhead: usize,
+    },
+}
+
+impl LimitBreach {
+    /// A stable, lowercase code for logs, metrics and dead-letter headers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LimitBreach::OutputCount { .. } => "output-count-limit",
+            LimitBreach::OutputBytes { .. } => "output-bytes-limit",
+            LimitBreach::StateKey { .. } => "state-key-limit",
+            LimitBreach::StateValue { .. } => "state-value-limit",
+            LimitBreach::StateBytes { .. } => "state-bytes-limit",
         }
     }
 }
@@ -126,6 +217,14 @@ pub enum CallError {
     /// `init` refused the config.
     #[error("init refused the config: {0}")]
     InitRefused(String),
+    /// Instantiation or `init` trapped, ran past [`Limits::init_deadline`]
+    /// or hit the memory cap (the cause inside).
+    #[error("init failed: {0}")]
+    InitFailed(Box<CallError>),
+    /// A host-side limit on outputs or state was broken; the call's state
+    /// writes were dropped.
+    #[error("{0}")]
+    Limit(LimitBreach),
     /// The component broke the contract (e.g. returned the wrong number of results).
     #[error("component broke the contract: {0}")]
     Contract(String),
@@ -139,6 +238,8 @@ impl CallError {
             CallError::Timeout { .. } => "timeout",
             CallError::MemoryLimit { .. } => "memory-limit",
             CallError::InitRefused(_) => "init-refused",
+            CallError::InitFailed(_) => "init-failed",
+            CallError::Limit(b) => b.code(),
             CallError::Contract(_) => "contract",
         }
     }
@@ -305,6 +406,44 @@ pub struct HostState {
     outputs: [GuestOutput; 2],
     /// The state view of the batch in progress.
     pub state: StateOverlay,
+    /// The limits checked on state writes.
+    limits: Limits,
+    /// Bytes of state written by the call in progress (see [`Limits::max_state_bytes_per_batch`]).
+    state_written: usize,
+    /// The host-side limit the call in progress broke, if any.
+    breach: Option<LimitBreach>,
+}
+
+impl HostState {
+    /// Counts a state write against the limits; an error traps the call.
+    fn check_state_write(&mut self, key: &[u8], value: Option<&[u8]>) -> wasmtime::Result<()> {
+        let l = &self.limits;
+        let value_len = value.map_or(0, <[u8]>::len);
+        self.state_written = self
+            .state_written
+            .saturating_add(key.len() + value_len + STATE_WRITE_OVERHEAD_BYTES);
+        let breach = if key.len() > l.max_state_key_bytes {
+            LimitBreach::StateKey {
+                bytes: key.len(),
+                limit: l.max_state_key_bytes,
+            }
+        } else if value_len > l.max_state_value_bytes {
+            LimitBreach::StateValue {
+                bytes: value_len,
+                limit: l.max_state_value_bytes,
+            }
+        } else if self.state_written > l.max_state_bytes_per_batch {
+            LimitBreach::StateBytes {
+                limit: l.max_state_bytes_per_batch,
+                overhead: STATE_WRITE_OVERHEAD_BYTES,
+            }
+        } else {
+            return Ok(());
+        };
+        let message = breach.to_string();
+        self.breach = Some(breach);
+        Err(wasmtime::Error::msg(message))
+    }
 }
 
 impl WasiView for HostState {
@@ -356,11 +495,13 @@ impl bindings::tidewater::processor::state::Host for HostState {
     }
 
     fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_state_write(&key, Some(&value))?;
         self.state.put(key, Some(value));
         Ok(())
     }
 
     fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_state_write(&key, None)?;
         self.state.put(key, None);
         Ok(())
     }
@@ -559,12 +700,14 @@ impl Runtime {
     }
 
     /// A new instance of `component` for `processor`, with `limits`, after
-    /// calling its `init` with `config`.
+    /// calling its `init` with `config`. Instantiation and `init` together
+    /// run under [`Limits::init_deadline`].
     ///
     /// # Errors
     ///
-    /// [`CallError::InitRefused`] when `init` returns an error; a trap,
-    /// timeout or memory breach during instantiation or `init`.
+    /// [`CallError::InitRefused`] when `init` returns an error;
+    /// [`CallError::InitFailed`] with the trap, timeout or memory breach
+    /// during instantiation or `init`.
     pub fn instantiate(
         &self,
         component: &LoadedComponent,
@@ -594,6 +737,9 @@ impl Runtime {
             log_dropped: 0,
             outputs: [stdout, stderr],
             state: StateOverlay::default(),
+            limits,
+            state_written: 0,
+            breach: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -604,16 +750,25 @@ impl Runtime {
             store,
             live: LiveGuard::new(&self.live),
         };
-        instance.arm();
-        let bindings = component
-            .pre
-            .instantiate(&mut instance.store)
-            .map_err(|e| instance.classify(e))?;
-        instance.arm();
+        // One deadline for instantiation and init together.
+        instance
+            .store
+            .set_epoch_deadline(deadline_ticks(limits.init_deadline));
+        let init_failed = |instance: &mut Instance, e| {
+            let mut cause = instance.classify(e);
+            if let CallError::Timeout { deadline_ms } = &mut cause {
+                *deadline_ms = limits.init_deadline.as_millis() as u64;
+            }
+            CallError::InitFailed(Box::new(cause))
+        };
+        let bindings = match component.pre.instantiate(&mut instance.store) {
+            Ok(b) => b,
+            Err(e) => return Err(init_failed(&mut instance, e)),
+        };
         match bindings.call_init(&mut instance.store, config) {
             Ok(Ok(())) => {}
             Ok(Err(refusal)) => return Err(CallError::InitRefused(refusal)),
-            Err(e) => return Err(instance.classify(e)),
+            Err(e) => return Err(init_failed(&mut instance, e)),
         }
         instance.bindings = Some(bindings);
         Ok(instance)
@@ -696,8 +851,33 @@ fn store_atomically(path: &Path, bytes: &[u8]) {
     }
 }
 
+/// The first output limit that `results` break, if any.
+fn check_outputs(results: &[EventResult], limits: &Limits) -> Option<LimitBreach> {
+    let mut bytes = 0usize;
+    for outputs in results.iter().filter_map(|r| r.as_ref().ok()) {
+        if outputs.len() > limits.max_outputs_per_event {
+            return Some(LimitBreach::OutputCount {
+                count: outputs.len(),
+                limit: limits.max_outputs_per_event,
+            });
+        }
+        for o in outputs {
+            bytes = bytes
+                .saturating_add(o.topic.as_ref().map_or(0, String::len))
+                .saturating_add(o.key.as_ref().map_or(0, Vec::len))
+                .saturating_add(o.value.as_ref().map_or(0, Vec::len))
+                .saturating_add(o.headers.iter().map(|(n, v)| n.len() + v.len()).sum());
+        }
+    }
+    (bytes > limits.max_output_bytes_per_batch).then_some(LimitBreach::OutputBytes {
+        bytes,
+        limit: limits.max_output_bytes_per_batch,
+    })
+}
+
 /// One live instance of a component. After a [`CallError`] it must not be
-/// called again: drop it and instantiate a fresh one.
+/// called again (except after a [`CallError::Limit`] on outputs): drop it and
+/// instantiate a fresh one.
 pub struct Instance {
     store: Store<HostState>,
     bindings: Option<bindings::Processor>,
@@ -729,6 +909,9 @@ impl Instance {
     }
 
     fn classify(&mut self, e: wasmtime::Error) -> CallError {
+        if let Some(breach) = self.store.data_mut().breach.take() {
+            return CallError::Limit(breach);
+        }
         if self.store.data().limiter.hit {
             return CallError::MemoryLimit {
                 limit_bytes: self.limits.memory_bytes,
@@ -739,7 +922,13 @@ impl Instance {
                 deadline_ms: self.limits.call_deadline.as_millis() as u64,
             };
         }
-        CallError::Trap(format!("{e:#}"))
+        // The trap itself, without the backtrace that wasmtime attaches
+        // (it goes to the debug log).
+        tracing::debug!(error = format!("{e:#}"), "component trapped");
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => CallError::Trap(trap.to_string()),
+            None => CallError::Trap(short_reason(&e)),
+        }
     }
 
     /// Calls `process` on `events` with `state` as the state view; returns
@@ -760,6 +949,8 @@ impl Instance {
             ));
         };
         std::mem::swap(&mut self.store.data_mut().state, state);
+        self.store.data_mut().state_written = 0;
+        self.store.data_mut().breach = None;
         self.arm();
         let result = bindings.call_process(&mut self.store, events);
         std::mem::swap(&mut self.store.data_mut().state, state);
@@ -778,8 +969,13 @@ impl Instance {
                 events.len()
             )));
         }
-        state.keep_call();
+        // The instance is sound after a breach of these: keep it.
         self.bindings = Some(bindings);
+        if let Some(breach) = check_outputs(&results, &self.limits) {
+            state.drop_call();
+            return Err(CallError::Limit(breach));
+        }
+        state.keep_call();
         Ok(results)
     }
 

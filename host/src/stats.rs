@@ -15,6 +15,27 @@ use crate::log::{Log, LogError};
 const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("stats.counters");
 /// processor → status text
 const STATUS: TableDefinition<&str, &str> = TableDefinition::new("stats.status");
+/// (processor, error code) → events or log lines
+const CODES: TableDefinition<(&str, &str), u64> = TableDefinition::new("stats.error_codes");
+/// (processor, topic, partition) → postcard-encoded [`Halt`]
+const HALTS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("stats.halts");
+
+/// Failures counted by their stable error code (`invalid`, `trap`,
+/// `timeout`, `output-count-limit`, `log-rate-limit`, ...).
+pub type ErrorCodes = BTreeMap<&'static str, u64>;
+
+/// Where and why `on_error = "halt-partition"` stopped a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Halt {
+    /// The input topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: u32,
+    /// The offset of the event the component failed on.
+    pub offset: u64,
+    /// `<error code>: <message>`.
+    pub reason: String,
+}
 
 /// What a processor did, counted in events or records.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,10 +54,12 @@ pub struct Counters {
     pub errors: u64,
     /// Events processed without an idempotency key (`unkeyed = "process"`).
     pub unkeyed: u64,
+    /// Events the component failed on that `on_error = "skip"` dropped.
+    pub skipped: u64,
 }
 
 impl Counters {
-    const NAMES: [&'static str; 7] = [
+    const NAMES: [&'static str; 8] = [
         "events_in",
         "duplicates",
         "conflicts",
@@ -44,9 +67,10 @@ impl Counters {
         "dead_lettered",
         "errors",
         "unkeyed",
+        "skipped",
     ];
 
-    fn values(&self) -> [u64; 7] {
+    fn values(&self) -> [u64; 8] {
         [
             self.events_in,
             self.duplicates,
@@ -55,6 +79,7 @@ impl Counters {
             self.dead_lettered,
             self.errors,
             self.unkeyed,
+            self.skipped,
         ]
     }
 
@@ -67,6 +92,7 @@ impl Counters {
             "dead_lettered" => self.dead_lettered = v,
             "errors" => self.errors = v,
             "unkeyed" => self.unkeyed = v,
+            "skipped" => self.skipped = v,
             _ => {}
         }
     }
@@ -112,8 +138,73 @@ pub fn add_in(
     Ok(())
 }
 
-/// Records `processor`'s status (`running`, `stopped`, `failed: ...`) in its
-/// own durable transaction.
+/// Adds `codes` to `processor`'s failure counts by error code inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn add_codes_in(
+    txn: &WriteTransaction,
+    processor: &str,
+    codes: &ErrorCodes,
+) -> Result<(), StorageError> {
+    if codes.is_empty() {
+        return Ok(());
+    }
+    let mut t = txn.open_table(CODES)?;
+    for (code, n) in codes {
+        let old = t.get((processor, *code))?.map_or(0, |g| g.value());
+        t.insert((processor, *code), old + n)?;
+    }
+    Ok(())
+}
+
+/// Adds `codes` to `processor`'s failure counts in a durable transaction of
+/// its own (for failures outside a batch: a processor that cannot start,
+/// a `fatal` error).
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn add_codes(
+    db: &redb::Database,
+    processor: &str,
+    codes: &ErrorCodes,
+) -> Result<(), StorageError> {
+    let txn = db.begin_write()?;
+    add_codes_in(&txn, processor, codes)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Records, in its own durable transaction, that `processor` halted a
+/// partition (`on_error = "halt-partition"`), and counts `code` once.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn record_halt(
+    db: &redb::Database,
+    processor: &str,
+    halt: &Halt,
+    code: &'static str,
+) -> Result<(), StorageError> {
+    let txn = db.begin_write()?;
+    {
+        let bytes = postcard::to_allocvec(halt).unwrap_or_default();
+        txn.open_table(HALTS)?.insert(
+            (processor, halt.topic.as_str(), halt.partition),
+            bytes.as_slice(),
+        )?;
+    }
+    add_codes_in(&txn, processor, &[(code, 1)].into_iter().collect())?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Records `processor`'s status (`running`, `stopped`, `paused: ...`,
+/// `failed: ...`) in its own durable transaction. `running` also clears the
+/// partitions it had halted: a restart reads them again.
 ///
 /// # Errors
 ///
@@ -121,8 +212,24 @@ pub fn add_in(
 pub fn set_status(db: &redb::Database, processor: &str, status: &str) -> Result<(), StorageError> {
     let txn = db.begin_write()?;
     txn.open_table(STATUS)?.insert(processor, status)?;
+    if status == "running" {
+        let mut halts = txn.open_table(HALTS)?;
+        halts.retain_in(
+            (processor, "", 0)..=(processor, "\u{10ffff}", u32::MAX),
+            |_, _| false,
+        )?;
+    }
     txn.commit()?;
     Ok(())
+}
+
+/// The peak resident memory of this process (`VmHWM` of
+/// `/proc/self/status`), in bytes; `None` where there is no `/proc`.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// What `tidewater stats` shows for one processor.
@@ -136,6 +243,10 @@ pub struct ProcessorStats {
     pub counters: Counters,
     /// Records in the inputs not yet read (sum over partitions of end − position).
     pub lag: u64,
+    /// Failures by stable error code, since the data dir was created.
+    pub error_codes: BTreeMap<String, u64>,
+    /// Partitions halted by `on_error = "halt-partition"` in the last run.
+    pub halted: Vec<Halt>,
 }
 
 /// Every processor's counters, status and lag, by name.
@@ -170,6 +281,35 @@ pub fn read_all(log: &Log) -> Result<BTreeMap<String, ProcessorStats>, LogError>
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(StorageError::from(e).into()),
     }
+    match txn.open_table(CODES) {
+        Ok(t) => {
+            for e in t.iter().map_err(StorageError::from)? {
+                let (k, v) = e.map_err(StorageError::from)?;
+                let (p, code) = k.value();
+                out.entry(p.to_owned())
+                    .or_default()
+                    .error_codes
+                    .insert(code.to_owned(), v.value());
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(StorageError::from(e).into()),
+    }
+    match txn.open_table(HALTS) {
+        Ok(t) => {
+            for e in t.iter().map_err(StorageError::from)? {
+                let (k, v) = e.map_err(StorageError::from)?;
+                if let Ok(h) = postcard::from_bytes::<Halt>(v.value()) {
+                    out.entry(k.value().0.to_owned())
+                        .or_default()
+                        .halted
+                        .push(h);
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(StorageError::from(e).into()),
+    }
     drop(txn);
     for pos in log.positions()? {
         if let Some(s) = out.get_mut(&pos.consumer) {
@@ -183,6 +323,12 @@ pub fn read_all(log: &Log) -> Result<BTreeMap<String, ProcessorStats>, LogError>
             // Whoever reads the stats holds the database, so no `run` does:
             // the one that wrote "running" was killed before it could say so.
             s.status = "stopped uncleanly (killed or crashed)".into();
+        }
+        for h in &s.halted {
+            s.status.push_str(&format!(
+                "; partition {}/{} halted at offset {} ({})",
+                h.topic, h.partition, h.offset, h.reason
+            ));
         }
     }
     Ok(out)

@@ -84,7 +84,7 @@ fn timeouts_and_memory_breaches_are_dead_lettered_and_the_rest_goes_on() {
 }
 
 #[test]
-fn fatal_stops_only_that_processor_and_commits_nothing_of_its_batch() {
+fn fatal_pauses_only_that_processor_and_commits_nothing_of_its_batch() {
     let env = Env::new();
     env.produce("in", ["count:a", "fatal", "count:a"].map(value).to_vec());
     env.produce(
@@ -117,12 +117,12 @@ batch.max_records = 1
         .unwrap();
     assert!(
         !out.status.success(),
-        "a failed processor makes run exit non-zero"
+        "a paused processor makes run exit non-zero"
     );
     let summary = summary(&out);
     let status = summary["processors"][0]["status"].as_str().unwrap();
     assert!(
-        status.starts_with("failed: processor breaks (version "),
+        status.starts_with("paused: processor breaks (version "),
         "{status}"
     );
     assert!(
@@ -141,9 +141,10 @@ batch.max_records = 1
         stats["breaks"]["status"]
             .as_str()
             .unwrap()
-            .starts_with("failed: ")
+            .starts_with("paused: processor breaks")
     );
     assert_eq!(stats["carries-on"]["outputs"], 3);
+    assert_eq!(stats["breaks"]["error_codes"]["fatal"], 1);
 }
 
 #[test]

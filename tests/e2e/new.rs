@@ -21,10 +21,13 @@ fn make(dir: &Path, target: Option<&str>) {
             cmd.env_remove(k);
         }
     }
-    // Share the checkout's build cache (the Rust project reuses its wasm32 SDK build).
-    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-        cmd.env("CARGO_TARGET_DIR", root().join("target"));
-    }
+    // A target dir of its own inside the checkout's (kept between runs): a
+    // workspace that builds the SDK path package into the host's or the
+    // plugins' target dir overwrites their artifacts of it.
+    let shared = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    cmd.env("CARGO_TARGET_DIR", shared.join("scaffolded"));
     let out = cmd.output().expect("running make");
     assert!(
         out.status.success(),

@@ -10,12 +10,21 @@
 //! | `trap` | panics (the instance traps) |
 //! | `spin` | loops forever (the call hits its deadline) |
 //! | `grow` | allocates until memory runs out (the instance hits its memory cap) |
+//! | `grow-4g` | asks for 4 GiB of linear memory at once (`memory.grow`) |
+//! | `recurse` | recurses without end (the call stack runs out) |
+//! | `fanout:<n>:<bytes>` | `n` outputs, each a value of `bytes` bytes `x`, key `<index>` |
+//! | `big:<bytes>` | one output whose value is `bytes` bytes `x` |
+//! | `state-flood` | writes new state keys without end |
+//! | `state-key:<bytes>` | writes one state key of `bytes` bytes, then echoes |
+//! | `state-value:<bytes>` | writes one state value of `bytes` bytes, then echoes |
+//! | `log-flood:<n>` | writes `n` warn lines through `log` and `n` lines to stderr, then echoes |
 //! | anything else, or a tombstone | one output with the event's key, value and headers, byte for byte |
 //!
 //! Config: `fail-init = "<message>"` makes `init` refuse with that message;
-//! `fail-every = "<n>"` makes every event whose offset is a multiple of `n`
-//! return `invalid("probe fail-every <n>")` (a "changed build" for the
-//! host's shadow and canary tests).
+//! `trap-init = "true"` makes it panic; `init-spin-ms = "<ms>"` makes it
+//! busy-wait that long first; `fail-every = "<n>"` makes every event whose
+//! offset is a multiple of `n` return `invalid("probe fail-every <n>")` (a
+//! "changed build" for the host's shadow and canary tests).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,6 +40,15 @@ static FAIL_EVERY: AtomicU64 = AtomicU64::new(0);
 ///
 /// The `fail-init` message, or what is wrong with `fail-every`.
 pub fn init(config: &Config) -> Result<(), String> {
+    if let Some(ms) = config.parse::<u64>("init-spin-ms")? {
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(ms) {
+            std::hint::spin_loop();
+        }
+    }
+    if config.get("trap-init") == Some("true") {
+        panic!("probe trap in init");
+    }
     if let Some(m) = config.get("fail-init") {
         return Err(m.to_owned());
     }
@@ -77,6 +95,45 @@ pub fn process(event: Event) -> Result<Vec<Output>, ProcessError> {
                 std::hint::black_box(&hoard);
             }
         }
+        Some(b"grow-4g") => grow_4g(),
+        Some(b"recurse") => Ok(vec![Output::new(recurse(0).to_string())]),
+        Some(b"state-flood") => {
+            let mut i = 0u64;
+            loop {
+                state::set(&i.to_le_bytes(), b"v");
+                i += 1;
+            }
+        }
+        Some(v) if v.starts_with(b"fanout:") => {
+            let (n, bytes) = two_numbers(&v[7..])?;
+            Ok((0..n)
+                .map(|i| Output {
+                    topic: None,
+                    key: Some(i.to_string().into_bytes()),
+                    value: Some(vec![b'x'; bytes]),
+                    headers: Vec::new(),
+                })
+                .collect())
+        }
+        Some(v) if v.starts_with(b"big:") => {
+            let bytes = number(&v[4..])?;
+            Ok(vec![Output::new(vec![b'x'; bytes])])
+        }
+        Some(v) if v.starts_with(b"state-key:") => {
+            state::set(&vec![b'k'; number(&v[10..])?], b"v");
+            Ok(vec![echo(event)])
+        }
+        Some(v) if v.starts_with(b"state-value:") => {
+            state::set(b"k", &vec![b'v'; number(&v[12..])?]);
+            Ok(vec![echo(event)])
+        }
+        Some(v) if v.starts_with(b"log-flood:") => {
+            for i in 0..number(&v[10..])? {
+                tidewater_sdk::log::warn(&format!("probe log flood {i}"));
+                eprintln!("probe stderr flood {i}");
+            }
+            Ok(vec![echo(event)])
+        }
         Some(v) if v.starts_with(b"count:") => {
             let name = &v[6..];
             let n = state::get(name)
@@ -87,13 +144,54 @@ pub fn process(event: Event) -> Result<Vec<Output>, ProcessError> {
             state::set(name, n.to_string().as_bytes());
             Ok(vec![Output::new(n.to_string()).with_key_from(&event)])
         }
-        _ => Ok(vec![Output {
-            topic: None,
-            key: event.key,
-            value: event.value,
-            headers: event.headers,
-        }]),
+        _ => Ok(vec![echo(event)]),
     }
+}
+
+/// The event back as an output, byte for byte.
+fn echo(event: Event) -> Output {
+    Output {
+        topic: None,
+        key: event.key,
+        value: event.value,
+        headers: event.headers,
+    }
+}
+
+fn number(text: &[u8]) -> Result<usize, ProcessError> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| ProcessError::Invalid("probe: not a number".into()))
+}
+
+fn two_numbers(text: &[u8]) -> Result<(usize, usize), ProcessError> {
+    let colon = text
+        .iter()
+        .position(|b| *b == b':')
+        .ok_or_else(|| ProcessError::Invalid("probe: expected <n>:<bytes>".into()))?;
+    Ok((number(&text[..colon])?, number(&text[colon + 1..])?))
+}
+
+/// Recurses until the call stack runs out; never returns.
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 8]);
+    if std::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1).wrapping_add(frame[3])
+}
+
+/// Asks for all of the 4 GiB a 32-bit instance can address.
+fn grow_4g() -> Result<Vec<Output>, ProcessError> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let have = core::arch::wasm32::memory_size(0);
+        if core::arch::wasm32::memory_grow(0, 65536 - have) == usize::MAX {
+            panic!("probe: memory.grow to 4 GiB failed");
+        }
+    }
+    Ok(vec![Output::new("grew to 4 GiB")])
 }
 
 tidewater_sdk::export_processor!(process, init);
@@ -125,6 +223,22 @@ mod tests {
         assert_eq!(
             process(Event::new("t", "invalid")),
             Err(ProcessError::Invalid("probe invalid".into()))
+        );
+        let fan = process(Event::new("t", "fanout:3:2")).unwrap();
+        assert_eq!(fan.len(), 3);
+        assert_eq!(fan[2].key.as_deref(), Some(&b"2"[..]));
+        assert_eq!(fan[2].value.as_deref(), Some(&b"xx"[..]));
+        assert_eq!(
+            process(Event::new("t", "big:5")).unwrap()[0]
+                .value
+                .as_deref(),
+            Some(&b"xxxxx"[..])
+        );
+        process(Event::new("t", "state-value:3")).unwrap();
+        assert_eq!(state::get(b"k"), Some(b"vvv".to_vec()));
+        assert_eq!(
+            process(Event::new("t", "fanout:x")),
+            Err(ProcessError::Invalid("probe: expected <n>:<bytes>".into()))
         );
     }
 
