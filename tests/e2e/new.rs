@@ -10,7 +10,7 @@ use tidewater::state::StateOverlay;
 
 use crate::common::{plugin, root};
 
-fn make(dir: &Path, target: Option<&str>) {
+fn make(dir: &Path, target: Option<&str>, lang: &str) {
     let mut cmd = Command::new("make");
     cmd.current_dir(dir);
     if let Some(t) = target {
@@ -21,13 +21,19 @@ fn make(dir: &Path, target: Option<&str>) {
             cmd.env_remove(k);
         }
     }
-    // A target dir of its own inside the checkout's (kept between runs): a
-    // workspace that builds the SDK path package into the host's or the
-    // plugins' target dir overwrites their artifacts of it.
+    // The checkout's target dir holds the C bindings tool the C and C++
+    // projects use. A Rust project builds in a dir of its own inside it (kept
+    // between runs): a workspace that builds the SDK path package into the
+    // host's or the plugins' target dir overwrites their artifacts of it.
     let shared = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    cmd.env("CARGO_TARGET_DIR", shared.join("scaffolded"));
+    let target_dir = if lang == "rust" {
+        shared.join("scaffolded")
+    } else {
+        shared
+    };
+    cmd.env("CARGO_TARGET_DIR", target_dir);
     let out = cmd.output().expect("running make");
     assert!(
         out.status.success(),
@@ -76,8 +82,8 @@ fn every_language_scaffolds_a_processor_that_tests_builds_and_runs() {
             String::from_utf8_lossy(&out.stderr)
         );
         let dir = work.path().join(&name);
-        make(&dir, Some("test"));
-        make(&dir, None);
+        make(&dir, Some("test"), lang);
+        make(&dir, None, lang);
         let wasm = dir.join(format!("{name}.wasm"));
         let component = runtime.load(&wasm).expect("load the scaffolded component");
         let event = |v: &str| Event {
