@@ -103,6 +103,16 @@ pub enum ConfigError {
     },
 }
 
+/// The largest `limits.memory_bytes`: 4 GiB, all a 32-bit WebAssembly
+/// instance can address.
+pub const MAX_MEMORY_BYTES: usize = 4 << 30;
+/// The longest `limits.call_deadline` and `limits.init_deadline`: 10 minutes.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(600);
+/// The longest `limits.retry_backoff`: 30 s, where each wait is capped.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+/// The most `limits.transient_retries`.
+pub const MAX_TRANSIENT_RETRIES: u32 = 100;
+
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -484,16 +494,37 @@ impl Config {
                     p.limits.memory_bytes
                 )));
             }
+            if p.limits.memory_bytes > MAX_MEMORY_BYTES {
+                return Err(ctx(format!(
+                    "limits.memory_bytes is {} bytes; a 32-bit WebAssembly instance cannot use more than 4294967296 (4 GiB)",
+                    p.limits.memory_bytes
+                )));
+            }
             for (what, d) in [
                 ("call_deadline", p.limits.call_deadline),
                 ("init_deadline", p.limits.init_deadline),
             ] {
-                if d < crate::runtime::EPOCH_TICK {
+                if d < crate::runtime::EPOCH_TICK || d > MAX_DEADLINE {
                     return Err(ctx(format!(
-                        "limits.{what} must be at least {} ms",
-                        crate::runtime::EPOCH_TICK.as_millis()
+                        "limits.{what} is {}; it must be {} ms to {}",
+                        humantime::format_duration(d),
+                        crate::runtime::EPOCH_TICK.as_millis(),
+                        humantime::format_duration(MAX_DEADLINE)
                     )));
                 }
+            }
+            if p.limits.retry_backoff > MAX_RETRY_BACKOFF {
+                return Err(ctx(format!(
+                    "limits.retry_backoff is {}; the first wait can be at most {} (each wait is capped there too)",
+                    humantime::format_duration(p.limits.retry_backoff),
+                    humantime::format_duration(MAX_RETRY_BACKOFF)
+                )));
+            }
+            if p.limits.transient_retries > MAX_TRANSIENT_RETRIES {
+                return Err(ctx(format!(
+                    "limits.transient_retries is {}; at most {MAX_TRANSIENT_RETRIES}",
+                    p.limits.transient_retries
+                )));
             }
             if p.limits.max_outputs_per_event == 0
                 || p.limits.max_output_bytes_per_batch == 0
@@ -752,6 +783,22 @@ output = "x"
         assert!(err.contains("unknown variant `retry`"), "{err}");
         let c = Config::parse(&format!("{MINIMAL}limits.max_outputs_per_event = 0\n")).unwrap();
         assert!(c.check().unwrap_err().contains("must be at least 1"));
+        let refused = |extra: &str| {
+            Config::parse(&format!("{MINIMAL}{extra}\n"))
+                .unwrap()
+                .check()
+                .unwrap_err()
+        };
+        assert_eq!(
+            refused("limits.call_deadline = \"11m\""),
+            "processor \"p\": limits.call_deadline is 11m; it must be 10 ms to 10m"
+        );
+        assert!(
+            refused("limits.memory_bytes = 4294967297")
+                .contains("cannot use more than 4294967296 (4 GiB)")
+        );
+        assert!(refused("limits.retry_backoff = \"1000y\"").contains("at most 30s"));
+        assert!(refused("limits.transient_retries = 1000000").ends_with("at most 100"));
     }
 
     #[test]

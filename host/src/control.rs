@@ -22,6 +22,7 @@
 //!   idempotency epoch scopes its keys, so the range is processed again, and
 //!   its outputs carry [`UPSERT_KEY_HEADER`] and [`EPOCH_HEADER`].
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -289,26 +290,54 @@ pub struct Attached {
     canary: Option<CanaryRun>,
     epoch: u64,
     scope: Arc<str>,
+    /// Where the current epoch's replay ends, per (topic, partition).
+    range_ends: HashMap<(String, u32), u64>,
 }
 
 impl Attached {
-    /// Attaches `control`, starting in idempotency `epoch`.
+    /// Attaches `control`, starting in idempotency `epoch` (whose replay
+    /// range is read from the registry).
     pub fn new(control: Arc<Control>, epoch: u64) -> Self {
         lock(&control.status).epoch = epoch;
         let scope = key_scope(&control.name, epoch);
+        let range = match &control.registry {
+            Some(r) if epoch > 0 => r.replay_range(&control.name).unwrap_or_else(|e| {
+                tracing::error!(processor = %control.name, error = %e, "cannot read the replay range");
+                None
+            }),
+            _ => None,
+        };
+        let range_ends = range
+            .filter(|r| r.epoch == epoch)
+            .map(|r| ends_map(&r.ends))
+            .unwrap_or_default();
         Attached {
             control,
             shadow: None,
             canary: None,
             epoch,
             scope,
+            range_ends,
         }
     }
 
-    /// The scope of idempotency keys: the processor's name in epoch 0,
-    /// `<name>#<epoch>` after.
-    pub fn key_scope(&self) -> Arc<str> {
-        self.scope.clone()
+    /// The scope of idempotency keys for the record at `topic`/`partition`
+    /// @`offset`, and the epoch its outputs are stamped with: `<name>#<epoch>`
+    /// for a record the current epoch's replay covers (it was there when the
+    /// replay started), else the processor's name and epoch 0. So a replay
+    /// with reprocessing processes its range again, while an event
+    /// redelivered after it is still a duplicate of its first delivery.
+    pub fn scope_for(&self, topic: &str, partition: u32, offset: u64) -> (Arc<str>, u64) {
+        let covered = self.epoch > 0
+            && self
+                .range_ends
+                .get(&(topic.to_owned(), partition))
+                .is_some_and(|end| offset < *end);
+        if covered {
+            (self.scope.clone(), self.epoch)
+        } else {
+            (self.control.name.clone(), 0)
+        }
     }
 
     /// The idempotency epoch in force.
@@ -388,7 +417,19 @@ impl Attached {
         if let Some(replay) = replay {
             // A source that cannot replay refuses; the processor goes on.
             match source.rewind(replay.from) {
-                Ok(()) => {
+                Ok(ends) => {
+                    if replay.epoch != self.epoch {
+                        // A replay with reprocessing: its range is recorded
+                        // before any of it is processed.
+                        if let Some(r) = &c.registry {
+                            let range = crate::registry::ReplayRange {
+                                epoch: replay.epoch,
+                                ends: ends.clone(),
+                            };
+                            r.set_replay_range(&c.name, &range)?;
+                        }
+                        self.range_ends = ends_map(&ends);
+                    }
                     self.epoch = replay.epoch;
                     self.scope = key_scope(&c.name, replay.epoch);
                     let mut st = lock(&c.status);
@@ -529,6 +570,10 @@ fn canary_status(run: &CanaryRun) -> CanaryStatus {
         errors: run.errors,
         plan: run.plan,
     }
+}
+
+fn ends_map(ends: &[(String, u32, u64)]) -> HashMap<(String, u32), u64> {
+    ends.iter().map(|(t, p, e)| ((t.clone(), *p), *e)).collect()
 }
 
 fn key_scope(name: &str, epoch: u64) -> Arc<str> {

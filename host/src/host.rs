@@ -363,6 +363,20 @@ pub async fn run_with(
                     t.retention_bytes,
                 )?;
             }
+            // Every processor, started or paused, gets a position in each
+            // input partition that exists, so `stats` shows its lag even
+            // before (or without) its first commit.
+            let txn = db.begin_write().map_err(StorageError::from)?;
+            for p in &config.processors {
+                for input in &p.inputs {
+                    for partition in 0..log.partitions(input)?.unwrap_or(0) {
+                        if log.position(&p.name, input, partition)?.is_none() {
+                            crate::log::set_position_in(&txn, &p.name, input, partition, 0)?;
+                        }
+                    }
+                }
+            }
+            txn.commit().map_err(StorageError::from)?;
         }
         Some(k) => {
             let mut topics: BTreeMap<String, Option<u32>> = BTreeMap::new();

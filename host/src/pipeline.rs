@@ -174,12 +174,17 @@ pub trait Source: Send {
     }
 
     /// Moves every partition's position back (or forward) to `from`, durably,
-    /// so the next [`Source::poll`] reads from there (a replay).
+    /// so the next [`Source::poll`] reads from there (a replay); never past
+    /// the current position. Returns, per partition, (topic, partition, the
+    /// position before the rewind): the replay covers the records below it.
     ///
     /// # Errors
     ///
     /// When the source cannot seek; by default, it cannot.
-    fn rewind(&mut self, from: crate::control::ReplayFrom) -> Result<(), PipelineError> {
+    fn rewind(
+        &mut self,
+        from: crate::control::ReplayFrom,
+    ) -> Result<Vec<(String, u32, u64)>, PipelineError> {
         let _ = from;
         Err(PipelineError::Stream(
             "this source cannot replay (only the embedded log can)".into(),
@@ -321,7 +326,10 @@ impl Source for EmbeddedSource {
         Ok(())
     }
 
-    fn rewind(&mut self, from: crate::control::ReplayFrom) -> Result<(), PipelineError> {
+    fn rewind(
+        &mut self,
+        from: crate::control::ReplayFrom,
+    ) -> Result<Vec<(String, u32, u64)>, PipelineError> {
         use crate::control::ReplayFrom;
         self.refresh()?;
         let ends: HashMap<(String, u32), u64> = self
@@ -336,11 +344,14 @@ impl Source for EmbeddedSource {
             })
             .collect();
         let txn = self.log.db().begin_write()?;
+        let mut range = Vec::new();
         for (topic, partition, next) in &mut self.partitions {
             let end = ends.get(&(topic.clone(), *partition)).copied().unwrap_or(0);
+            // The replay covers what had been read: records from the current
+            // position on are new to the processor, whatever the epoch.
+            range.push((topic.clone(), *partition, (*next).min(end)));
             let target = match from {
-                // Past the end: the end (nothing to replay there).
-                ReplayFrom::Offset(o) => o.min(end),
+                ReplayFrom::Offset(o) => o,
                 ReplayFrom::TimeMs(t) => {
                     // Scan from the start in chunks for the first record at or after t.
                     let mut at = 0;
@@ -356,11 +367,15 @@ impl Source for EmbeddedSource {
                     }
                 }
             };
+            // A replay only goes back: a start past the current position
+            // (a time in the future, an offset past the end) leaves the
+            // position where it is, so no unread event is skipped.
+            let target = target.min(*next);
             crate::log::set_position_in(&txn, &self.consumer, topic, *partition, target)?;
             *next = target;
         }
         txn.commit()?;
-        Ok(())
+        Ok(range)
     }
 }
 
@@ -673,9 +688,14 @@ impl Pipeline {
         {
             return Ok(None);
         }
-        let (scope, epoch) = match &self.attached {
-            Some(a) => (a.key_scope(), a.epoch()),
-            None => (self.settings.name.clone(), 0),
+        // Keys are looked up and recorded in the scope of the record's
+        // idempotency epoch: a replay with reprocessing has its own, for the
+        // records it covers.
+        let base = self.settings.name.clone();
+        let scope_of = |attached: &Option<crate::control::Attached>, rec: &LogRecord| match attached
+        {
+            Some(a) => a.scope_for(&rec.topic, rec.partition, rec.offset),
+            None => (base.clone(), 0),
         };
         let s = &self.settings;
         let Some(batch) = self.source.poll(s.max_batch_records, s.max_batch_bytes)? else {
@@ -692,9 +712,10 @@ impl Pipeline {
 
         // 1. Sort the events by what their keys say.
         let mut fates = Vec::with_capacity(batch.records.len());
-        let mut first_seen: HashMap<Vec<u8>, [u8; 16]> = HashMap::new();
+        let mut first_seen: HashMap<(Arc<str>, Vec<u8>), [u8; 16]> = HashMap::new();
         let mut conflicts_seen: HashSet<(Vec<u8>, [u8; 16])> = HashSet::new();
         for rec in &batch.records {
+            let (scope, _) = scope_of(&self.attached, rec);
             if !s.deduplicate {
                 fates.push(Fate::Process {
                     key: idempotency::offset_key(rec),
@@ -718,7 +739,8 @@ impl Pipeline {
                     continue;
                 }
             };
-            let stored = match first_seen.get(&key) {
+            let seen_key = (scope.clone(), key.clone());
+            let stored = match first_seen.get(&seen_key) {
                 Some(f) => Some(KeyRecord {
                     fingerprint: *f,
                     recorded_ms: 0,
@@ -729,7 +751,7 @@ impl Pipeline {
             };
             fates.push(match idempotency::verdict(stored.as_ref(), &fp) {
                 Verdict::New => {
-                    first_seen.insert(key.clone(), fp);
+                    first_seen.insert(seen_key, fp);
                     Fate::Process {
                         key,
                         fingerprint: Some(fp),
@@ -784,6 +806,7 @@ impl Pipeline {
         let expires_ms = now.saturating_add(s.key_ttl.as_millis() as u64);
         let txn = self.db.begin_write()?;
         for (rec, fate) in batch.records.iter().zip(fates) {
+            let (scope, epoch) = scope_of(&self.attached, rec);
             match fate {
                 Fate::Duplicate => counters.duplicates += 1,
                 Fate::Conflict { key, fingerprint } => {

@@ -47,6 +47,21 @@ const VERSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("reg
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("registry.history");
 /// processor → idempotency epoch
 const EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("registry.epochs");
+/// processor → the range of its latest reprocessing replay (JSON of [`ReplayRange`])
+const REPLAY_RANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry.replay_ranges");
+
+/// What a replay with reprocessing covers: in each partition, the records
+/// below `end` (the processor's position when the replay started) are
+/// processed again in `epoch`; records from `end` on are new to it and keep
+/// epoch 0's keys, so a redelivery of an event processed before the replay
+/// is still a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReplayRange {
+    /// The idempotency epoch the range is processed in.
+    pub epoch: u64,
+    /// (topic, partition, end offset).
+    pub ends: Vec<(String, u32, u64)>,
+}
 
 /// A processor's config as `init` gets it: (key, value) pairs.
 pub type InitConfig = Vec<(String, String)>;
@@ -658,6 +673,42 @@ impl Registry {
         };
         txn.commit()?;
         Ok(next)
+    }
+}
+
+impl Registry {
+    /// Records the range of `processor`'s latest reprocessing replay.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn set_replay_range(
+        &self,
+        processor: &str,
+        range: &ReplayRange,
+    ) -> Result<(), StorageError> {
+        let json = serde_json::to_vec(range).expect("a replay range serializes");
+        let txn = self.db.begin_write()?;
+        txn.open_table(REPLAY_RANGES)?
+            .insert(processor, json.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The range of `processor`'s latest reprocessing replay, if there was one.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors; a stored range that does not decode is treated as none.
+    pub fn replay_range(&self, processor: &str) -> Result<Option<ReplayRange>, StorageError> {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(REPLAY_RANGES) {
+            Ok(t) => Ok(t
+                .get(processor)?
+                .and_then(|g| serde_json::from_slice(g.value()).ok())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

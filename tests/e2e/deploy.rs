@@ -825,6 +825,59 @@ fn replay_without_reprocess_gives_duplicates_and_with_it_a_new_epoch_of_outputs(
 }
 
 #[test]
+fn after_a_reprocessing_replay_an_event_delivered_again_is_still_a_duplicate() {
+    let env = Env::new();
+    let events = numbered(101);
+    env.produce("in", events[..100].to_vec());
+    let config = probe_config(&env, "idempotency.key = \"hash\"");
+    let host = Host::start(&env, &config, |_| {});
+    host.wait_events("probe", 100);
+    let r = host.post(
+        "/v1/processors/probe/replay",
+        json!({"from_offset": 50, "reprocess": true}),
+    );
+    assert_eq!(r["epoch"], 1);
+    let p = host.wait_events("probe", 150);
+    assert_eq!(p["counters"]["outputs"], 150);
+    drop(host.stop());
+
+    // Devices send e10 (processed before the replay) and e70 (processed
+    // again by it) once more, and a new e100; the range survives a restart.
+    env.produce(
+        "in",
+        vec![events[10].clone(), events[70].clone(), events[100].clone()],
+    );
+    let host = Host::start(&env, &config, |_| {});
+    let p = host.wait_events("probe", 153);
+    assert_eq!(
+        (
+            p["counters"]["duplicates"].as_u64(),
+            p["counters"]["outputs"].as_u64(),
+            p["epoch"].as_u64()
+        ),
+        (Some(2), Some(151), Some(1))
+    );
+    drop(host.stop());
+    let out = env.records("out");
+    assert_eq!(out.len(), 151);
+    let values: Vec<&[u8]> = out
+        .iter()
+        .map(|r| r.record.value.as_deref().unwrap())
+        .collect();
+    assert_eq!(values[100], b"e50");
+    assert_eq!(values[149], b"e99");
+    assert_eq!(values[150], b"e100");
+    // The reprocessed range is epoch 1; the new event is outside it.
+    assert_eq!(header(&out[100], "tidewater-epoch").as_deref(), Some("1"));
+    assert_eq!(header(&out[150], "tidewater-epoch"), None);
+    assert_eq!(header(&out[150], "tidewater-upsert-key"), None);
+    assert_eq!(
+        header(&out[100], "tidewater-upsert-key"),
+        header(&out[50], "idempotency-key")
+    );
+}
+
+#[test]
 fn versions_record_size_world_and_the_language_their_producers_section_names() {
     let env = Env::new();
     let config = probe_config(&env, "");

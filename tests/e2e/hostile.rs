@@ -332,7 +332,7 @@ fn init_incident(extra: &str) -> (Env, Value) {
     assert_bystander_unaffected(&env, &summary);
     assert!(env.records("out").is_empty());
     let stats = env.stats();
-    assert_eq!(stats["hostile"]["lag"], 0, "it never registered a position");
+    assert_eq!(stats["hostile"]["lag"], 2, "its two events wait for it");
     assert_eq!(
         stats["hostile"]["status"],
         summary["processors"][0]["status"]
