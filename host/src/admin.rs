@@ -128,7 +128,7 @@ impl AdminOptions {
 
 /// An error of the API: an HTTP status, a stable code and a message.
 ///
-/// Codes: `unauthorized`, `no-such-processor`, `no-such-version`,
+/// Codes: `unauthorized`, `no-such-processor`, `no-such-version`, `bad-version`,
 /// `component-too-large`, `not-webassembly`, `core-module`,
 /// `world-mismatch`, `invalid-component`, `init-failed`, `bad-request`,
 /// `no-previous-version`, `version-active`, `no-shadow`,
@@ -162,6 +162,7 @@ impl From<UploadError> for ApiError {
         let status = match &e {
             UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UploadError::NoSuchVersion { .. } => StatusCode::NOT_FOUND,
+            UploadError::BadVersion { .. } => StatusCode::BAD_REQUEST,
             UploadError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
@@ -400,28 +401,41 @@ async fn authorize(
     next: axum::middleware::Next,
 ) -> Response {
     let mutating = !matches!(*request.method(), Method::GET | Method::HEAD);
-    if mutating && !authorized(request.headers(), &admin.token) {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this call changes the host: send Authorization: Bearer <token> ([admin] token, TIDEWATER_ADMIN_TOKEN, or the data dir's admin.token)",
-        )
-        .into_response();
+    if mutating {
+        let message = match bearer(request.headers()) {
+            None => {
+                "this call changes the host: send Authorization: Bearer <token> ([admin] token, TIDEWATER_ADMIN_TOKEN, or the data dir's admin.token)"
+            }
+            Some(given) if !same_token(given, &admin.token) => {
+                "the bearer token is not this host's ([admin] token, TIDEWATER_ADMIN_TOKEN, or the data dir's admin.token)"
+            }
+            Some(_) => return next.run(request).await,
+        };
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
     }
     next.run(request).await
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Constant time in the token's length.
+/// The token of an `Authorization: Bearer <token>` header (the scheme is
+/// case-insensitive, RFC 9110 §11.1).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares in constant time for tokens of the same length.
+fn same_token(given: &str, token: &str) -> bool {
     let (a, b) = (given.as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    bearer(headers).is_some_and(|given| same_token(given, token))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -976,15 +990,21 @@ fn watch_once(
         else {
             continue;
         };
-        let Some(m) = admin.processors.get(name) else {
-            continue;
-        };
         let Ok(meta) = e.metadata() else { continue };
         let stamp = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
         if seen.get(&path) == Some(&stamp) {
             continue;
         }
         seen.insert(path.clone(), stamp);
+        let Some(m) = admin.processors.get(name) else {
+            // Said once per change of the file, so a misnamed one is noticed.
+            tracing::warn!(
+                file = %path.display(),
+                processors = ?admin.processors.keys().collect::<Vec<_>>(),
+                "the watched file names no running processor (NAME.wasm deploys to processor NAME); left alone"
+            );
+            continue;
+        };
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
@@ -1187,6 +1207,8 @@ mod tests {
         assert!(authorized(&h, "abc"));
         assert!(!authorized(&h, "abcd"));
         assert!(!authorized(&h, "abd"));
+        h.insert("authorization", "bearer abc".parse().unwrap());
+        assert!(authorized(&h, "abc"), "the scheme is case-insensitive");
         h.insert("authorization", "Basic abc".parse().unwrap());
         assert!(!authorized(&h, "abc"));
     }

@@ -394,6 +394,16 @@ impl Attached {
             st.max_swap_pause_us = st.max_swap_pause_us.max(pause_us);
             drop(st);
             tracing::info!(processor = %c.name, %version, reason = %swap.reason, "version active");
+            // A shadow of the version that just became active would compare
+            // it with itself: it ends (its report stays readable).
+            if self
+                .shadow
+                .as_ref()
+                .is_some_and(|sh| sh.handler.version() == version)
+            {
+                self.shadow = None;
+                tracing::info!(processor = %c.name, %version, "the shadowed version is active now; the shadow ends");
+            }
             c.applied.fetch_add(1, Ordering::SeqCst);
         }
         let shadow_change = lock(&c.shadow_change).take();

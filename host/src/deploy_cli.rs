@@ -9,6 +9,20 @@ use clap::Args;
 use serde_json::{Value, json};
 use tidewater::admin::client::Client;
 
+/// A processor name as the config allows it (1 to 200 of a-z A-Z 0-9 . _ -),
+/// so it can go into a URL path as it is.
+fn processor_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok && s != "." && s != ".." {
+        Ok(s.to_owned())
+    } else {
+        Err("a processor name is 1 to 200 of the characters a-z A-Z 0-9 . _ -".into())
+    }
+}
+
 /// Where the admin API is.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -43,6 +57,7 @@ pub struct DeployArgs {
     #[command(flatten)]
     admin: AdminArgs,
     /// The processor.
+    #[arg(value_parser = processor_name)]
     name: String,
     /// The component (.wasm).
     file: PathBuf,
@@ -67,6 +82,7 @@ pub struct VersionsArgs {
     #[command(flatten)]
     admin: AdminArgs,
     /// The processor.
+    #[arg(value_parser = processor_name)]
     name: String,
     /// table for people, json for scripts.
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
@@ -79,6 +95,7 @@ pub struct VersionArgs {
     #[command(flatten)]
     admin: AdminArgs,
     /// The processor.
+    #[arg(value_parser = processor_name)]
     name: String,
     /// The version: its SHA-256, or a unique prefix of at least 8 hex digits.
     /// For rollback: default the previous version.
@@ -91,6 +108,7 @@ pub struct NameArgs {
     #[command(flatten)]
     admin: AdminArgs,
     /// The processor.
+    #[arg(value_parser = processor_name)]
     name: String,
 }
 
@@ -100,6 +118,7 @@ pub struct ReplayArgs {
     #[command(flatten)]
     admin: AdminArgs,
     /// The processor.
+    #[arg(value_parser = processor_name)]
     name: String,
     /// Read again from this offset of every partition of its inputs.
     #[arg(

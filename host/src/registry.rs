@@ -138,6 +138,15 @@ pub enum UploadError {
         /// The version asked for.
         version: String,
     },
+    /// The version asked for is not a usable SHA-256 prefix, or matches
+    /// more than one version.
+    #[error("version {version:?}: {reason}")]
+    BadVersion {
+        /// The version asked for.
+        version: String,
+        /// Why it names no single version.
+        reason: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -154,6 +163,7 @@ impl UploadError {
             UploadError::Invalid(_) => "invalid-component",
             UploadError::InitFailed(_) => "init-failed",
             UploadError::NoSuchVersion { .. } => "no-such-version",
+            UploadError::BadVersion { .. } => "bad-version",
             UploadError::Storage(_) => "storage",
         }
     }
@@ -423,8 +433,23 @@ impl Registry {
             processor: processor.to_owned(),
             version: version.to_owned(),
         };
-        if version.len() < 8 {
-            return Err(none());
+        let bad = |reason: String| UploadError::BadVersion {
+            version: version.to_owned(),
+            reason,
+        };
+        if !version
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(bad(
+                "a version is its SHA-256 in lowercase hex (0-9 a-f), or a prefix of it".into(),
+            ));
+        }
+        if version.len() < 8 || version.len() > 64 {
+            return Err(bad(format!(
+                "a prefix needs 8 to 64 hex digits, this has {}",
+                version.len()
+            )));
         }
         let matches: Vec<VersionInfo> = self
             .versions(processor)?
@@ -433,7 +458,15 @@ impl Registry {
             .collect();
         match <[VersionInfo; 1]>::try_from(matches) {
             Ok([v]) => Ok(v),
-            Err(_) => Err(none()),
+            Err(m) if m.is_empty() => Err(none()),
+            Err(m) => Err(bad(format!(
+                "{} versions of {processor:?} start with it ({}); give more digits",
+                m.len(),
+                m.iter()
+                    .map(|v| &v.sha256[..12])
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
         }
     }
 

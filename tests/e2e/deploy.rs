@@ -652,6 +652,13 @@ fn shadow_of_an_identical_build_differs_nowhere_and_of_a_changed_build_exactly_w
         ),
         (Some(EVENTS as u64), Some(0))
     );
+    // Activating the shadowed version ends the shadow: one instance is left.
+    host.post(
+        "/v1/processors/probe/activate",
+        json!({"version": changed.as_str()}),
+    );
+    host.wait_for("probe", "the swap", |p| p["active_version"] == *changed);
+    assert_eq!(host.get("/v1/processors")["live_instances"], 1);
     drop(host.stop());
     assert_eq!(env.values("out").len(), EVENTS);
     assert!(env.values("probe.dlq").is_empty());
@@ -1047,10 +1054,25 @@ fn the_cli_deploys_lists_activates_rolls_back_pauses_and_replays_through_the_api
     let (ok, _, err) = cli(&env, &["activate", "probe", "0123456789abcdef"]);
     assert!(!ok);
     assert!(err.contains("no-such-version"), "{err}");
-    // A wrong token is refused.
+    for (version, why) in [
+        ("0123456", "a prefix needs 8 to 64 hex digits, this has 7"),
+        ("0123456789ABCDEF", "lowercase hex"),
+    ] {
+        let (ok, _, err) = cli(&env, &["activate", "probe", version]);
+        assert!(!ok);
+        assert!(err.contains("bad-version") && err.contains(why), "{err}");
+    }
+    let (ok, _, err) = cli(&env, &["versions", "probe/../x"]);
+    assert!(!ok);
+    assert!(
+        err.contains("a processor name is 1 to 200 of the characters"),
+        "{err}"
+    );
+    // A wrong token is refused, and told so.
     let (ok, _, err) = cli(&env, &["pause", "probe", "--token", "wrong"]);
     assert!(!ok);
     assert!(err.contains("HTTP 401"), "{err}");
+    assert!(err.contains("the bearer token is not this host's"), "{err}");
 
     // Wait for the replay to be done (100 events in epoch 1), then stop.
     let client = Client::discover(&env.data_dir(), None, None).unwrap();
