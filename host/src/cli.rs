@@ -380,7 +380,7 @@ async fn dlq_replay(data_dir: &std::path::Path, a: DlqReplayArgs) -> anyhow::Res
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
         Format::Table => println!(
-            "{}: {} dead letters in {} through version {}: {} replayed ({} outputs), {} failed again, {} transient, {} done before, {} not replayable",
+            "{}: {} dead letters in {} through version {}: {} replayed ({} outputs), {} failed again, {} transient, {} settled before (replayed, or failed with this version), {} not replayable",
             summary.processor,
             summary.dead_letters,
             summary.topic,

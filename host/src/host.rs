@@ -581,7 +581,7 @@ pub async fn run_with(
             Ok(_) => "failed: the processor thread panicked".into(),
             Err(_) => shared.ended.lock().ok().and_then(|e| e.clone()).unwrap_or_else(|| {
                 format!(
-                    "stopped without finishing: still waiting on its stream after {} s (an unreachable broker?)",
+                    "stopped without finishing: its batch in flight did not end within {} s of the stop (a long call into the component, or a stream that does not answer)",
                     STOP_GRACE.as_secs()
                 )
             }),

@@ -19,6 +19,7 @@
 //!   file starts with the SHA-256 of its contents and is checked before use;
 //!   a damaged one is compiled again.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -245,6 +246,35 @@ impl CallError {
     }
 }
 
+/// A lines-per-second budget: one per processor and stream (the `log`
+/// interface, stdout, stderr), shared by every instance of the processor, so
+/// fresh instances (after a trap, during bisection, on a swap) do not get a
+/// fresh budget.
+#[derive(Clone)]
+struct RateWindow(Arc<Mutex<(Instant, u32)>>);
+
+impl RateWindow {
+    fn new() -> Self {
+        RateWindow(Arc::new(Mutex::new((Instant::now(), 0))))
+    }
+
+    /// Whether one more line fits in this second's `limit`.
+    fn admit(&self, limit: u32) -> bool {
+        let Ok(mut w) = self.0.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if now.duration_since(w.0) >= Duration::from_secs(1) {
+            *w = (now, 0);
+        }
+        if w.1 >= limit {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+}
+
 /// Longest line of a component's stdout or stderr kept whole, in bytes; the
 /// rest of a longer line is cut off (and a line without a newline is written
 /// once it reaches this length).
@@ -263,7 +293,7 @@ pub struct GuestOutput {
 struct OutputLines {
     processor: Arc<str>,
     partial: Vec<u8>,
-    window: (Instant, u32),
+    window: RateWindow,
     lines_per_s: u32,
     dropped: u64,
 }
@@ -271,12 +301,21 @@ struct OutputLines {
 impl GuestOutput {
     /// The `stream` (`"stdout"` or `"stderr"`) of `processor`.
     pub fn new(processor: Arc<str>, stream: &'static str, lines_per_s: u32) -> Self {
+        Self::with_window(processor, stream, lines_per_s, RateWindow::new())
+    }
+
+    fn with_window(
+        processor: Arc<str>,
+        stream: &'static str,
+        lines_per_s: u32,
+        window: RateWindow,
+    ) -> Self {
         GuestOutput {
             stream,
             shared: Arc::new(Mutex::new(OutputLines {
                 processor,
                 partial: Vec::new(),
-                window: (Instant::now(), 0),
+                window,
                 lines_per_s,
                 dropped: 0,
             })),
@@ -311,15 +350,10 @@ impl GuestOutput {
 
 impl OutputLines {
     fn emit(&mut self, stream: &str, line: &[u8]) {
-        let now = Instant::now();
-        if now.duration_since(self.window.0) >= Duration::from_secs(1) {
-            self.window = (now, 0);
-        }
-        if self.window.1 >= self.lines_per_s {
+        if !self.window.admit(self.lines_per_s) {
             self.dropped += 1;
             return;
         }
-        self.window.1 += 1;
         let text = String::from_utf8_lossy(line);
         let p = &*self.processor;
         if stream == "stderr" {
@@ -398,7 +432,7 @@ pub struct HostState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     processor: Arc<str>,
-    log_window: (Instant, u32),
+    log_window: RateWindow,
     log_limit: u32,
     /// Log lines dropped by the rate limit.
     pub log_dropped: u64,
@@ -509,15 +543,10 @@ impl bindings::tidewater::processor::state::Host for HostState {
 
 impl bindings::tidewater::processor::log::Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let now = Instant::now();
-        if now.duration_since(self.log_window.0) >= Duration::from_secs(1) {
-            self.log_window = (now, 0);
-        }
-        if self.log_window.1 >= self.log_limit {
+        if !self.log_window.admit(self.log_limit) {
             self.log_dropped += 1;
             return Ok(());
         }
-        self.log_window.1 += 1;
         let p = &*self.processor;
         match level {
             Level::Trace => tracing::trace!(processor = p, "{message}"),
@@ -540,6 +569,8 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     stop: Arc<AtomicBool>,
     live: Arc<std::sync::atomic::AtomicUsize>,
+    /// Per processor: the log, stdout and stderr budgets of its instances.
+    log_windows: Mutex<HashMap<Arc<str>, [RateWindow; 3]>>,
 }
 
 impl Drop for Runtime {
@@ -592,6 +623,7 @@ impl Runtime {
             cache_dir,
             stop,
             live: Arc::default(),
+            log_windows: Mutex::default(),
         })
     }
 
@@ -715,8 +747,27 @@ impl Runtime {
         limits: Limits,
         config: &[(String, String)],
     ) -> Result<Instance, CallError> {
-        let stdout = GuestOutput::new(processor.clone(), "stdout", limits.log_lines_per_s);
-        let stderr = GuestOutput::new(processor.clone(), "stderr", limits.log_lines_per_s);
+        let [log_window, out_window, err_window] = self
+            .log_windows
+            .lock()
+            .map(|mut w| {
+                w.entry(processor.clone())
+                    .or_insert_with(|| [RateWindow::new(), RateWindow::new(), RateWindow::new()])
+                    .clone()
+            })
+            .unwrap_or_else(|_| [RateWindow::new(), RateWindow::new(), RateWindow::new()]);
+        let stdout = GuestOutput::with_window(
+            processor.clone(),
+            "stdout",
+            limits.log_lines_per_s,
+            out_window,
+        );
+        let stderr = GuestOutput::with_window(
+            processor.clone(),
+            "stderr",
+            limits.log_lines_per_s,
+            err_window,
+        );
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -732,7 +783,7 @@ impl Runtime {
                 hit: false,
             },
             processor,
-            log_window: (Instant::now(), 0),
+            log_window,
             log_limit: limits.log_lines_per_s,
             log_dropped: 0,
             outputs: [stdout, stderr],

@@ -316,6 +316,43 @@ fn a_log_flood_is_rate_limited_and_every_line_is_shown_or_counted() {
     assert!(shown <= 2 * 100 * seconds, "{shown} lines in {seconds} s");
 }
 
+#[test]
+fn fresh_instances_during_bisection_share_the_processors_log_budget() {
+    // The flood is followed by an event that breaks the memory cap, so the
+    // batch of 256 is bisected and the flood runs again, in a new instance,
+    // at each of its 8 levels: the budget is the processor's, not the
+    // instance's.
+    let env = Env::new();
+    let mut events = vec![value("ok"); 254];
+    events.push(value("log-flood:500"));
+    events.push(value("grow"));
+    env.produce("in", events);
+    let config = env.config(&format!(
+        "[[processor]]\nname = \"hostile\"\ncomponent = \"{}\"\ninputs = [\"in\"]\noutput = \"out\"\nlimits.log_lines_per_s = 10\n",
+        plugin("probe").display()
+    ));
+    let out = env
+        .cmd()
+        .env("TIDEWATER_LOG", "info")
+        .args(["run", "--until-idle", "--format", "json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let summary = summary(&out);
+    assert_eq!(counters(&summary, "hostile")["dead_lettered"], 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let shown = stderr
+        .lines()
+        .filter(|l| l.contains("probe log flood "))
+        .count() as u64;
+    // At most 10 a second, over the run (one window more for the edges).
+    let seconds = summary["elapsed_ms"].as_u64().unwrap() / 1000 + 2;
+    assert!(
+        (10..=10 * seconds).contains(&shown),
+        "{shown} log lines in {seconds} s"
+    );
+}
+
 /// A processor that cannot start is paused; the other one runs.
 fn init_incident(extra: &str) -> (Env, Value) {
     let env = Env::new();
