@@ -25,6 +25,10 @@ use tidewater::admin::AdminOptions;
 use tidewater::admin::client::Client;
 use tidewater::log::{Log, Record};
 
+#[path = "../../tests/support/wasm.rs"]
+mod wasm;
+use wasm::rebuilt;
+
 const TOKEN: &str = "bench-token";
 
 fn root() -> PathBuf {
@@ -38,31 +42,6 @@ fn scratch_dir() -> tempfile::TempDir {
     } else {
         tempfile::tempdir().expect("temp dir")
     }
-}
-
-/// `wasm` with a custom section appended: a new SHA-256, the same behaviour.
-fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    let name = b"tidewater-bench-build";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
 }
 
 struct Host {

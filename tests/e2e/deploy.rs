@@ -10,6 +10,7 @@ use tidewater::admin::client::Client;
 use tidewater::log::Record;
 
 use crate::common::*;
+use crate::wasm::rebuilt;
 
 pub const TOKEN: &str = "test-token-1234";
 
@@ -230,31 +231,6 @@ impl Drop for Host {
             }
         }
     }
-}
-
-/// `wasm` with a custom section appended: a different SHA-256, the same behaviour.
-pub fn rebuilt(wasm: &[u8], tag: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    let name = b"tidewater-test-build";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
 }
 
 pub fn probe_wasm() -> Vec<u8> {

@@ -16,3 +16,5 @@ mod new;
 #[path = "../support/plugins.rs"]
 mod plugins;
 mod roundtrip;
+#[path = "../support/wasm.rs"]
+mod wasm;

@@ -200,8 +200,12 @@ tidewater_sdk::export_processor!(process, init);
 mod tests {
     use super::*;
 
+    /// `fail-every` is process-wide: the tests that depend on it take turns.
+    static FAIL_EVERY_USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn echoes_and_counts() {
+        let _turn = FAIL_EVERY_USERS.lock().unwrap_or_else(|e| e.into_inner());
         state::clear();
         let mut e = Event::new("t", vec![0xff, 0]);
         e.headers = vec![("h".into(), vec![0xfe]), ("h".into(), vec![])];
@@ -244,6 +248,7 @@ mod tests {
 
     #[test]
     fn fail_every_fails_offsets_that_are_multiples() {
+        let _turn = FAIL_EVERY_USERS.lock().unwrap_or_else(|e| e.into_inner());
         let config = |v: &str| Config::from(vec![("fail-every".to_owned(), v.to_owned())]);
         assert!(init(&config("0")).is_err());
         assert!(init(&config("x")).is_err());
