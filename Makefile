@@ -241,6 +241,7 @@ compare: tools plugins check-data
 
 bench: tools plugins
 	cargo bench --locked -p tidewater-host --bench pipeline
+	cargo bench --locked -p tidewater-host --bench isolation
 	cargo bench --locked -p tidewater-host --bench swap
 	@$(KAFKA) up >/dev/null
 	status=0; cargo bench --locked -p tidewater-host --bench kafka || status=$$?; $(KAFKA) down; exit $$status
