@@ -21,7 +21,7 @@
     reason = "criterion_group! generates an undocumented function"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{
@@ -32,6 +32,8 @@ use tidewater::admin::client::Client;
 use tidewater::log::{Log, Record};
 
 /// Readings the healthy processor processes per run.
+mod support;
+use support::{root, scratch_dir};
 const READINGS: usize = 16_384;
 
 /// Events queued for the hostile processor: far more than it gets through
@@ -47,10 +49,6 @@ const POLL: Duration = Duration::from_millis(10);
 
 const TOKEN: &str = "bench-token";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn plugin(name: &str) -> PathBuf {
     let path = root().join("target/plugins").join(name);
     assert!(
@@ -59,33 +57,6 @@ fn plugin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn readings() -> Vec<Record> {
-    let mut out = Vec::new();
-    let file =
-        std::fs::File::open(root().join("data/sea_surface_temperature.csv.gz")).expect("data file");
-    let options = tidewater::ingest::CsvOptions {
-        device: "buoy-b01".into(),
-        time_column: "time (UTC)".into(),
-    };
-    tidewater::ingest::read_csv(file, &options, |r| {
-        if out.len() < READINGS {
-            out.push(r.expect("row"));
-        }
-    })
-    .expect("csv");
-    assert_eq!(out.len(), READINGS, "the data file has enough readings");
-    out
-}
-
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).expect("temp dir")
-    } else {
-        tempfile::tempdir().expect("temp dir")
-    }
 }
 
 /// What the hostile processor does to every one of its events.
@@ -136,7 +107,7 @@ impl Fixture {
         runtime.load(&enrich).expect("load enrich.wasm");
         runtime.load(&probe).expect("load probe.wasm");
         Fixture {
-            readings: readings(),
+            readings: support::buoy_readings(READINGS),
             enrich,
             probe,
             compiled,

@@ -8,7 +8,7 @@
     reason = "criterion_group! generates an undocumented function"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,32 +21,14 @@ use tidewater::log::Record;
 use tidewater::pipeline::{Pipeline, Settings, WasmHandler};
 use tidewater::runtime::{Limits, Runtime};
 
+mod support;
+use support::root;
 const EVENTS: usize = 20_000;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn brokers() -> Option<String> {
     let addr = std::fs::read_to_string(root().join("target/kafka/bootstrap")).ok()?;
     let addr = addr.trim().to_owned();
     std::net::TcpStream::connect(&addr).ok().map(|_| addr)
-}
-
-fn readings() -> Vec<Record> {
-    let mut out = Vec::new();
-    let file = std::fs::File::open(root().join("data/CGM.csv.gz")).expect("data file");
-    let options = tidewater::ingest::CsvOptions {
-        device: "cgm-3".into(),
-        time_column: "datetime".into(),
-    };
-    tidewater::ingest::read_csv(file, &options, |r| {
-        if out.len() < EVENTS {
-            out.push(r.expect("row"));
-        }
-    })
-    .expect("csv");
-    out
 }
 
 fn unique(prefix: &str) -> String {
@@ -210,7 +192,7 @@ fn bench(c: &mut Criterion) {
         return;
     };
     let config = KafkaConfig::new(brokers);
-    let data = readings();
+    let data = support::readings("CGM.csv.gz", "cgm-3", "datetime", EVENTS);
     let wasm = root().join("target/plugins/enrich.wasm");
     assert!(wasm.exists(), "run `make plugins` first");
     let runtime = Arc::new(Runtime::new(None).unwrap());

@@ -13,7 +13,6 @@
 )]
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,37 +25,9 @@ use tidewater::pipeline::{
 };
 use tidewater::runtime::{Limits, Output, ProcessError, Runtime};
 
+mod support;
+use support::{root, scratch_dir};
 const EVENTS: usize = 4096;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn readings() -> Vec<Record> {
-    let mut out = Vec::new();
-    let file =
-        std::fs::File::open(root().join("data/sea_surface_temperature.csv.gz")).expect("data file");
-    let options = tidewater::ingest::CsvOptions {
-        device: "buoy-b01".into(),
-        time_column: "time (UTC)".into(),
-    };
-    tidewater::ingest::read_csv(file, &options, |r| {
-        if out.len() < EVENTS {
-            out.push(r.expect("row"));
-        }
-    })
-    .expect("csv");
-    out
-}
-
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).expect("temp dir")
-    } else {
-        tempfile::tempdir().expect("temp dir")
-    }
-}
 
 fn settings(batch: usize, deduplicate: bool) -> Settings {
     Settings {
@@ -135,7 +106,7 @@ fn native_enrich() -> Box<dyn Handler> {
 }
 
 fn bench(c: &mut Criterion) {
-    let data = readings();
+    let data = support::buoy_readings(EVENTS);
     let wasm = root().join("target/plugins/enrich.wasm");
     assert!(
         wasm.exists(),

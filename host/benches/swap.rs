@@ -16,7 +16,6 @@
     reason = "criterion_group! generates an undocumented function"
 )]
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
@@ -29,20 +28,9 @@ use tidewater::log::{Log, Record};
 mod wasm;
 use wasm::rebuilt;
 
+mod support;
+use support::{root, scratch_dir};
 const TOKEN: &str = "bench-token";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).expect("temp dir")
-    } else {
-        tempfile::tempdir().expect("temp dir")
-    }
-}
 
 struct Host {
     client: Client,

@@ -291,7 +291,7 @@ pub struct Attached {
     epoch: u64,
     scope: Arc<str>,
     /// Where the current epoch's replay ends, per (topic, partition).
-    range_ends: HashMap<(String, u32), u64>,
+    range_ends: HashMap<String, HashMap<u32, u64>>,
 }
 
 impl Attached {
@@ -331,7 +331,8 @@ impl Attached {
         let covered = self.epoch > 0
             && self
                 .range_ends
-                .get(&(topic.to_owned(), partition))
+                .get(topic)
+                .and_then(|p| p.get(&partition))
                 .is_some_and(|end| offset < *end);
         if covered {
             (self.scope.clone(), self.epoch)
@@ -582,8 +583,13 @@ fn canary_status(run: &CanaryRun) -> CanaryStatus {
     }
 }
 
-fn ends_map(ends: &[(String, u32, u64)]) -> HashMap<(String, u32), u64> {
-    ends.iter().map(|(t, p, e)| ((t.clone(), *p), *e)).collect()
+/// topic → partition → end, for lookups by `&str` on the hot path.
+fn ends_map(ends: &[(String, u32, u64)]) -> HashMap<String, HashMap<u32, u64>> {
+    let mut map: HashMap<String, HashMap<u32, u64>> = HashMap::new();
+    for (t, p, e) in ends {
+        map.entry(t.clone()).or_default().insert(*p, *e);
+    }
+    map
 }
 
 fn key_scope(name: &str, epoch: u64) -> Arc<str> {

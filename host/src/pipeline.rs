@@ -688,15 +688,6 @@ impl Pipeline {
         {
             return Ok(None);
         }
-        // Keys are looked up and recorded in the scope of the record's
-        // idempotency epoch: a replay with reprocessing has its own, for the
-        // records it covers.
-        let base = self.settings.name.clone();
-        let scope_of = |attached: &Option<crate::control::Attached>, rec: &LogRecord| match attached
-        {
-            Some(a) => a.scope_for(&rec.topic, rec.partition, rec.offset),
-            None => (base.clone(), 0),
-        };
         let s = &self.settings;
         let Some(batch) = self.source.poll(s.max_batch_records, s.max_batch_bytes)? else {
             return Ok(None);
@@ -704,6 +695,18 @@ impl Pipeline {
         if self.is_halted(&batch) {
             return Ok(None);
         }
+        // Keys are looked up and recorded in the scope of the record's
+        // idempotency epoch: a replay with reprocessing has its own, for the
+        // records it covers.
+        // Each record's idempotency scope and epoch, once per batch.
+        let scopes: Vec<(Arc<str>, u64)> = batch
+            .records
+            .iter()
+            .map(|rec| match &self.attached {
+                Some(a) => a.scope_for(&rec.topic, rec.partition, rec.offset),
+                None => (self.settings.name.clone(), 0),
+            })
+            .collect();
         let snapshot = self.db.begin_read()?;
         let mut counters = Counters {
             events_in: batch.records.len() as u64,
@@ -714,8 +717,7 @@ impl Pipeline {
         let mut fates = Vec::with_capacity(batch.records.len());
         let mut first_seen: HashMap<(Arc<str>, Vec<u8>), [u8; 16]> = HashMap::new();
         let mut conflicts_seen: HashSet<(Vec<u8>, [u8; 16])> = HashSet::new();
-        for rec in &batch.records {
-            let (scope, _) = scope_of(&self.attached, rec);
+        for (rec, (scope, _)) in batch.records.iter().zip(&scopes) {
             if !s.deduplicate {
                 fates.push(Fate::Process {
                     key: idempotency::offset_key(rec),
@@ -747,7 +749,7 @@ impl Pipeline {
                     expires_ms: 0,
                     outcome: Outcome::Processed,
                 }),
-                None => idempotency::lookup(&snapshot, &scope, &key)?,
+                None => idempotency::lookup(&snapshot, scope, &key)?,
             };
             fates.push(match idempotency::verdict(stored.as_ref(), &fp) {
                 Verdict::New => {
@@ -763,7 +765,7 @@ impl Pipeline {
                     // the dead letter already written for it.
                     let pair = (key, fp);
                     if conflicts_seen.contains(&pair)
-                        || idempotency::conflict_seen(&snapshot, &scope, &pair.0, &fp)?
+                        || idempotency::conflict_seen(&snapshot, scope, &pair.0, &fp)?
                     {
                         Fate::Duplicate
                     } else {
@@ -805,8 +807,7 @@ impl Pipeline {
         let now = now_ms();
         let expires_ms = now.saturating_add(s.key_ttl.as_millis() as u64);
         let txn = self.db.begin_write()?;
-        for (rec, fate) in batch.records.iter().zip(fates) {
-            let (scope, epoch) = scope_of(&self.attached, rec);
+        for ((rec, fate), (scope, epoch)) in batch.records.iter().zip(fates).zip(&scopes) {
             match fate {
                 Fate::Duplicate => counters.duplicates += 1,
                 Fate::Conflict { key, fingerprint } => {
@@ -826,7 +827,7 @@ impl Pipeline {
                         0,
                     );
                     self.sink.publish_in(&txn, &s.dead_letter_topic, &dl)?;
-                    idempotency::mark_conflict_in(&txn, &scope, &key, &fingerprint, expires_ms)?;
+                    idempotency::mark_conflict_in(&txn, scope, &key, &fingerprint, expires_ms)?;
                 }
                 Fate::NoKey(reason) => {
                     counters.dead_lettered += 1;
@@ -850,7 +851,7 @@ impl Pipeline {
                                 let topic = out.topic.clone().unwrap_or_else(|| s.output.clone());
                                 let record = crate::control::in_epoch(
                                     output_record(rec, out, &key, &s.name, i),
-                                    epoch,
+                                    *epoch,
                                 );
                                 self.sink.publish_in(&txn, &topic, &record)?;
                             }
@@ -899,8 +900,8 @@ impl Pipeline {
                             expires_ms,
                             outcome,
                         };
-                        idempotency::mark_in(&txn, &scope, &key, &record)?;
-                        idempotency::mark_version_in(&txn, &scope, &key, self.handler.version())?;
+                        idempotency::mark_in(&txn, scope, &key, &record)?;
+                        idempotency::mark_version_in(&txn, scope, &key, self.handler.version())?;
                     }
                 }
             }
