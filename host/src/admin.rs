@@ -325,9 +325,15 @@ impl Admin {
         stats: Option<&crate::stats::ProcessorStats>,
     ) -> Value {
         let st = m.control.status();
+        // A running processor paused through the API is "paused".
+        let state = if st.paused && st.state == "running" {
+            "paused"
+        } else {
+            st.state.as_str()
+        };
         json!({
             "name": name,
-            "state": st.state,
+            "state": state,
             "active_version": st.active_version,
             "pending_version": st.pending_version,
             "paused": st.paused,
@@ -1083,7 +1089,7 @@ impl Running {
 ///
 /// # Errors
 ///
-/// [`crate::host::RunError::Config`] when the address is refused (see
+/// [`crate::host::RunError::Admin`] when the address is refused (see
 /// [`check_bind`]) or cannot be bound, or no token can be made.
 pub async fn start(
     options: &mut AdminOptions,
@@ -1092,10 +1098,7 @@ pub async fn start(
     log: Log,
     managed: BTreeMap<String, Managed>,
 ) -> Result<Running, crate::host::RunError> {
-    let fail = |message: String| crate::host::RunError::Config {
-        processor: "(admin)".into(),
-        message,
-    };
+    let fail = crate::host::RunError::Admin;
     let token = match &options.token {
         Some(t) => t.clone(),
         None => random_token().map_err(|e| fail(format!("cannot make an admin token: {e}")))?,

@@ -79,9 +79,9 @@ enum Command {
     /// List a processor's versions (* marks the active one).
     Versions(crate::deploy_cli::VersionsArgs),
     /// Make a version active at the next batch boundary.
-    Activate(crate::deploy_cli::VersionArgs),
+    Activate(crate::deploy_cli::ActivateArgs),
     /// Go back to the previous version, or to the one named.
-    Rollback(crate::deploy_cli::VersionArgs),
+    Rollback(crate::deploy_cli::RollbackArgs),
     /// Pause a processor at the next batch boundary.
     Pause(crate::deploy_cli::NameArgs),
     /// Resume a paused processor.

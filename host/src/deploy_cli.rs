@@ -89,16 +89,28 @@ pub struct VersionsArgs {
     format: String,
 }
 
-/// `activate` and `rollback`.
+/// `activate`.
 #[derive(Debug, Args)]
-pub struct VersionArgs {
+pub struct ActivateArgs {
     #[command(flatten)]
     admin: AdminArgs,
     /// The processor.
     #[arg(value_parser = processor_name)]
     name: String,
     /// The version: its SHA-256, or a unique prefix of at least 8 hex digits.
-    /// For rollback: default the previous version.
+    version: String,
+}
+
+/// `rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The processor.
+    #[arg(value_parser = processor_name)]
+    name: String,
+    /// The version to go back to: its SHA-256, or a unique prefix of at
+    /// least 8 hex digits. Default: the one active before the current one.
     version: Option<String>,
 }
 
@@ -112,8 +124,9 @@ pub struct NameArgs {
     name: String,
 }
 
-/// `replay`.
+/// `replay`: exactly one of --from-offset and --from-time.
 #[derive(Debug, Args)]
+#[group(id = "from", required = true, multiple = false)]
 pub struct ReplayArgs {
     #[command(flatten)]
     admin: AdminArgs,
@@ -121,15 +134,11 @@ pub struct ReplayArgs {
     #[arg(value_parser = processor_name)]
     name: String,
     /// Read again from this offset of every partition of its inputs.
-    #[arg(
-        long,
-        conflicts_with = "from_time",
-        required_unless_present = "from_time"
-    )]
+    #[arg(long, group = "from")]
     from_offset: Option<u64>,
     /// Read again from the first record at or after this time (RFC 3339,
     /// e.g. 2026-11-30T12:00:00Z) in every partition.
-    #[arg(long)]
+    #[arg(long, group = "from")]
     from_time: Option<String>,
     /// Process the range again under a new idempotency epoch (outputs carry
     /// tidewater-upsert-key). Without it, events already processed are duplicates.
@@ -206,10 +215,8 @@ pub async fn versions(data_dir: &Path, a: VersionsArgs) -> anyhow::Result<ExitCo
 }
 
 /// `tidewater activate`.
-pub async fn activate(data_dir: &Path, a: VersionArgs) -> anyhow::Result<ExitCode> {
-    let Some(version) = a.version else {
-        bail!("name the version to activate");
-    };
+pub async fn activate(data_dir: &Path, a: ActivateArgs) -> anyhow::Result<ExitCode> {
+    let version = a.version;
     let v = a
         .admin
         .client(data_dir)?
@@ -223,7 +230,7 @@ pub async fn activate(data_dir: &Path, a: VersionArgs) -> anyhow::Result<ExitCod
 }
 
 /// `tidewater rollback`.
-pub async fn rollback(data_dir: &Path, a: VersionArgs) -> anyhow::Result<ExitCode> {
+pub async fn rollback(data_dir: &Path, a: RollbackArgs) -> anyhow::Result<ExitCode> {
     let body = match a.version {
         Some(v) => json!({ "version": v }),
         None => json!({}),

@@ -74,6 +74,9 @@ pub enum RunError {
     /// A `[[forward]]` cannot run.
     #[error("{0}")]
     Forward(String),
+    /// The admin API cannot listen where asked.
+    #[error("admin API: {0}")]
+    Admin(String),
     /// A setting is invalid.
     #[error("processor {processor}: {message}")]
     Config {
@@ -195,7 +198,7 @@ pub async fn run(
 ///
 /// # Errors
 ///
-/// As [`run`]; [`RunError::Config`] when the admin API cannot listen where
+/// As [`run`]; [`RunError::Admin`] when the admin API cannot listen where
 /// asked (or would listen on a non-loopback address without a token).
 pub async fn run_with(
     config: Config,
@@ -208,12 +211,7 @@ pub async fn run_with(
         return Err(RunError::NoProcessors);
     }
     if let Some(addr) = admin.listen {
-        crate::admin::check_bind(addr, admin.token.is_some()).map_err(|message| {
-            RunError::Config {
-                processor: "(admin)".into(),
-                message,
-            }
-        })?;
+        crate::admin::check_bind(addr, admin.token.is_some()).map_err(RunError::Admin)?;
     }
     if config.kafka.is_some() && !config.forwards.is_empty() {
         return Err(RunError::Forward(

@@ -872,7 +872,8 @@ fn short_reason(e: &wasmtime::Error) -> String {
     } else {
         format!("{top}: {root}")
     };
-    s = s.lines().next().unwrap_or_default().to_owned();
+    // Some causes span lines (wasmparser's "expected=[\n 0x0, ...]"): one line.
+    s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.len() > 400 {
         let mut cut = 400;
         while !s.is_char_boundary(cut) {

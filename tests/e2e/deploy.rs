@@ -671,8 +671,12 @@ fn canary_rolls_back(extra: &str, query: &str) {
     let p = host.wait_for("probe", "the canary", |p| p["active_version"] == *bad);
     // Paused from the start: nothing read yet.
     assert_eq!(
-        (p["paused"].as_bool(), p["counters"]["events_in"].as_u64()),
-        (Some(true), Some(0))
+        (
+            p["paused"].as_bool(),
+            p["state"].as_str(),
+            p["counters"]["events_in"].as_u64()
+        ),
+        (Some(true), Some("paused"), Some(0))
     );
     host.post("/v1/processors/probe/resume", json!({}));
     let p = host.wait_events("probe", EVENTS as u64);
@@ -931,28 +935,9 @@ fn the_cli_deploys_lists_activates_rolls_back_pauses_and_replays_through_the_api
     let env = Env::new();
     env.produce("in", numbered(100));
     let config = probe_config(&env, "batch.max_records = 10");
-    let child = env
-        .cmd()
-        .args([
-            "run",
-            "--admin",
-            "127.0.0.1:0",
-            "--format",
-            "json",
-            "--config",
-        ])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Spawned as the user would run it; its URL and token are found in the data dir.
+    let host = Host::spawn(&env, &config);
     let url_file = env.data_dir().join(tidewater::admin::URL_FILE);
-    for _ in 0..3000 {
-        if url_file.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(url_file.exists(), "the host wrote no admin URL");
     let token = std::fs::read_to_string(env.data_dir().join(tidewater::admin::TOKEN_FILE)).unwrap();
     assert_eq!(token.len(), 64, "a random token of 32 bytes, hex");
@@ -1051,25 +1036,13 @@ fn the_cli_deploys_lists_activates_rolls_back_pauses_and_replays_through_the_api
     assert!(err.contains("the bearer token is not this host's"), "{err}");
 
     // Wait for the replay to be done (100 events in epoch 1), then stop.
-    let client = Client::discover(&env.data_dir(), None, None).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     for _ in 0..3000 {
-        let p = rt.block_on(client.get("/v1/processors/probe")).unwrap();
-        if p["counters"]["outputs"] == 200 {
+        if host.get("/v1/processors/probe")["counters"]["outputs"] == 200 {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let summary = summary(&out);
+    let summary = host.stop_child();
     let c = counters(&summary, "probe");
     assert_eq!(
         (c["events_in"].as_u64(), c["outputs"].as_u64()),

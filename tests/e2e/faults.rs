@@ -200,6 +200,11 @@ fn bad_configs_and_components_are_refused_with_the_reason() {
         err.contains("is not a valid WebAssembly component"),
         "{err}"
     );
+    // wasmparser's two-line cause comes whole, on one line.
+    assert!(
+        err.contains("bad magic number - expected=[ 0x0, 0x61, 0x73, 0x6d, ] actual=[ 0x68, 0x65, 0x6c, 0x6c, ] (at offset 0x0)"),
+        "{err}"
+    );
 
     let err = run(&probe_config(&env, "colour = \"red\""));
     assert!(err.contains("unknown field `colour`"), "{err}");
