@@ -29,7 +29,8 @@ use criterion::{
 };
 use tidewater::admin::AdminOptions;
 use tidewater::admin::client::Client;
-use tidewater::log::{Log, Record};
+use tidewater::streams::Record;
+use tidewater::streams::embedded::Log;
 
 /// Readings the healthy processor processes per run.
 mod support;
@@ -195,7 +196,7 @@ limits.call_deadline = "{CALL_DEADLINE_MS}ms"
         let admin = AdminOptions {
             listen: Some("127.0.0.1:0".parse().expect("address")),
             token: Some(TOKEN.into()),
-            max_upload_bytes: tidewater::registry::DEFAULT_MAX_UPLOAD_BYTES,
+            max_upload_bytes: tidewater::control::registry::DEFAULT_MAX_UPLOAD_BYTES,
             bound: Some(bound_tx),
             watch: None,
             start_paused: false,

@@ -16,10 +16,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
-use tidewater::kafka::{Client, KafkaConfig, KafkaStream};
-use tidewater::log::Record;
-use tidewater::pipeline::{Pipeline, Settings, WasmHandler};
+use tidewater::processing::{Pipeline, Settings, WasmHandler};
 use tidewater::runtime::{Limits, Runtime};
+use tidewater::streams::Record;
+use tidewater::streams::kafka::{Client, KafkaConfig, KafkaStream};
 
 mod support;
 use support::root;
@@ -41,14 +41,18 @@ fn unique(prefix: &str) -> String {
 
 fn fill(config: &KafkaConfig, topic: &str, data: &[Record]) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(tidewater::kafka::ensure_topics(
+    rt.block_on(tidewater::streams::kafka::ensure_topics(
         config,
         &[(topic.to_owned(), Some(1))].into_iter().collect(),
     ))
     .unwrap();
-    let p = tidewater::kafka::producer(config, None).unwrap();
-    tidewater::kafka::produce_all(&p, data.iter().map(|r| (topic, r)), Duration::from_secs(60))
-        .unwrap();
+    let p = tidewater::streams::kafka::producer(config, None).unwrap();
+    tidewater::streams::kafka::produce_all(
+        &p,
+        data.iter().map(|r| (topic, r)),
+        Duration::from_secs(60),
+    )
+    .unwrap();
 }
 
 /// tidewater: the whole pipeline, commits included.
@@ -92,7 +96,7 @@ fn tidewater_once(
         on_error: tidewater::config::OnError::DeadLetter,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(tidewater::kafka::ensure_topics(
+    rt.block_on(tidewater::streams::kafka::ensure_topics(
         config,
         &[
             (settings.output.clone(), Some(1)),
@@ -143,7 +147,7 @@ fn raw_once(config: &KafkaConfig, data: &[Record]) -> Duration {
     let output = unique("rawout");
     fill(config, &input, data);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(tidewater::kafka::ensure_topics(
+    rt.block_on(tidewater::streams::kafka::ensure_topics(
         config,
         &[(output.clone(), Some(1))].into_iter().collect(),
     ))
@@ -154,7 +158,7 @@ fn raw_once(config: &KafkaConfig, data: &[Record]) -> Duration {
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = c.create().unwrap();
     consumer.subscribe(&[&input]).unwrap();
-    let producer = tidewater::kafka::producer(config, None).unwrap();
+    let producer = tidewater::streams::kafka::producer(config, None).unwrap();
     let mut n = 0;
     let mut start = None;
     while n < data.len() {

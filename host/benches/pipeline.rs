@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tidewater::config::Unkeyed;
-use tidewater::idempotency::KeyMode;
-use tidewater::log::{Log, Record};
-use tidewater::pipeline::{
-    EmbeddedSink, EmbeddedSource, FnHandler, Handler, Pipeline, Settings, WasmHandler,
-};
+use tidewater::processing::idempotency::KeyMode;
+use tidewater::processing::{FnHandler, Handler, Pipeline, Settings, WasmHandler};
 use tidewater::runtime::{Limits, Output, ProcessError, Runtime};
+use tidewater::streams::Record;
+use tidewater::streams::embedded::Log;
+use tidewater::streams::embedded::{EmbeddedSink, EmbeddedSource};
 
 mod support;
 use support::{root, scratch_dir};
@@ -77,7 +77,7 @@ fn run_once(
 
 fn native_enrich() -> Box<dyn Handler> {
     Box::new(FnHandler::new(
-        |e: &tidewater::runtime::Event, _state: &mut tidewater::state::StateOverlay| {
+        |e: &tidewater::runtime::Event, _state: &mut tidewater::runtime::StateOverlay| {
             let event = tidewater_sdk::Event {
                 topic: e.topic.clone(),
                 partition: e.partition,

@@ -22,7 +22,8 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion
 use serde_json::Value;
 use tidewater::admin::AdminOptions;
 use tidewater::admin::client::Client;
-use tidewater::log::{Log, Record};
+use tidewater::streams::Record;
+use tidewater::streams::embedded::Log;
 
 #[path = "../../tests/support/wasm.rs"]
 mod wasm;
@@ -79,7 +80,7 @@ batch.max_records = {batch}
         let admin = AdminOptions {
             listen: Some("127.0.0.1:0".parse().expect("address")),
             token: Some(TOKEN.into()),
-            max_upload_bytes: tidewater::registry::DEFAULT_MAX_UPLOAD_BYTES,
+            max_upload_bytes: tidewater::control::registry::DEFAULT_MAX_UPLOAD_BYTES,
             bound: Some(bound_tx),
             watch: None,
             start_paused: false,

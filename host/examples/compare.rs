@@ -28,10 +28,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tidewater::config::Unkeyed;
-use tidewater::idempotency::KeyMode;
-use tidewater::log::{Log, Record};
-use tidewater::pipeline::{EmbeddedSink, EmbeddedSource, Pipeline, Settings, WasmHandler};
+use tidewater::processing::idempotency::KeyMode;
+use tidewater::processing::{Pipeline, Settings, WasmHandler};
 use tidewater::runtime::{Limits, Runtime};
+use tidewater::streams::Record;
+use tidewater::streams::embedded::Log;
+use tidewater::streams::embedded::{EmbeddedSink, EmbeddedSource};
 
 const LANGUAGES: &[&str] = &["rust", "c", "cpp", "python", "js", "go"];
 const PARTITIONS: u32 = 4;
@@ -56,11 +58,11 @@ fn readings() -> Result<Vec<Record>> {
         let path = root().join("data").join(file);
         let f =
             std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let options = tidewater::ingest::CsvOptions {
+        let options = tidewater::streams::ingest::CsvOptions {
             device: (*device).into(),
             time_column: (*time).into(),
         };
-        tidewater::ingest::read_csv(f, &options, |r| {
+        tidewater::streams::ingest::read_csv(f, &options, |r| {
             if let Ok(r) = r {
                 out.push(r);
             }

@@ -64,14 +64,14 @@
 //!
 //! Unknown keys are refused, with the line they are on.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::idempotency::KeyMode;
-use crate::log::check_topic_name;
+pub use crate::processing::config::{
+    BatchConfig, CanaryPlan, IdempotencyConfig, LimitsConfig, OnError, ProcessorConfig, Unkeyed,
+};
+pub use crate::streams::embedded::{LogConfig, TopicConfig};
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -103,16 +103,6 @@ pub enum ConfigError {
     },
 }
 
-/// The largest `limits.memory_bytes`: 4 GiB, all a 32-bit WebAssembly
-/// instance can address.
-pub const MAX_MEMORY_BYTES: usize = 4 << 30;
-/// The longest `limits.call_deadline` and `limits.init_deadline`: 10 minutes.
-pub const MAX_DEADLINE: Duration = Duration::from_secs(600);
-/// The longest `limits.retry_backoff`: 30 s, where each wait is capped.
-pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
-/// The most `limits.transient_retries`.
-pub const MAX_TRANSIENT_RETRIES: u32 = 100;
-
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,265 +118,13 @@ pub struct Config {
     pub processors: Vec<ProcessorConfig>,
     /// Apache Kafka: when present, every processor reads and writes Kafka
     /// topics instead of the embedded log.
-    pub kafka: Option<crate::kafka::KafkaConfig>,
+    pub kafka: Option<crate::streams::kafka::KafkaConfig>,
     /// The admin HTTP API (and the plugins-dir watcher) of `tidewater run`.
     pub admin: Option<crate::admin::AdminConfig>,
     /// Embedded-log topics shipped to a Kafka cluster while the processors
     /// run (store-and-forward from the edge).
     #[serde(default, rename = "forward")]
-    pub forwards: Vec<crate::forward::ForwardConfig>,
-}
-
-/// `[log]`: the embedded log.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// Partitions of a topic created implicitly (by an output or a produce). Default 1.
-    pub default_partitions: u32,
-    /// How often retention and idempotency-key expiry run. Default 1 minute.
-    #[serde(with = "humantime_serde")]
-    pub maintenance_interval: Duration,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            default_partitions: 1,
-            maintenance_interval: Duration::from_secs(60),
-        }
-    }
-}
-
-/// `[[topic]]`: a topic to create, with its retention.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopicConfig {
-    /// The topic name (Kafka's rule: a-z A-Z 0-9 . _ -).
-    pub name: String,
-    /// Partition count; default `log.default_partitions`.
-    pub partitions: Option<u32>,
-    /// Remove records appended longer ago than this. Absent: keep forever.
-    #[serde(default, with = "humantime_serde")]
-    pub retention: Option<Duration>,
-    /// Trim each partition to at most this many bytes. Absent: no limit.
-    pub retention_bytes: Option<u64>,
-}
-
-/// `[[processor]]`: one named job.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessorConfig {
-    /// The processor's name: its consumer name, state scope and key scope.
-    pub name: String,
-    /// The component file, relative to the config file.
-    pub component: PathBuf,
-    /// Topics to read.
-    pub inputs: Vec<String>,
-    /// The topic outputs go to unless they name another.
-    pub output: String,
-    /// Where failed events go. Default `<name>.dlq`.
-    pub dead_letter_topic: Option<String>,
-    /// Batching.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Idempotency keys.
-    #[serde(default)]
-    pub idempotency: IdempotencyConfig,
-    /// Limits per instance and call.
-    #[serde(default)]
-    pub limits: LimitsConfig,
-    /// What to do with an event the component fails on. Default `dead-letter`.
-    #[serde(default)]
-    pub on_error: OnError,
-    /// Handed to the component's `init` as (key, value) strings, sorted by key.
-    #[serde(default)]
-    pub config: BTreeMap<String, toml::Value>,
-    /// Kafka only: the consumer group. Default: the processor's name.
-    pub group: Option<String>,
-    /// Kafka only: publish outputs and commit offsets in one Kafka
-    /// transaction, so `read_committed` readers see each output once. Default false.
-    #[serde(default)]
-    pub exactly_once: bool,
-    /// Every activation of a new version (through the admin API or the
-    /// watched directory) is a canary: `{ events = N, max_error_rate = R }`.
-    /// Absent: only when the activation asks for one.
-    pub canary: Option<crate::control::CanaryPlan>,
-}
-
-/// `batch`: how many events go into one call and one commit.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BatchConfig {
-    /// Most events per batch. Default 1024. Each batch is one durable commit
-    /// (about 5–10 ms on a disk), so small batches cost throughput.
-    pub max_records: usize,
-    /// Most bytes of records per batch. Default 16 MiB.
-    pub max_bytes: usize,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        BatchConfig {
-            max_records: 1024,
-            max_bytes: 16 << 20,
-        }
-    }
-}
-
-/// What to do with an event whose idempotency key cannot be derived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Unkeyed {
-    /// Send it to the dead-letter topic with the reason (default).
-    #[default]
-    DeadLetter,
-    /// Process it without deduplication.
-    Process,
-}
-
-/// What a processor does with an event its component fails on: `invalid`,
-/// `transient` after its retries, a trap, a timeout, a memory or other
-/// limit breach. (Conflicts and events without a key always go to the
-/// dead-letter topic; `fatal` always pauses the processor.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// Send it to the dead-letter topic with the reason, go on (default).
-    #[default]
-    DeadLetter,
-    /// Stop reading its partition: the batch holding it is not committed,
-    /// the partition's position stays before it until the processor is
-    /// started again; other partitions go on. `stats` shows where and why.
-    HaltPartition,
-    /// Drop it, go on: counted (`skipped`) and logged, never published.
-    Skip,
-}
-
-/// `idempotency`: how keys are derived and how long they are kept.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IdempotencyConfig {
-    /// `record-key`, `hash`, `offset` (default) or `json:/ptr[,/ptr...]`; an
-    /// `idempotency-key` header always wins.
-    pub key: String,
-    /// How long a key is remembered, from when it was first recorded. Default 7 days.
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    /// What to do when the key cannot be derived.
-    pub unkeyed: Unkeyed,
-}
-
-impl Default for IdempotencyConfig {
-    fn default() -> Self {
-        IdempotencyConfig {
-            key: "offset".into(),
-            ttl: Duration::from_secs(7 * 24 * 3600),
-            unkeyed: Unkeyed::DeadLetter,
-        }
-    }
-}
-
-/// `limits`: what one instance may use, and how failures are retried.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Longest one call of `process` may run. Default 1 s.
-    #[serde(with = "humantime_serde")]
-    pub call_deadline: Duration,
-    /// Longest instantiation plus `init` may run. Default 5 s.
-    #[serde(with = "humantime_serde")]
-    pub init_deadline: Duration,
-    /// Most linear memory per instance, in bytes. Default 64 MiB.
-    pub memory_bytes: usize,
-    /// Retries of an event that returned `transient`. Default 3.
-    pub transient_retries: u32,
-    /// Wait before the first retry; doubles each time (at most 30 s), with
-    /// jitter: the wait is drawn between half of it and all of it. Default 100 ms.
-    #[serde(with = "humantime_serde")]
-    pub retry_backoff: Duration,
-    /// Most log lines per second from the component: calls of the `log`
-    /// interface, and each of stdout and stderr (one line, one entry). The
-    /// rest are dropped and counted. Default 100.
-    pub log_lines_per_s: u32,
-    /// Most outputs one event may produce. Default 10,000.
-    pub max_outputs_per_event: usize,
-    /// Most bytes of outputs (topic, key, value, headers) one call may
-    /// return, in bytes. Default 64 MiB.
-    pub max_output_bytes_per_batch: usize,
-    /// Longest state key, in bytes. Default 4096.
-    pub max_state_key_bytes: usize,
-    /// Longest state value, in bytes. Default 1 MiB.
-    pub max_state_value_bytes: usize,
-    /// Most state one call may write, in bytes (keys and values, plus 64
-    /// bytes per write). Default 16 MiB.
-    pub max_state_bytes_per_batch: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            call_deadline: Duration::from_secs(1),
-            init_deadline: Duration::from_secs(5),
-            memory_bytes: 64 << 20,
-            transient_retries: 3,
-            retry_backoff: Duration::from_millis(100),
-            log_lines_per_s: 100,
-            max_outputs_per_event: 10_000,
-            max_output_bytes_per_batch: 64 << 20,
-            max_state_key_bytes: 4096,
-            max_state_value_bytes: 1 << 20,
-            max_state_bytes_per_batch: 16 << 20,
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// The limits the runtime enforces on each instance.
-    pub fn runtime_limits(&self) -> crate::runtime::Limits {
-        crate::runtime::Limits {
-            call_deadline: self.call_deadline,
-            init_deadline: self.init_deadline,
-            memory_bytes: self.memory_bytes,
-            log_lines_per_s: self.log_lines_per_s,
-            max_outputs_per_event: self.max_outputs_per_event,
-            max_output_bytes_per_batch: self.max_output_bytes_per_batch,
-            max_state_key_bytes: self.max_state_key_bytes,
-            max_state_value_bytes: self.max_state_value_bytes,
-            max_state_bytes_per_batch: self.max_state_bytes_per_batch,
-        }
-    }
-}
-
-impl ProcessorConfig {
-    /// The dead-letter topic: the configured one or `<name>.dlq`.
-    pub fn dead_letter_topic(&self) -> String {
-        self.dead_letter_topic
-            .clone()
-            .unwrap_or_else(|| format!("{}.dlq", self.name))
-    }
-
-    /// The parsed key mode.
-    ///
-    /// # Errors
-    ///
-    /// The message of [`crate::idempotency::BadKeyMode`].
-    pub fn key_mode(&self) -> Result<KeyMode, String> {
-        self.idempotency.key.parse().map_err(|e| format!("{e}"))
-    }
-
-    /// The `config` table as strings: strings as they are, other values as TOML.
-    pub fn init_config(&self) -> Vec<(String, String)> {
-        self.config
-            .iter()
-            .map(|(k, v)| {
-                let s = match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), s)
-            })
-            .collect()
-    }
+    pub forwards: Vec<crate::streams::forward::ForwardConfig>,
 }
 
 impl Config {
@@ -427,142 +165,53 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
     }
 
-    /// Checks names, topics, modes and limits.
+    /// Checks every section (each part checks its own config), then what
+    /// the sections must agree on: unique processor names, Kafka-only
+    /// settings only with Kafka, forwards only without it, no cycles.
+    ///
+    /// Run it again after changing a loaded config (`run --brokers` does).
     ///
     /// # Errors
     ///
-    /// The first problem found, naming the processor and key.
+    /// The first problem found, naming the section, the processor and the key.
     pub fn check(&self) -> Result<(), String> {
-        let max = crate::log::MAX_PARTITIONS;
-        if !(1..=max).contains(&self.log.default_partitions) {
-            return Err(format!("log.default_partitions must be 1 to {max}"));
-        }
-        let mut topic_names = std::collections::BTreeSet::new();
-        for t in &self.topics {
-            check_topic_name(&t.name).map_err(|e| format!("[[topic]] {e}"))?;
-            if t.partitions.is_some_and(|p| !(1..=max).contains(&p)) {
-                return Err(format!(
-                    "[[topic]] {:?}: partitions must be 1 to {max}",
-                    t.name
-                ));
-            }
-            if !topic_names.insert(t.name.as_str()) {
-                return Err(format!("[[topic]] {:?} is listed twice", t.name));
-            }
-        }
+        crate::streams::embedded::check_log_config(&self.log, &self.topics)?;
         let mut names = std::collections::BTreeSet::new();
         for p in &self.processors {
-            let ctx = |m: String| format!("processor {:?}: {m}", p.name);
-            let name_ok = !p.name.is_empty()
-                && p.name.len() <= 200
-                && p.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-            if !name_ok {
-                return Err(ctx(
-                    "a name is 1 to 200 of the characters a-z A-Z 0-9 . _ -".into(),
-                ));
-            }
+            p.check()?;
             if !names.insert(p.name.as_str()) {
-                return Err(ctx("the name is used twice".into()));
+                return Err(format!("processor {:?}: the name is used twice", p.name));
             }
-            if p.inputs.is_empty() {
-                return Err(ctx("inputs is empty: name at least one topic".into()));
-            }
-            for t in p.inputs.iter().chain([&p.output, &p.dead_letter_topic()]) {
-                check_topic_name(t).map_err(|e| ctx(e.to_string()))?;
-            }
-            for (what, t) in [
-                ("output", &p.output),
-                ("dead_letter_topic", &p.dead_letter_topic()),
-            ] {
-                if p.inputs.contains(t) {
-                    return Err(ctx(format!(
-                        "{what} {t:?} is also an input: the processor would read what it writes"
-                    )));
-                }
-            }
-            p.key_mode().map_err(ctx)?;
-            if p.batch.max_records == 0 || p.batch.max_bytes == 0 {
-                return Err(ctx(
-                    "batch.max_records and batch.max_bytes must be at least 1".into(),
-                ));
-            }
-            if p.limits.memory_bytes < 1 << 20 {
-                return Err(ctx(format!(
-                    "limits.memory_bytes is {} bytes; at least 1048576 (1 MiB) is needed",
-                    p.limits.memory_bytes
-                )));
-            }
-            if p.limits.memory_bytes > MAX_MEMORY_BYTES {
-                return Err(ctx(format!(
-                    "limits.memory_bytes is {} bytes; a 32-bit WebAssembly instance cannot use more than 4294967296 (4 GiB)",
-                    p.limits.memory_bytes
-                )));
-            }
-            for (what, d) in [
-                ("call_deadline", p.limits.call_deadline),
-                ("init_deadline", p.limits.init_deadline),
-            ] {
-                if d < crate::runtime::EPOCH_TICK || d > MAX_DEADLINE {
-                    return Err(ctx(format!(
-                        "limits.{what} is {}; it must be {} ms to {}",
-                        humantime::format_duration(d),
-                        crate::runtime::EPOCH_TICK.as_millis(),
-                        humantime::format_duration(MAX_DEADLINE)
-                    )));
-                }
-            }
-            if p.limits.retry_backoff > MAX_RETRY_BACKOFF {
-                return Err(ctx(format!(
-                    "limits.retry_backoff is {}; the first wait can be at most {} (each wait is capped there too)",
-                    humantime::format_duration(p.limits.retry_backoff),
-                    humantime::format_duration(MAX_RETRY_BACKOFF)
-                )));
-            }
-            if p.limits.transient_retries > MAX_TRANSIENT_RETRIES {
-                return Err(ctx(format!(
-                    "limits.transient_retries is {}; at most {MAX_TRANSIENT_RETRIES}",
-                    p.limits.transient_retries
-                )));
-            }
-            if p.limits.max_outputs_per_event == 0
-                || p.limits.max_output_bytes_per_batch == 0
-                || p.limits.max_state_key_bytes == 0
-                || p.limits.max_state_bytes_per_batch == 0
-            {
-                return Err(ctx(
-                    "limits.max_outputs_per_event, max_output_bytes_per_batch, max_state_key_bytes and max_state_bytes_per_batch must be at least 1".into(),
-                ));
-            }
-            if p.idempotency.ttl.is_zero() {
-                return Err(ctx("idempotency.ttl must be above 0".into()));
-            }
-            if let Some(c) = &p.canary
-                && (c.events == 0 || !(0.0..=1.0).contains(&c.max_error_rate))
-            {
-                return Err(ctx(
-                    "canary.events must be at least 1 and canary.max_error_rate 0.0 to 1.0".into(),
+            if self.kafka.is_none() && (p.exactly_once || p.group.is_some()) {
+                return Err(format!(
+                    "processor {:?}: exactly_once and group apply to Kafka only: add a [kafka] section or --brokers (on the embedded log, processing is already exactly-once)",
+                    p.name
                 ));
             }
         }
+        if let Some(k) = &self.kafka {
+            k.check()?;
+        }
+        self.check_forwards()?;
+        if let Some(cycle) = self.cycle() {
+            return Err(format!(
+                "the processors form a cycle ({}): each would read what the next writes, for ever",
+                cycle.join(" → ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Each `[[forward]]` on its own, then: not together with `[kafka]`, and
+    /// no two to the same Kafka topic (they would share a position).
+    fn check_forwards(&self) -> Result<(), String> {
         let mut shipped_to = std::collections::BTreeSet::new();
         for f in &self.forwards {
             let ctx = |m: String| format!("[[forward]] from {:?}: {m}", f.from);
             if self.kafka.is_some() {
-                return Err(ctx("this ships an embedded-log topic to Kafka, but the [kafka] section makes the processors read and write Kafka itself: drop one of the two".into()));
+                return Err(ctx("this ships an embedded-log topic to Kafka, but the [kafka] section makes the processors read and write Kafka itself (so do --brokers and TIDEWATER_BROKERS): drop one of the two".into()));
             }
-            check_topic_name(&f.from).map_err(|e| ctx(e.to_string()))?;
-            check_topic_name(f.kafka_topic()).map_err(|e| ctx(e.to_string()))?;
-            if f.kafka.brokers.trim().is_empty() {
-                return Err(ctx("kafka.brokers is not set: name the cluster to ship to (host:port, comma-separated)".into()));
-            }
-            if !(1..=crate::forward::MAX_BATCH).contains(&f.batch) {
-                return Err(ctx(format!(
-                    "batch must be 1 to {}",
-                    crate::forward::MAX_BATCH
-                )));
-            }
+            f.check().map_err(ctx)?;
             // The position is kept per Kafka topic name (as `tidewater forward` does).
             if !shipped_to.insert(f.kafka_topic()) {
                 return Err(ctx(format!(
@@ -570,12 +219,6 @@ impl Config {
                     f.kafka_topic()
                 )));
             }
-        }
-        if let Some(cycle) = self.cycle() {
-            return Err(format!(
-                "the processors form a cycle ({}): each would read what the next writes, for ever",
-                cycle.join(" → ")
-            ));
         }
         Ok(())
     }
@@ -624,7 +267,10 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::processing::idempotency::KeyMode;
 
     const MINIMAL: &str = r#"
 [[processor]]

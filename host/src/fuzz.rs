@@ -11,10 +11,11 @@ use std::sync::{Arc, OnceLock};
 use proptest::prelude::*;
 use redb::ReadableDatabase;
 
-use crate::idempotency::{self, KeyMode, KeyRecord, Outcome};
-use crate::ingest::{CsvOptions, read_csv};
-use crate::log::{Log, LogRecord, Record};
+use crate::processing::idempotency::{self, KeyMode, KeyRecord, Outcome};
 use crate::runtime::{LoadError, Runtime};
+use crate::streams::embedded::Log;
+use crate::streams::ingest::{CsvOptions, read_csv};
+use crate::streams::{LogRecord, Record};
 
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -192,7 +193,7 @@ proptest! {
                     let txn = d.begin_write().unwrap();
                     for (i, (key, value)) in records.into_iter().enumerate() {
                         let r = Record { timestamp_ms: i as i64 - 1, key, value, headers: vec![("h".into(), vec![t, 0xff])] };
-                        let (_, offset) = crate::log::append_in(&txn, &topic(t), Some(p), &r, 2).unwrap();
+                        let (_, offset) = crate::streams::embedded::append_in(&txn, &topic(t), Some(p), &r, 2).unwrap();
                         let stored = model.partitions.entry((topic(t), p)).or_default();
                         prop_assert_eq!(offset, stored.len() as u64);
                         stored.push(r);
@@ -202,7 +203,7 @@ proptest! {
                 Op::Abandon(t, p, v) => {
                     let txn = d.begin_write().unwrap();
                     let r = Record { value: Some(v), ..Record::default() };
-                    crate::log::append_in(&txn, &topic(t), Some(p), &r, 2).unwrap();
+                    crate::streams::embedded::append_in(&txn, &topic(t), Some(p), &r, 2).unwrap();
                     idempotency::mark_in(&txn, "p0", b"abandoned", &key_record(0, 0)).unwrap();
                     drop(txn);
                 }
@@ -216,7 +217,7 @@ proptest! {
                 Op::SetPosition(c, t, p, next) => {
                     let consumer = format!("c{c}");
                     let txn = d.begin_write().unwrap();
-                    crate::log::set_position_in(&txn, &consumer, &topic(t), p, next).unwrap();
+                    crate::streams::positions::set_position_in(&txn, &consumer, &topic(t), p, next).unwrap();
                     txn.commit().unwrap();
                     model.positions.insert((consumer, topic(t), p), next);
                 }

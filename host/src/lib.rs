@@ -4,43 +4,44 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML config of `tidewater run`.
+//! An event flows from [`streams`] (where it comes from) through
+//! [`processing`] (the run loop, which calls the component in [`runtime`])
+//! back into [`streams`] (where outputs go); [`control`] changes what a
+//! processor runs between batches, [`admin`] serves it over HTTP, and
+//! [`supervisor`] starts and stops it all.
+//!
+//! - [`streams`]: sources and sinks: the `Source`/`Sink` traits, record
+//!   types, the embedded log, Kafka, store-and-forward, ingest.
+//! - [`processing`]: the data path: the run loop, idempotency, state, dead
+//!   letters, counters.
+//! - [`runtime`]: wasmtime: engine, the WIT world's bindings, limits, the
+//!   compiled-component cache.
+//! - [`control`]: versions and their lifecycle: registry, hot swap, shadow,
+//!   canary, replay.
+//! - [`admin`]: the admin HTTP API, `/metrics`, the plugins-dir watcher.
+//! - [`supervisor`]: starting, supervising and stopping processors and
+//!   forwards (`tidewater run`).
+//! - [`config`]: the TOML config of `tidewater run`: each part's section,
+//!   aggregated.
 //! - [`db`]: the redb file that holds everything durable.
-//! - [`log`]: the embedded durable log (topics, partitions, offsets, retention, positions).
-//! - [`kafka`]: Apache Kafka as a source and sink (rdkafka), with an outbox and transactions.
-//! - [`forward`]: store-and-forward of embedded-log topics to Kafka (`tidewater forward`, `[[forward]]`).
-//! - [`idempotency`]: idempotency keys: derivation, duplicates, conflicts, expiry.
-//! - [`state`]: per-processor key-value state, committed with each batch.
-//! - [`runtime`]: wasmtime, the WIT world's bindings, limits, the compiled-component cache.
-//! - [`registry`]: versions (uploaded components), validation, activation history, epochs.
-//! - [`control`]: hot swap, pause, shadow, canary and replay at batch boundaries.
-//! - [`admin`]: the admin HTTP API (and its client), `/metrics`, the plugins-dir watcher.
-//! - [`pipeline`]: the run loop of one processor: source → dedupe → component → one commit.
-//! - [`stats`]: per-processor counters, error codes and status.
-//! - [`dlq`]: dead letters read back and replayed through a fixed component, exactly once.
-//! - [`ingest`]: turning CSV files into events.
-//! - [`host`]: starting and stopping processors (`tidewater run`).
 //! - [`scaffold`]: new processor projects in every language (`tidewater new`).
+//!
+//! Imports go one way: `supervisor` → `admin` → `control` → `processing` →
+//! `runtime` and `streams`; `config` aggregates the parts' configs. The data
+//! path names no HTTP type, `runtime` names no storage or stream type, and
+//! `streams::embedded` and `streams::kafka` never name each other.
 #![deny(missing_docs)]
 
 pub mod admin;
 pub mod config;
 pub mod control;
 pub mod db;
-pub mod dlq;
-pub mod forward;
 #[cfg(test)]
 mod fuzz;
-pub mod host;
-pub mod idempotency;
-pub mod ingest;
-pub mod kafka;
-pub mod log;
-pub mod pipeline;
-pub mod registry;
+pub mod processing;
 pub mod runtime;
 pub mod scaffold;
-pub mod state;
-pub mod stats;
+pub mod streams;
+pub mod supervisor;
 
-pub use host::{RunOptions, RunSummary, run, run_with};
+pub use supervisor::{RunOptions, RunSummary, run, run_with};

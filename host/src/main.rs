@@ -2,7 +2,6 @@
 //! hands over to the library.
 
 mod cli;
-mod deploy_cli;
 
 use clap::Parser;
 

@@ -21,8 +21,8 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{Context, Result, bail};
 use redb::ReadableDatabase;
 use serde_json::Value;
+use tidewater::processing::state::{ApplyState, dump, overlay};
 use tidewater::runtime::{CallError, Event, EventResult, Limits, Output, ProcessError, Runtime};
-use tidewater::state::{StateOverlay, dump};
 
 use plugins::{make_plugins, root};
 
@@ -275,7 +275,7 @@ fn run_case(path: &Path, processor: &str, case: &Value) -> Result<Vec<String>> {
             want.push(expected(&item["expect"])?);
             offset += 1;
         }
-        let mut overlay = StateOverlay::new(name.clone(), db.begin_read()?);
+        let mut overlay = overlay(name.clone(), db.begin_read()?);
         let got = match instance.process(&events, &mut overlay) {
             Ok(r) => r,
             Err(e) => {

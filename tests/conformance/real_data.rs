@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use redb::ReadableDatabase;
+use tidewater::processing::state::{ApplyState, dump, overlay};
 use tidewater::runtime::{Event, EventResult, Limits, ProcessError};
-use tidewater::state::{StateOverlay, dump};
 
 use super::{component, languages, root, runtime};
 
@@ -24,12 +24,12 @@ fn readings() -> Vec<Event> {
     let mut events = Vec::new();
     for (file, device, time) in sets {
         let f = std::fs::File::open(root().join("data").join(file)).expect("data file");
-        let options = tidewater::ingest::CsvOptions {
+        let options = tidewater::streams::ingest::CsvOptions {
             device: device.into(),
             time_column: time.into(),
         };
         let mut n = 0;
-        tidewater::ingest::read_csv(f, &options, |r| {
+        tidewater::streams::ingest::read_csv(f, &options, |r| {
             if n < ROWS_PER_SET
                 && let Ok(r) = r
             {
@@ -67,7 +67,7 @@ fn run(language: &str, processor: &str, config: &[(String, String)], events: &[E
         .expect("instantiate");
     let mut results = Vec::new();
     for batch in events.chunks(BATCH) {
-        let mut overlay = StateOverlay::new(name.clone(), db.begin_read().expect("read"));
+        let mut overlay = overlay(name.clone(), db.begin_read().expect("read"));
         let got: Vec<EventResult> = instance.process(batch, &mut overlay).expect("process");
         results.extend(got.into_iter().map(|r| match r {
             Ok(outs) => Ok(outs.into_iter().map(|o| (o.key, o.value)).collect()),

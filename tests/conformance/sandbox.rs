@@ -7,8 +7,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use tidewater::runtime::StateOverlay;
 use tidewater::runtime::{Event, Limits, ProcessError};
-use tidewater::state::StateOverlay;
 
 use super::{component, runtime};
 

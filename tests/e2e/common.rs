@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use tidewater::log::{Log, LogRecord, Record};
+use tidewater::streams::embedded::Log;
+use tidewater::streams::{LogRecord, Record};
 
 pub use crate::plugins::root;
 

@@ -24,7 +24,7 @@ fn snapshot(env: &Env) -> Vec<String> {
     }
     env.with_log(|log| {
         for p in ["enrich", "threshold"] {
-            for (k, v) in tidewater::state::dump(log.db(), p).unwrap() {
+            for (k, v) in tidewater::processing::state::dump(log.db(), p).unwrap() {
                 out.push(format!("state {p} {k:?} = {v:?}"));
             }
         }
@@ -45,7 +45,10 @@ fn snapshot(env: &Env) -> Vec<String> {
 fn run_and_kill_after(env: &Env, config: &std::path::Path, commits: usize) -> bool {
     let mut child = env
         .cmd()
-        .env("TIDEWATER_LOG", "tidewater::pipeline=debug,warn")
+        .env(
+            "TIDEWATER_LOG",
+            "tidewater::processing::pipeline=debug,warn",
+        )
         .args(["run", "--until-idle", "--config"])
         .arg(config)
         .stdout(Stdio::null())
@@ -131,9 +134,9 @@ fn sigkill_during_produce_keeps_every_committed_record() {
         records.len()
     );
     let mut rows = Vec::new();
-    tidewater::ingest::read_csv(
+    tidewater::streams::ingest::read_csv(
         std::fs::File::open(root().join("data/CGM.csv.gz")).unwrap(),
-        &tidewater::ingest::CsvOptions {
+        &tidewater::streams::ingest::CsvOptions {
             device: "cgm-3".into(),
             time_column: "datetime".into(),
         },

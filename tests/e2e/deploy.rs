@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tidewater::admin::AdminOptions;
 use tidewater::admin::client::Client;
-use tidewater::log::Record;
+use tidewater::streams::Record;
 
 use crate::common::*;
 use crate::wasm::rebuilt;
@@ -36,7 +36,7 @@ impl Host {
         let mut admin = AdminOptions {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             token: Some(TOKEN.into()),
-            max_upload_bytes: tidewater::registry::DEFAULT_MAX_UPLOAD_BYTES,
+            max_upload_bytes: tidewater::control::registry::DEFAULT_MAX_UPLOAD_BYTES,
             bound: Some(bound_tx),
             watch: None,
             start_paused: false,
@@ -326,10 +326,10 @@ fn two_hundred_swaps_while_100k_events_flow_each_event_once_by_one_version() {
     // Every event's idempotency record names exactly one of the two versions.
     let db = tidewater::db::open(&env.data_dir()).unwrap();
     assert_eq!(
-        tidewater::state::dump(&db, "probe").unwrap(),
+        tidewater::processing::state::dump(&db, "probe").unwrap(),
         [(b"c".to_vec(), b"100".to_vec())]
     );
-    let by_version = tidewater::idempotency::versions(&db, "probe").unwrap();
+    let by_version = tidewater::processing::idempotency::versions(&db, "probe").unwrap();
     assert_eq!(by_version.len(), EVENTS);
     let on_v1 = by_version.iter().filter(|(_, v)| *v == v1).count();
     let on_v2 = by_version.iter().filter(|(_, v)| *v == v2).count();
@@ -576,9 +576,12 @@ fn shadow_of_an_identical_build_differs_nowhere_and_of_a_changed_build_exactly_w
     // The shadow kept its own state, in a scratch namespace.
     let db = tidewater::db::open(&env.data_dir()).unwrap();
     let counted = [(b"x".to_vec(), b"2".to_vec())];
-    assert_eq!(tidewater::state::dump(&db, "probe").unwrap(), counted);
     assert_eq!(
-        tidewater::state::dump(&db, "probe#shadow").unwrap(),
+        tidewater::processing::state::dump(&db, "probe").unwrap(),
+        counted
+    );
+    assert_eq!(
+        tidewater::processing::state::dump(&db, "probe#shadow").unwrap(),
         counted
     );
     drop(db);

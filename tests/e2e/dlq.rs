@@ -2,7 +2,7 @@
 //! byte for byte, exactly once.
 
 use serde_json::Value;
-use tidewater::log::Record;
+use tidewater::streams::Record;
 
 use crate::common::*;
 

@@ -1,7 +1,7 @@
 //! Input edge cases through the real pipeline: big values, big fan-outs,
 //! tombstones and odd JSON under `json:` keys, redelivery at new offsets.
 
-use tidewater::log::Record;
+use tidewater::streams::Record;
 
 use crate::common::*;
 
@@ -35,7 +35,7 @@ fn a_2000_output_fan_out_commits_with_its_key_or_not_at_all() {
         env.with_log(|log| {
             use redb::ReadableDatabase;
             let r = log.db().begin_read().unwrap();
-            tidewater::idempotency::lookup(&r, "probe", b"f1").unwrap()
+            tidewater::processing::idempotency::lookup(&r, "probe", b"f1").unwrap()
         })
     };
     let config = |env: &Env| probe_config(env, "idempotency.key = \"record-key\"");
@@ -68,7 +68,7 @@ fn a_2000_output_fan_out_commits_with_its_key_or_not_at_all() {
     }
     assert_eq!(
         lookup(&env).map(|k| k.outcome),
-        Some(tidewater::idempotency::Outcome::Processed)
+        Some(tidewater::processing::idempotency::Outcome::Processed)
     );
     // Delivered again: a duplicate, nothing more published.
     env.produce("in", vec![keyed("f1", b"fanout:2000:1024")]);

@@ -5,7 +5,7 @@ use crate::common::*;
 
 fn state_of(env: &Env, processor: &str) -> Vec<(String, String)> {
     env.with_log(|log| {
-        tidewater::state::dump(log.db(), processor)
+        tidewater::processing::state::dump(log.db(), processor)
             .unwrap()
             .into_iter()
             .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))

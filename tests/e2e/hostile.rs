@@ -6,7 +6,7 @@
 //! The hostile behaviours are commands of `plugins/testing/probe`.
 
 use serde_json::Value;
-use tidewater::log::LogRecord;
+use tidewater::streams::LogRecord;
 
 use crate::common::*;
 
@@ -233,7 +233,7 @@ fn a_state_flood_breaks_the_state_bytes_limit_and_writes_nothing() {
     );
     let state = i
         .env
-        .with_log(|log| tidewater::state::dump(log.db(), "hostile").unwrap());
+        .with_log(|log| tidewater::processing::state::dump(log.db(), "hostile").unwrap());
     assert!(state.is_empty(), "{} state keys were kept", state.len());
 }
 
@@ -441,7 +441,8 @@ fn on_error_skip_drops_counts_and_logs() {
 
 #[test]
 fn on_error_halt_partition_stops_that_partition_only() {
-    use tidewater::log::{Record, partition_for};
+    use tidewater::streams::Record;
+    use tidewater::streams::topic::partition_for;
     let env = Env::new();
     // Keys that land in partition 0 and 1 of a two-partition topic.
     let keyed = |key: &str, v: &str| Record {

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 
-fn records() -> Vec<tidewater::log::Record> {
+fn records() -> Vec<tidewater::streams::Record> {
     [
         r#"{"id":"a","v":1}"#,    // new
         r#"{"id":"a","v":1}"#,    // duplicate: same key, same payload
@@ -121,7 +121,7 @@ fn unkeyed_events_can_be_processed_without_deduplication() {
 
 #[test]
 fn every_key_mode_deduplicates_what_it_should() {
-    use tidewater::log::Record;
+    use tidewater::streams::Record;
     let rec = |key: &str, v: &str| Record {
         key: Some(key.as_bytes().to_vec()),
         value: Some(v.as_bytes().to_vec()),

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use tidewater::kafka::KafkaConfig;
-use tidewater::log::LogRecord;
+use tidewater::streams::LogRecord;
+use tidewater::streams::kafka::KafkaConfig;
 
 use crate::common::*;
 
@@ -55,7 +55,7 @@ fn unique(prefix: &str) -> String {
 /// Every record of `topic`, as read_committed consumers see them.
 fn read_all(brokers: &str, topic: &str) -> Vec<LogRecord> {
     let mut out = Vec::new();
-    tidewater::kafka::read_topic(&KafkaConfig::new(brokers), topic, None, 0, |r| {
+    tidewater::streams::kafka::read_topic(&KafkaConfig::new(brokers), topic, None, 0, |r| {
         out.push(r.clone());
         true
     })
@@ -130,14 +130,14 @@ fn two_processors_on_one_input_with_their_own_groups_each_see_every_event() {
     let topics = [(format!("{tag}-in"), Some(3))].into_iter().collect();
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(tidewater::kafka::ensure_topics(
+        .block_on(tidewater::streams::kafka::ensure_topics(
             &KafkaConfig::new(&brokers),
             &topics,
         ))
         .unwrap();
-    let producer = tidewater::kafka::producer(&KafkaConfig::new(&brokers), None).unwrap();
+    let producer = tidewater::streams::kafka::producer(&KafkaConfig::new(&brokers), None).unwrap();
     let topic = format!("{tag}-in");
-    tidewater::kafka::produce_all(
+    tidewater::streams::kafka::produce_all(
         &producer,
         records.iter().map(|r| (topic.as_str(), r)),
         std::time::Duration::from_secs(30),
@@ -189,7 +189,7 @@ fn kill_after(env: &Env, config: &Path, line: &str, n: usize) -> bool {
         .cmd()
         .env(
             "TIDEWATER_LOG",
-            "tidewater::pipeline=debug,tidewater::kafka=debug,warn",
+            "tidewater::processing::pipeline=debug,tidewater::streams::kafka=debug,warn",
         )
         .args(["run", "--until-idle", "--config"])
         .arg(config)
@@ -213,7 +213,7 @@ fn kill_after(env: &Env, config: &Path, line: &str, n: usize) -> bool {
 
 /// threshold's state: per device and measurement, the count of readings.
 fn threshold_state(env: &Env) -> Vec<(Vec<u8>, Vec<u8>)> {
-    env.with_log(|log| tidewater::state::dump(log.db(), "threshold").unwrap())
+    env.with_log(|log| tidewater::processing::state::dump(log.db(), "threshold").unwrap())
 }
 
 #[test]
@@ -319,7 +319,10 @@ fn the_host_rides_out_a_broker_restart() {
     let config = demo_config(&env, &brokers, &tag, "batch.max_records = 16");
     let mut child = env
         .cmd()
-        .env("TIDEWATER_LOG", "tidewater::pipeline=debug,warn")
+        .env(
+            "TIDEWATER_LOG",
+            "tidewater::processing::pipeline=debug,warn",
+        )
         .args(["run", "--until-idle", "--format", "json", "--config"])
         .arg(&config)
         .stdout(Stdio::piped())
@@ -418,10 +421,16 @@ fn store_and_forward_keeps_events_while_kafka_is_down_and_ships_them_when_it_ret
     while std::time::Instant::now() < deadline {
         // Right after its restart the broker may still be electing leaders.
         let mut read = Vec::new();
-        let ok = tidewater::kafka::read_topic(&KafkaConfig::new(&brokers), &tag, None, 0, |r| {
-            read.push(r.clone());
-            true
-        });
+        let ok = tidewater::streams::kafka::read_topic(
+            &KafkaConfig::new(&brokers),
+            &tag,
+            None,
+            0,
+            |r| {
+                read.push(r.clone());
+                true
+            },
+        );
         if ok.is_err() {
             std::thread::sleep(std::time::Duration::from_millis(500));
             continue;
@@ -486,7 +495,7 @@ fn store_and_forward_keeps_events_while_kafka_is_down_and_ships_them_when_it_ret
 
 /// Records sorted by their `idempotency-key` header, for comparing topics
 /// whose partitions interleave differently.
-fn by_idempotency_key(mut records: Vec<LogRecord>) -> Vec<tidewater::log::Record> {
+fn by_idempotency_key(mut records: Vec<LogRecord>) -> Vec<tidewater::streams::Record> {
     records.sort_by_key(|r| header(r, "idempotency-key"));
     records.into_iter().map(|r| r.record).collect()
 }
@@ -551,7 +560,7 @@ fn a_broker_that_stays_away_fails_the_processor_within_the_flush_timeout() {
         env.cmd()
             .env(
                 "TIDEWATER_LOG",
-                "tidewater::pipeline=debug,tidewater::host=error",
+                "tidewater::processing::pipeline=debug,tidewater::supervisor=error",
             )
             .args(["run", "--format", "json", "--config"])
             .arg(&config)

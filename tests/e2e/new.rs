@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use tidewater::runtime::StateOverlay;
 use tidewater::runtime::{Event, Limits, Runtime};
-use tidewater::state::StateOverlay;
 
 use crate::common::{plugin, root};
 

@@ -1,7 +1,7 @@
 //! Bytes cross the WIT boundary and back unchanged.
 
 use crate::common::*;
-use tidewater::log::Record;
+use tidewater::streams::Record;
 
 #[test]
 fn events_cross_the_wit_boundary_byte_for_byte() {

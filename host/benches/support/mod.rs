@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tidewater::log::Record;
+use tidewater::streams::Record;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -20,11 +20,11 @@ pub fn root() -> PathBuf {
 pub fn readings(file: &str, device: &str, time_column: &str, n: usize) -> Vec<Record> {
     let mut out = Vec::new();
     let data = std::fs::File::open(root().join("data").join(file)).expect("data file");
-    let options = tidewater::ingest::CsvOptions {
+    let options = tidewater::streams::ingest::CsvOptions {
         device: device.into(),
         time_column: time_column.into(),
     };
-    tidewater::ingest::read_csv(data, &options, |r| {
+    tidewater::streams::ingest::read_csv(data, &options, |r| {
         if out.len() < n {
             out.push(r.expect("row"));
         }

@@ -1,4 +1,5 @@
-//! The dead-letter topic: reading dead letters back, and replaying them
+//! The dead-letter topic: what a dead letter is ([`dead_letter`],
+//! [`dlq_headers`]), reading dead letters back, and replaying them
 //! through a (fixed) component, exactly once (`tidewater dlq replay`).
 //!
 //! A dead letter is the original record (key, value, headers byte for byte)
@@ -28,13 +29,73 @@ use std::sync::Arc;
 use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ProcessorConfig;
+use super::config::ProcessorConfig;
+use super::handler::{Handler, WasmHandler};
+use super::idempotency;
+use super::outputs::{output_record, to_event};
+use super::pipeline::Settings;
+use super::recover::backoff_delay;
+use super::state::{self, ApplyState};
 use crate::db::{StorageError, now_ms};
-use crate::idempotency;
-use crate::log::{Log, LogError, LogRecord};
-use crate::pipeline::{Handler, WasmHandler, dlq_headers, to_event};
-use crate::runtime::{CallError, EventResult, LoadError, ProcessError, Runtime};
-use crate::state::StateOverlay;
+use crate::runtime::{
+    CallError, Event, EventResult, LoadError, ProcessError, Runtime, StateOverlay,
+};
+use crate::streams::embedded::{Log, LogError, append_in};
+use crate::streams::{LogRecord, Record};
+
+/// Header names on dead-lettered records (the original headers come first,
+/// unchanged).
+pub mod dlq_headers {
+    /// Why: `invalid`, `trap`, `timeout`, `memory-limit`, `transient`,
+    /// `contract`, `output-count-limit`, `output-bytes-limit`,
+    /// `state-key-limit`, `state-value-limit`, `state-bytes-limit`,
+    /// `duplicate-key-different-payload`, `no-idempotency-key`.
+    pub const KIND: &str = "tidewater-error-kind";
+    /// The error message or trap text.
+    pub const MESSAGE: &str = "tidewater-error-message";
+    /// The processor's name.
+    pub const PROCESSOR: &str = "tidewater-processor";
+    /// The SHA-256 of the component version that failed.
+    pub const VERSION: &str = "tidewater-version";
+    /// How many calls were made for the event.
+    pub const ATTEMPTS: &str = "tidewater-attempts";
+    /// The input topic.
+    pub const TOPIC: &str = "tidewater-source-topic";
+    /// The input partition.
+    pub const PARTITION: &str = "tidewater-source-partition";
+    /// The input offset.
+    pub const OFFSET: &str = "tidewater-source-offset";
+}
+
+/// The dead-letter record for `input`: its key, value and headers byte for
+/// byte, then the `tidewater-*` headers of [`dlq_headers`].
+pub fn dead_letter(
+    input: &LogRecord,
+    kind: &str,
+    message: &str,
+    processor: &str,
+    version: &str,
+    attempts: u32,
+) -> Record {
+    use dlq_headers as h;
+    let mut record = input.record.clone();
+    let extra: [(&str, String); 8] = [
+        (h::KIND, kind.to_owned()),
+        (h::MESSAGE, message.to_owned()),
+        (h::PROCESSOR, processor.to_owned()),
+        (h::VERSION, version.to_owned()),
+        (h::ATTEMPTS, attempts.to_string()),
+        (h::TOPIC, input.topic.clone()),
+        (h::PARTITION, input.partition.to_string()),
+        (h::OFFSET, input.offset.to_string()),
+    ];
+    record.headers.extend(
+        extra
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v.into_bytes())),
+    );
+    record
+}
 
 /// (processor, dead-letter topic, partition, offset) → postcard [`Replayed`]
 const REPLAYED: TableDefinition<(&str, &str, u32, u64), &[u8]> =
@@ -203,7 +264,7 @@ pub fn replay(
         processor: processor.name.clone(),
         message,
     };
-    let settings = crate::pipeline::Settings::from_config(processor).map_err(config_error)?;
+    let settings = Settings::from_config(processor).map_err(config_error)?;
     let loaded = Arc::new(runtime.load(component)?);
     let mut handler = WasmHandler::new(
         runtime,
@@ -253,7 +314,7 @@ pub fn replay(
 fn replay_chunk(
     log: &Log,
     handler: &mut WasmHandler,
-    settings: &crate::pipeline::Settings,
+    settings: &Settings,
     chunk: &[LogRecord],
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
@@ -294,7 +355,7 @@ fn replay_chunk(
         return Ok(());
     }
     let events: Vec<_> = todo.iter().map(|(_, orig)| to_event(orig)).collect();
-    let mut state = StateOverlay::new(settings.name.clone(), snapshot);
+    let mut state = state::overlay(settings.name.clone(), snapshot);
     let results = call_each_on_failure(handler, &events, &mut state, settings)?;
     let txn = log.db().begin_write()?;
     {
@@ -307,8 +368,8 @@ fn replay_chunk(
                     summary.outputs += outputs.len() as u64;
                     for (i, out) in outputs.into_iter().enumerate() {
                         let to = out.topic.clone().unwrap_or_else(|| settings.output.clone());
-                        let record = crate::pipeline::output_record(orig, out, &key, name, i);
-                        crate::log::append_in(&txn, &to, None, &record, log.default_partitions())?;
+                        let record = output_record(orig, out, &key, name, i);
+                        append_in(&txn, &to, None, &record, log.default_partitions())?;
                     }
                     summary.replayed += 1;
                     None
@@ -356,9 +417,9 @@ fn replay_chunk(
 /// `transient` results are retried as `limits.transient_retries` says.
 fn call_each_on_failure(
     handler: &mut WasmHandler,
-    events: &[crate::runtime::Event],
+    events: &[Event],
     state: &mut StateOverlay,
-    settings: &crate::pipeline::Settings,
+    settings: &Settings,
 ) -> Result<Vec<Result<EventResult, CallError>>, ReplayError> {
     let start_error = |e: CallError| ReplayError::Start {
         processor: settings.name.to_string(),
@@ -390,11 +451,7 @@ fn call_each_on_failure(
         if retry.is_empty() {
             break;
         }
-        std::thread::sleep(crate::pipeline::backoff_delay(
-            settings.retry_backoff,
-            round,
-            now_ms(),
-        ));
+        std::thread::sleep(backoff_delay(settings.retry_backoff, round, now_ms()));
         for i in retry {
             results[i] = match handler.call(std::slice::from_ref(&events[i]), state) {
                 Ok(mut r) => Ok(r.remove(0)),
@@ -408,7 +465,6 @@ fn call_each_on_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Record;
 
     #[test]
     fn original_takes_off_exactly_the_dead_letter_headers() {
@@ -434,7 +490,7 @@ mod tests {
             partition: 0,
             offset: 4,
             append_ms: 9,
-            record: crate::pipeline::dead_letter(&input, "trap", "boom", "p", "abc", 1),
+            record: dead_letter(&input, "trap", "boom", "p", "abc", 1),
         };
         let back = original(&dead).unwrap();
         assert_eq!(back.record, input.record);

@@ -18,8 +18,10 @@ use std::time::Duration;
 use rdkafka::producer::BaseProducer;
 use serde::Deserialize;
 
-use crate::kafka::{DeliveryContext, KafkaConfig, StreamError};
-use crate::log::{Log, LogError, LogRecord, Record};
+use crate::streams::embedded::{Log, LogError};
+use crate::streams::kafka::{BrokerError, DeliveryContext, KafkaConfig};
+use crate::streams::topic::{BadTopicName, check_topic_name};
+use crate::streams::{LogRecord, Record, positions};
 
 /// How long to wait before asking again, when there is nothing to ship.
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -75,6 +77,23 @@ impl ForwardConfig {
     pub fn consumer(&self) -> String {
         format!("forward.{}", self.kafka_topic())
     }
+
+    /// Checks the topic names, the brokers and the batch size.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong, naming the key (the caller names the forward).
+    pub fn check(&self) -> Result<(), String> {
+        check_topic_name(&self.from).map_err(|e| e.to_string())?;
+        check_topic_name(self.kafka_topic()).map_err(|e| e.to_string())?;
+        if self.kafka.brokers.trim().is_empty() {
+            return Err("kafka.brokers is not set: name the cluster to ship to (host:port, comma-separated)".into());
+        }
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            return Err(format!("batch must be 1 to {MAX_BATCH}"));
+        }
+        Ok(())
+    }
 }
 
 /// Why forwarding stopped.
@@ -86,7 +105,10 @@ pub enum ForwardError {
     Log(#[from] LogError),
     /// Kafka refused the settings, or refused records for good.
     #[error(transparent)]
-    Stream(#[from] StreamError),
+    Stream(#[from] BrokerError),
+    /// A topic name breaks Kafka's rule.
+    #[error(transparent)]
+    TopicName(#[from] BadTopicName),
     /// The data dir could not be opened.
     #[error(transparent)]
     Open(#[from] crate::db::OpenError),
@@ -136,11 +158,11 @@ impl Forwarder {
     /// # Errors
     ///
     /// [`ForwardError::Stream`] when librdkafka refuses the settings;
-    /// [`ForwardError::Log`] for a bad topic name.
+    /// [`ForwardError::TopicName`] for a bad topic name.
     pub fn new(config: ForwardConfig) -> Result<Self, ForwardError> {
-        crate::log::check_topic_name(&config.from)?;
-        crate::log::check_topic_name(config.kafka_topic())?;
-        let producer = crate::kafka::patient_producer(&config.kafka)?;
+        check_topic_name(&config.from)?;
+        check_topic_name(config.kafka_topic())?;
+        let producer = crate::streams::kafka::patient_producer(&config.kafka)?;
         Ok(Forwarder {
             consumer: config.consumer(),
             config,
@@ -210,7 +232,7 @@ impl Forwarder {
         for (p, records) in batches {
             let next = records.last().map_or(0, |r| r.offset + 1);
             let plain: Vec<Record> = records.into_iter().map(|r| r.record).collect();
-            if !crate::kafka::deliver_patiently(
+            if !crate::streams::kafka::deliver_patiently(
                 &self.producer,
                 self.config.kafka_topic(),
                 &plain,
@@ -220,7 +242,8 @@ impl Forwarder {
             }
             let log = open_log()?;
             let txn = log.db().begin_write().map_err(LogError::from)?;
-            crate::log::set_position_in(&txn, &self.consumer, &from, p, next)?;
+            positions::set_position_in(&txn, &self.consumer, &from, p, next)
+                .map_err(LogError::from)?;
             txn.commit().map_err(LogError::from)?;
             shipped += plain.len() as u64;
             tracing::debug!(from = %from, partition = p, next, "forwarded");
@@ -248,8 +271,8 @@ impl Forwarder {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build();
-                let result =
-                    runtime.map(|r| r.block_on(crate::kafka::ensure_topics(&kafka, &topics)));
+                let result = runtime
+                    .map(|r| r.block_on(crate::streams::kafka::ensure_topics(&kafka, &topics)));
                 let _ = tx.send(result);
             })
             .expect("spawning a thread");
@@ -264,7 +287,7 @@ impl Forwarder {
                 }
                 Ok(Err(e)) => panic!("cannot start a runtime for the topic check: {e}"),
                 Ok(Ok(Ok(()))) => return Ok(Some(true)),
-                Ok(Ok(Err(StreamError::MissingTopic(_)))) => {
+                Ok(Ok(Err(BrokerError::MissingTopic(_)))) => {
                     return Err(ForwardError::MissingTopic {
                         topic,
                         brokers: self.config.kafka.brokers.clone(),

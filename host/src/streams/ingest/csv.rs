@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Read};
 
 use chrono::{DateTime, NaiveDateTime};
 
-use crate::log::Record;
+use crate::streams::Record;
 
 /// How to read a CSV file.
 #[derive(Debug, Clone)]

@@ -21,47 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::Bytes;
 
 use crate::db::{StorageError, now_ms};
-
-/// A record header: a name and an opaque value. Order and repeats are kept.
-pub type Header = (String, Vec<u8>);
-
-/// The content of one record, as written by a producer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Record {
-    /// Event time, in milliseconds since the Unix epoch (UTC).
-    pub timestamp_ms: i64,
-    /// The key; it chooses the partition.
-    pub key: Option<Vec<u8>>,
-    /// The value; `None` is a tombstone.
-    pub value: Option<Vec<u8>>,
-    /// The headers, in order.
-    pub headers: Vec<Header>,
-}
-
-impl Record {
-    /// The first header called `name`, if any.
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-    }
-}
-
-/// A record as stored in a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogRecord {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: u32,
-    /// The offset in the partition.
-    pub offset: u64,
-    /// When it was appended, in milliseconds since the Unix epoch (wall clock).
-    pub append_ms: u64,
-    /// What the producer wrote.
-    pub record: Record,
-}
+use crate::streams::positions::{self, Position};
+use crate::streams::topic::{BadTopicName, MAX_PARTITIONS, check_topic_name, partition_for};
+use crate::streams::{LogRecord, Record};
 
 /// A topic and its partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,10 +86,8 @@ pub enum LogError {
         requested: u32,
     },
     /// The topic name is not allowed.
-    #[error(
-        "topic name {0:?} is not valid: use 1 to 249 of the characters a-z A-Z 0-9 . _ - (the Kafka rule)"
-    )]
-    BadTopicName(String),
+    #[error(transparent)]
+    BadTopicName(#[from] BadTopicName),
     /// A stored record could not be decoded.
     #[error("record {topic}/{partition}@{offset} is corrupt: {reason}")]
     Corrupt {
@@ -161,9 +121,6 @@ log_from_redb!(
     redb::CommitError
 );
 
-/// The most partitions a topic may have.
-pub const MAX_PARTITIONS: u32 = 10_000;
-
 /// topic → (partitions, retention in ms, retention in bytes)
 const TOPICS: TableDefinition<&str, (u32, Option<u64>, Option<u64>)> =
     TableDefinition::new("log.topics");
@@ -172,8 +129,6 @@ const PARTITIONS: TableDefinition<(&str, u32), (u64, u64, u64)> =
     TableDefinition::new("log.partitions");
 /// (topic, partition, offset) → encoded record
 const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("log.records");
-/// (consumer, topic, partition) → next offset to read
-const POSITIONS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("log.positions");
 
 const FORMAT_V1: u8 = 1;
 
@@ -225,65 +180,6 @@ fn decode(bytes: &[u8]) -> Result<(u64, Record), String> {
                 .collect(),
         },
     ))
-}
-
-/// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
-pub fn murmur2(data: &[u8]) -> i32 {
-    const M: u32 = 0x5bd1_e995;
-    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> 24;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M) ^ k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
-/// The partition of `record` in a topic of `partitions` partitions.
-pub fn partition_for(record: &Record, partitions: u32) -> u32 {
-    let basis = record
-        .key
-        .as_deref()
-        .or(record.value.as_deref())
-        .unwrap_or(&[]);
-    ((murmur2(basis) & 0x7fff_ffff) as u32) % partitions.max(1)
-}
-
-/// Checks a topic name against Kafka's rule.
-///
-/// # Errors
-///
-/// [`LogError::BadTopicName`] naming it.
-pub fn check_topic_name(name: &str) -> Result<(), LogError> {
-    let ok = !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(LogError::BadTopicName(name.to_owned()))
-    }
 }
 
 /// Creates `topic` with `partitions` partitions inside `txn` if it does not
@@ -360,56 +256,6 @@ pub fn append_in(
         .insert((topic, p, end), bytes.as_slice())?;
     parts.insert((topic, p), (start, end + 1, size + bytes.len() as u64))?;
     Ok((p, end))
-}
-
-/// The next offset `consumer` reads from `topic`/`partition`, inside `txn`;
-/// `None` if it never committed one.
-///
-/// # Errors
-///
-/// Storage errors.
-pub fn position_in(
-    txn: &WriteTransaction,
-    consumer: &str,
-    topic: &str,
-    partition: u32,
-) -> Result<Option<u64>, LogError> {
-    Ok(txn
-        .open_table(POSITIONS)?
-        .get((consumer, topic, partition))?
-        .map(|g| g.value()))
-}
-
-/// Sets the next offset `consumer` reads from `topic`/`partition`, inside `txn`.
-///
-/// # Errors
-///
-/// Storage errors.
-pub fn set_position_in(
-    txn: &WriteTransaction,
-    consumer: &str,
-    topic: &str,
-    partition: u32,
-    next_offset: u64,
-) -> Result<(), LogError> {
-    txn.open_table(POSITIONS)?
-        .insert((consumer, topic, partition), next_offset)?;
-    Ok(())
-}
-
-/// A consumer's position on one partition, with the partition's bounds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Position {
-    /// The consumer (a processor name).
-    pub consumer: String,
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: u32,
-    /// The next offset the consumer reads.
-    pub next_offset: u64,
-    /// The partition's end offset; `end - next_offset` is the lag.
-    pub end: u64,
 }
 
 /// The embedded log: a handle on the database that reads and appends
@@ -641,12 +487,7 @@ impl Log {
         topic: &str,
         partition: u32,
     ) -> Result<Option<u64>, LogError> {
-        let txn = self.db.begin_read()?;
-        match txn.open_table(POSITIONS) {
-            Ok(t) => Ok(t.get((consumer, topic, partition))?.map(|g| g.value())),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(positions::position(&self.db, consumer, topic, partition)?)
     }
 
     /// Every committed consumer position, with the partition end offsets.
@@ -656,7 +497,10 @@ impl Log {
     /// Storage errors.
     pub fn positions(&self) -> Result<Vec<Position>, LogError> {
         let txn = self.db.begin_read()?;
-        let (positions, parts) = match (txn.open_table(POSITIONS), txn.open_table(PARTITIONS)) {
+        let (positions, parts) = match (
+            txn.open_table(positions::POSITIONS),
+            txn.open_table(PARTITIONS),
+        ) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(redb::TableError::TableDoesNotExist(_)), _)
             | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
@@ -752,20 +596,6 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn murmur2_matches_kafka() {
-        // Vectors from Kafka's UtilsTest.testMurmur2.
-        assert_eq!(murmur2(b"21"), -973932308);
-        assert_eq!(murmur2(b"foobar"), -790332482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
-            -58897971
-        );
-        assert_eq!(murmur2(b"abc"), 479470107);
-    }
 
     #[test]
     fn encoding_keeps_every_byte() {

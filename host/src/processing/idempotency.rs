@@ -18,7 +18,9 @@ use redb::{
 use sha2::{Digest, Sha256};
 
 use crate::db::StorageError;
-use crate::log::LogRecord;
+use std::sync::Arc;
+
+use crate::streams::{LogRecord, Record};
 
 /// The header that carries an explicit idempotency key.
 pub const HEADER: &str = "idempotency-key";
@@ -443,10 +445,48 @@ pub fn purge_expired(db: &redb::Database, now_ms: u64) -> Result<u64, StorageErr
     Ok(removed)
 }
 
+/// On outputs of a replay with reprocessing: the `idempotency-key` the same
+/// output had in epoch 0, which downstream stores can upsert on.
+pub const UPSERT_KEY_HEADER: &str = "tidewater-upsert-key";
+/// On outputs of a replay with reprocessing: the idempotency epoch (decimal).
+pub const EPOCH_HEADER: &str = "tidewater-epoch";
+
+/// `record`, an output of an event processed in idempotency `epoch`: in
+/// epoch 0 unchanged; after, its `idempotency-key` gets `#<epoch>` appended
+/// (so downstream processors take it as new) and it carries the old key in
+/// [`UPSERT_KEY_HEADER`] and the epoch in [`EPOCH_HEADER`].
+pub fn in_epoch(mut record: Record, epoch: u64) -> Record {
+    if epoch == 0 {
+        return record;
+    }
+    let header = HEADER;
+    if let Some(pos) = record.headers.iter().position(|(n, _)| n == header) {
+        let old = record.headers[pos].1.clone();
+        let mut new = old.clone();
+        new.extend_from_slice(format!("#{epoch}").as_bytes());
+        record.headers[pos].1 = new;
+        record.headers.push((UPSERT_KEY_HEADER.to_owned(), old));
+        record
+            .headers
+            .push((EPOCH_HEADER.to_owned(), epoch.to_string().into_bytes()));
+    }
+    record
+}
+
+/// The scope of idempotency keys of `processor` in `epoch`: its name in
+/// epoch 0, `<name>#<epoch>` after a replay with reprocessing.
+pub fn key_scope(name: &str, epoch: u64) -> Arc<str> {
+    if epoch == 0 {
+        name.into()
+    } else {
+        format!("{name}#{epoch}").into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::Record;
+
     use proptest::prelude::*;
     use redb::ReadableDatabase;
 
@@ -636,5 +676,25 @@ mod tests {
             let k = KeyRecord { fingerprint: fp, recorded_ms: a, expires_ms: b, outcome: [Outcome::Processed, Outcome::DeadLettered, Outcome::Skipped][dl] };
             prop_assert_eq!(KeyRecord::decode(&k.encode()), Some(k));
         }
+    }
+
+    #[test]
+    fn epoch_zero_leaves_outputs_alone_and_later_epochs_rekey_them() {
+        let r = Record {
+            headers: vec![("idempotency-key".into(), b"k/p/0".to_vec())],
+            ..Record::default()
+        };
+        assert_eq!(in_epoch(r.clone(), 0), r);
+        let e = in_epoch(r, 3);
+        assert_eq!(
+            e.headers,
+            vec![
+                ("idempotency-key".into(), b"k/p/0#3".to_vec()),
+                (UPSERT_KEY_HEADER.into(), b"k/p/0".to_vec()),
+                (EPOCH_HEADER.into(), b"3".to_vec()),
+            ]
+        );
+        assert_eq!(&*key_scope("p", 0), "p");
+        assert_eq!(&*key_scope("p", 2), "p#2");
     }
 }

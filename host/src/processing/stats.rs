@@ -9,7 +9,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 
 use crate::db::StorageError;
-use crate::log::{Log, LogError};
+use crate::streams::embedded::{Log, LogError};
 
 /// (processor, counter) → value
 const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("stats.counters");

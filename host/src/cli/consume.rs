@@ -1,0 +1,140 @@
+//! `tidewater consume`: print a topic's records.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use base64::Engine as _;
+use clap::{Args, ValueEnum};
+use tidewater::streams::kafka::KafkaConfig;
+
+use super::{KafkaArgs, open_existing_log};
+
+#[derive(Debug, Args)]
+pub(super) struct ConsumeArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The topic to read.
+    topic: String,
+    /// Only this partition (default: all, one after the other).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Start at this offset in each partition (default: the log start).
+    #[arg(long, default_value_t = 0)]
+    from_offset: u64,
+    /// Stop after this many records.
+    #[arg(long)]
+    max: Option<u64>,
+    /// jsonl: one JSON object per record (topic, partition, offset,
+    /// timestamp_ms, key, headers, value); bytes that are not UTF-8 are
+    /// written as {"base64": "..."}. value: just each value, one per line.
+    #[arg(long, value_enum, default_value_t = ConsumeFormat::Jsonl)]
+    format: ConsumeFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum ConsumeFormat {
+    Jsonl,
+    Value,
+}
+
+pub(super) fn bytes_json(b: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => serde_json::Value::from(s),
+        Err(_) => {
+            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
+    }
+}
+
+/// One line of `consume --format jsonl`, fields in this order.
+#[derive(serde::Serialize)]
+pub(super) struct JsonRecord<'a> {
+    topic: &'a str,
+    partition: u32,
+    offset: u64,
+    timestamp_ms: i64,
+    key: Option<serde_json::Value>,
+    headers: Vec<(&'a str, serde_json::Value)>,
+    value: Option<serde_json::Value>,
+}
+
+pub(super) fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut left = a.max.unwrap_or(u64::MAX);
+    let mut print = |r: &tidewater::streams::LogRecord| -> bool {
+        if left == 0 {
+            return false;
+        }
+        left -= 1;
+        let line = match a.format {
+            ConsumeFormat::Jsonl => serde_json::to_string(&JsonRecord {
+                topic: &r.topic,
+                partition: r.partition,
+                offset: r.offset,
+                timestamp_ms: r.record.timestamp_ms,
+                key: r.record.key.as_deref().map(bytes_json),
+                headers: r
+                    .record
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), bytes_json(v)))
+                    .collect(),
+                value: r.record.value.as_deref().map(bytes_json),
+            })
+            .unwrap_or_default(),
+            ConsumeFormat::Value => match r.record.value.as_deref().map(bytes_json) {
+                Some(serde_json::Value::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => "null".into(),
+            },
+        };
+        // A reader that went away (e.g. `| head`) stops the output quietly.
+        writeln!(out, "{line}").is_ok() && left > 0
+    };
+    match &a.kafka.brokers {
+        None => {
+            let log = open_existing_log(data_dir)?;
+            let Some(n) = log.partitions(&a.topic)? else {
+                bail!(
+                    "topic {:?} does not exist (see `tidewater topics`)",
+                    a.topic
+                );
+            };
+            let partitions: Vec<u32> = match a.partition {
+                Some(p) if p >= n => bail!(
+                    "topic {:?} has {n} partitions, there is no partition {p}",
+                    a.topic
+                ),
+                Some(p) => vec![p],
+                None => (0..n).collect(),
+            };
+            'partitions: for p in partitions {
+                let mut next = a.from_offset;
+                loop {
+                    let batch = log.read(&a.topic, p, next, 4096, 8 << 20)?;
+                    let Some(last) = batch.last() else { break };
+                    next = last.offset + 1;
+                    for r in &batch {
+                        if !print(r) {
+                            break 'partitions;
+                        }
+                    }
+                }
+            }
+        }
+        Some(brokers) => {
+            let config = KafkaConfig::new(brokers.clone());
+            tidewater::streams::kafka::read_topic(
+                &config,
+                &a.topic,
+                a.partition,
+                a.from_offset,
+                &mut print,
+            )?;
+        }
+    }
+    let _ = out.flush();
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,76 @@
+//! `tidewater stats` and `tidewater topics`: what the data dir holds.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use tidewater::streams::kafka::KafkaConfig;
+
+use super::{Format, FormatArgs, KafkaArgs, open_existing_log, print_counters};
+
+#[derive(Debug, Args)]
+pub(super) struct StatsArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    format: FormatArgs,
+}
+
+pub(super) fn stats(data_dir: &std::path::Path, a: StatsArgs) -> anyhow::Result<ExitCode> {
+    let format = a.format.format;
+    let log = open_existing_log(data_dir)?;
+    let mut all = tidewater::processing::stats::read_all(&log)?;
+    if let Some(brokers) = &a.kafka.brokers {
+        // Positions are kept in redb for Kafka too; the ends come from the broker.
+        let config = KafkaConfig::new(brokers.clone());
+        for s in all.values_mut() {
+            s.lag = 0;
+        }
+        for pos in log.positions()? {
+            let end =
+                tidewater::streams::kafka::high_watermark(&config, &pos.topic, pos.partition)?;
+            if let Some(s) = all.get_mut(&pos.consumer) {
+                s.lag += end.saturating_sub(pos.next_offset);
+            }
+        }
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+        Format::Table => {
+            print_counters(
+                "lag",
+                all.iter().map(|(name, s)| {
+                    (
+                        name.as_str(),
+                        &s.counters,
+                        s.lag.to_string(),
+                        s.status.as_str(),
+                    )
+                }),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn topics(data_dir: &std::path::Path, a: FormatArgs) -> anyhow::Result<ExitCode> {
+    let log = open_existing_log(data_dir)?;
+    let topics = log.topics()?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&topics)?),
+        Format::Table => {
+            println!(
+                "{:<28} {:>9} {:>10} {:>12}",
+                "topic", "partition", "start", "end"
+            );
+            for t in &topics {
+                for (p, info) in t.partitions.iter().enumerate() {
+                    println!(
+                        "{:<28} {:>9} {:>10} {:>12}",
+                        t.name, p, info.start, info.end
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,226 @@
+//! The command line: one subcommand per job, all on one data dir.
+
+mod consume;
+mod deploy;
+mod dlq;
+mod forward;
+mod inspect;
+mod new;
+mod produce;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tidewater::streams::embedded::Log;
+
+use consume::ConsumeArgs;
+use deploy::{ActivateArgs, DeployArgs, NameArgs, ReplayArgs, RollbackArgs, VersionsArgs};
+use dlq::DlqCommand;
+use forward::ForwardArgs;
+use inspect::StatsArgs;
+use new::NewArgs;
+use produce::ProduceArgs;
+use run::RunArgs;
+
+/// Runs sandboxed WebAssembly processors on every event of durable streams.
+///
+/// Events live in topics of the embedded log (a redb file in the data dir).
+/// Processors are WebAssembly components built against the WIT world
+/// tidewater:processor@0.1.0; each reads input topics, deduplicates by
+/// idempotency key, and publishes its outputs to other topics, committing
+/// outputs, state and position in one transaction.
+#[derive(Debug, Parser)]
+#[command(name = "tidewater", version, max_term_width = 100)]
+pub struct Cli {
+    /// Where the database and the compiled-component cache live.
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEWATER_DATA_DIR",
+        default_value = ".tidewater"
+    )]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the processors of a config file until Ctrl-C (or until idle).
+    Run(RunArgs),
+    /// Append events to a topic, from a CSV file of sensor readings.
+    ///
+    /// Rows that cannot become events are reported with their line number and
+    /// kept, with the reason, in the topic <TOPIC>.rejected; the exit status is
+    /// then 2. A file that cannot be read to its end (e.g. a truncated gzip
+    /// file) is an error (exit 1) after the rows before the damage were appended.
+    Produce(ProduceArgs),
+    /// Print the records of a topic.
+    Consume(ConsumeArgs),
+    /// Ship an embedded-log topic to Kafka (store-and-forward, at-least-once).
+    ///
+    /// Reads --from in the embedded log from where the last forward of it
+    /// stopped and produces every record byte for byte (key, value, headers,
+    /// timestamp) to --topic on the brokers, then records how far it got.
+    /// While the brokers are unreachable it waits and retries, and between
+    /// batches it leaves the data dir free, so `produce` keeps storing events
+    /// locally; they are sent when the brokers return. A record may be sent
+    /// twice after a crash, identical both times, so a downstream processor
+    /// with a content key mode (json:, hash, record-key) drops the copy.
+    Forward(ForwardArgs),
+    /// Show each processor's counters, status and lag.
+    Stats(StatsArgs),
+    /// List topics with their partitions and offsets.
+    Topics(FormatArgs),
+    /// Write a new processor project (rust, python, js, c or cpp) that builds
+    /// with `make` and tests with `make test`.
+    New(NewArgs),
+    /// Upload a component as a new version of a running processor (through
+    /// the admin API of `run --admin`); prints its SHA-256.
+    ///
+    /// The upload is validated (WebAssembly, a component, the world
+    /// tidewater:processor@0.1.0, `init` accepts the processor's config) and
+    /// kept; with --activate it runs from the next batch boundary, with
+    /// --shadow it gets the same batches and its outputs are compared.
+    Deploy(DeployArgs),
+    /// List a processor's versions (* marks the active one).
+    Versions(VersionsArgs),
+    /// Make a version active at the next batch boundary.
+    Activate(ActivateArgs),
+    /// Go back to the previous version, or to the one named.
+    Rollback(RollbackArgs),
+    /// Pause a processor at the next batch boundary.
+    Pause(NameArgs),
+    /// Resume a paused processor.
+    Resume(NameArgs),
+    /// Read a processor's inputs again from an offset or a time.
+    Replay(ReplayArgs),
+    /// Work with a processor's dead-letter topic.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KafkaArgs {
+    /// Use Apache Kafka at these bootstrap servers (host:port, comma-separated)
+    /// instead of the embedded log. For `run`, this overrides [kafka] brokers.
+    #[arg(long, env = "TIDEWATER_BROKERS", value_parser = non_empty)]
+    brokers: Option<String>,
+}
+
+pub(crate) fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FormatArgs {
+    /// table for people, json for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    Table,
+    Json,
+}
+
+/// Prints one row of counters per processor, with `last` (e.g. events/s or
+/// lag) as the column before the status.
+pub(crate) fn print_counters<'a>(
+    last: &str,
+    rows: impl Iterator<
+        Item = (
+            &'a str,
+            &'a tidewater::processing::stats::Counters,
+            String,
+            &'a str,
+        ),
+    >,
+) {
+    println!(
+        "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9}  status",
+        "processor",
+        "events read",
+        "duplicates",
+        "conflicts",
+        "outputs",
+        "dead-lettered",
+        "errors",
+        last
+    );
+    for (name, c, extra, status) in rows {
+        println!(
+            "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9}  {}",
+            name,
+            c.events_in,
+            c.duplicates,
+            c.conflicts,
+            c.outputs,
+            c.dead_lettered,
+            c.errors,
+            extra,
+            status
+        );
+    }
+}
+
+/// A future that completes on SIGTERM or SIGINT (Ctrl-C). The handlers are
+/// installed when this is called, not when the future is first polled.
+pub(crate) fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("asked to stop; finishing the work in flight");
+    })
+}
+
+/// Runs the command.
+pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => run::run(&cli.data_dir, a).await,
+        Command::Produce(a) => produce::produce(&cli.data_dir, a).await,
+        Command::Consume(a) => consume::consume(&cli.data_dir, a),
+        Command::Forward(a) => forward::forward(&cli.data_dir, a).await,
+        Command::Stats(a) => inspect::stats(&cli.data_dir, a),
+        Command::Topics(a) => inspect::topics(&cli.data_dir, a),
+        Command::New(a) => new::new_processor(a),
+        Command::Deploy(a) => deploy::deploy(&cli.data_dir, a).await,
+        Command::Versions(a) => deploy::versions(&cli.data_dir, a).await,
+        Command::Activate(a) => deploy::activate(&cli.data_dir, a).await,
+        Command::Rollback(a) => deploy::rollback(&cli.data_dir, a).await,
+        Command::Pause(a) => deploy::pause(&cli.data_dir, a, true).await,
+        Command::Resume(a) => deploy::pause(&cli.data_dir, a, false).await,
+        Command::Replay(a) => deploy::replay(&cli.data_dir, a).await,
+        Command::Dlq(DlqCommand::Replay(a)) => dlq::dlq_replay(&cli.data_dir, a).await,
+    }
+}
+
+pub(crate) fn open_log(data_dir: &std::path::Path) -> anyhow::Result<Log> {
+    let db = tidewater::db::open(data_dir)?;
+    Ok(Log::new(db, 1))
+}
+
+/// Opens the log of a data dir that must exist already (for commands that only read).
+pub(crate) fn open_existing_log(data_dir: &std::path::Path) -> anyhow::Result<Log> {
+    if !data_dir.join(tidewater::db::DB_FILE).exists() {
+        bail!(
+            "there is no tidewater data in {} (nothing was produced or run there; --data-dir or TIDEWATER_DATA_DIR choose another)",
+            data_dir.display()
+        );
+    }
+    open_log(data_dir)
+}

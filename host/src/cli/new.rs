@@ -1,0 +1,37 @@
+//! `tidewater new`: a new processor project in any language.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub(super) struct NewArgs {
+    /// The processor's name (lowercase letters, digits, '-'); also the directory.
+    name: String,
+    /// The language: rust, python, js, c or cpp.
+    #[arg(long)]
+    lang: String,
+    /// Where to write it (default: ./NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The tidewater checkout whose SDK and build tools the project uses.
+    #[arg(long, env = "TIDEWATER_ROOT")]
+    root: Option<PathBuf>,
+}
+
+pub(super) fn new_processor(a: NewArgs) -> anyhow::Result<ExitCode> {
+    use tidewater::scaffold;
+    let language: scaffold::Language = a.lang.parse()?;
+    let dir = a.dir.unwrap_or_else(|| PathBuf::from(&a.name));
+    let root = a.root.unwrap_or_else(scaffold::default_root);
+    let files = scaffold::new_processor(language, &a.name, &dir, &root)?;
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    println!(
+        "build it: cd {} && make        test it: make test",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,114 @@
+//! `tidewater run`: the processors of a config, until Ctrl-C or idle.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use tidewater::config::Config;
+use tidewater::streams::kafka::KafkaConfig;
+
+use super::{Format, KafkaArgs, print_counters, stop_signal};
+
+#[derive(Debug, Args)]
+pub(super) struct RunArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The TOML config: [[processor]] sections, and optional [log], [[topic]],
+    /// [kafka] (run on Kafka) and [[forward]] (ship embedded-log topics to
+    /// Kafka). Every key is documented in host/src/config.rs.
+    #[arg(long, short, env = "TIDEWATER_CONFIG")]
+    config: PathBuf,
+    /// Stop once every input has been read and nothing is left to do, then
+    /// print a summary (for batch jobs and demos).
+    #[arg(long)]
+    until_idle: bool,
+    /// How to print the summary.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Serve the admin HTTP API on this address (e.g. 127.0.0.1:7070; port
+    /// 0 picks a free one); overrides [admin] listen.
+    #[arg(long, env = "TIDEWATER_ADMIN_LISTEN")]
+    admin: Option<String>,
+    /// Watch this directory: a new or changed <processor>.wasm in it is
+    /// deployed and activated; overrides [admin] watch_dir.
+    #[arg(long)]
+    watch: Option<PathBuf>,
+    /// Start every processor paused; `tidewater resume NAME` starts it (to
+    /// set up a shadow or a canary before the first event).
+    #[arg(long)]
+    paused: bool,
+}
+
+pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(&a.config)?;
+    if let Some(brokers) = a.kafka.brokers {
+        match &mut config.kafka {
+            Some(k) => k.brokers = brokers,
+            None => config.kafka = Some(KafkaConfig::new(brokers)),
+        }
+    }
+    let options = tidewater::RunOptions {
+        data_dir: data_dir.to_owned(),
+        until_idle: a.until_idle,
+    };
+    let base = a
+        .config
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut admin = tidewater::admin::AdminOptions::from_config(
+        config.admin.as_ref(),
+        a.admin.as_deref(),
+        std::env::var("TIDEWATER_ADMIN_TOKEN").ok(),
+        &base,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if let Some(dir) = a.watch {
+        let interval = config
+            .admin
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(1), |c| c.watch_interval);
+        admin.watch = Some((dir, interval));
+    }
+    admin.start_paused = a.paused;
+    // Registered now, before the components load, so that a signal arriving
+    // while they do is not taken by the default handler.
+    let shutdown = stop_signal()?;
+    let summary = tidewater::run_with(config, options, admin, shutdown).await?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Format::Table => {
+            if !summary.processors.is_empty() {
+                print_counters(
+                    "events/s",
+                    summary.processors.iter().map(|p| {
+                        (
+                            p.name.as_str(),
+                            &p.counters,
+                            format!("{:.0}", p.events_per_s()),
+                            p.status.as_str(),
+                        )
+                    }),
+                );
+            }
+            for f in &summary.forwards {
+                println!(
+                    "forward {} → Kafka {} at {}: {} records shipped, {}",
+                    f.from, f.topic, f.brokers, f.records, f.status
+                );
+            }
+            println!("elapsed: {:.1} s", summary.elapsed_ms as f64 / 1000.0);
+        }
+    }
+    let failed = summary
+        .processors
+        .iter()
+        .map(|p| &p.status)
+        .chain(summary.forwards.iter().map(|f| &f.status))
+        .any(|s| s.starts_with("failed") || s.starts_with("paused"));
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,164 @@
+//! The embedded log as a processor's [`Source`]: its input topics, read
+//! partition by partition, with its positions kept in the same database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redb::WriteTransaction;
+
+use super::Log;
+use crate::streams::{Batch, ReplayFrom, Source, StreamError, first_at_or_after, positions};
+
+/// Reads the processor's input topics from the embedded log, keeping its
+/// positions in the same database.
+pub struct EmbeddedSource {
+    log: Log,
+    consumer: Arc<str>,
+    inputs: Vec<String>,
+    /// (topic, partition, next offset)
+    partitions: Vec<(String, u32, u64)>,
+    cursor: usize,
+}
+
+impl EmbeddedSource {
+    /// A source for `consumer` over `inputs`; topics that do not exist yet
+    /// are picked up when they appear.
+    pub fn new(log: Log, consumer: Arc<str>, inputs: Vec<String>) -> Self {
+        EmbeddedSource {
+            log,
+            consumer,
+            inputs,
+            partitions: Vec::new(),
+            cursor: 0,
+        }
+    }
+
+    fn refresh(&mut self) -> Result<(), StreamError> {
+        for topic in &self.inputs {
+            let Some(n) = self.log.partitions(topic)? else {
+                continue;
+            };
+            for p in 0..n {
+                if !self
+                    .partitions
+                    .iter()
+                    .any(|(t, q, _)| t == topic && *q == p)
+                {
+                    let next = match self.log.position(&self.consumer, topic, p)? {
+                        Some(next) => next,
+                        None => {
+                            // Record the start so that lag counts from it.
+                            let txn = self.log.db().begin_write()?;
+                            positions::set_position_in(&txn, &self.consumer, topic, p, 0)?;
+                            txn.commit()?;
+                            0
+                        }
+                    };
+                    self.partitions.push((topic.clone(), p, next));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for EmbeddedSource {
+    fn poll(&mut self, max_records: usize, max_bytes: usize) -> Result<Option<Batch>, StreamError> {
+        self.refresh()?;
+        let n = self.partitions.len();
+        for i in 0..n {
+            let idx = (self.cursor + i) % n;
+            let (topic, partition, next) = &self.partitions[idx];
+            let records = self
+                .log
+                .read(topic, *partition, *next, max_records, max_bytes)?;
+            if let Some(first) = records.first() {
+                if first.offset > *next {
+                    tracing::warn!(
+                        processor = %self.consumer, topic = %topic, partition,
+                        skipped = first.offset - *next,
+                        "records were removed by retention before this processor read them"
+                    );
+                }
+                self.cursor = (idx + 1) % n;
+                return Ok(Some(Batch {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    records,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn commit_in(&mut self, txn: &WriteTransaction, batch: &Batch) -> Result<(), StreamError> {
+        positions::set_position_in(
+            txn,
+            &self.consumer,
+            &batch.topic,
+            batch.partition,
+            batch.next_offset(),
+        )?;
+        Ok(())
+    }
+
+    fn committed(&mut self, batch: &Batch) -> Result<(), StreamError> {
+        let next = batch.next_offset();
+        if let Some(p) = self
+            .partitions
+            .iter_mut()
+            .find(|(t, p, _)| *t == batch.topic && *p == batch.partition)
+        {
+            p.2 = next;
+        }
+        Ok(())
+    }
+
+    fn rewind(&mut self, from: ReplayFrom) -> Result<Vec<(String, u32, u64)>, StreamError> {
+        self.refresh()?;
+        let ends: HashMap<(String, u32), u64> = self
+            .log
+            .topics()?
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name;
+                (0u32..)
+                    .zip(t.partitions)
+                    .map(move |(p, info)| ((name.clone(), p), info.end))
+            })
+            .collect();
+        let txn = self.log.db().begin_write()?;
+        let mut range = Vec::new();
+        for (topic, partition, next) in &mut self.partitions {
+            let end = ends.get(&(topic.clone(), *partition)).copied().unwrap_or(0);
+            // The replay covers what had been read: records from the current
+            // position on are new to the processor, whatever the epoch.
+            range.push((topic.clone(), *partition, (*next).min(end)));
+            let target = match from {
+                ReplayFrom::Offset(o) => o,
+                ReplayFrom::TimeMs(t) => {
+                    // Scan from the start in chunks for the first record at or after t.
+                    let mut at = 0;
+                    loop {
+                        let chunk = self.log.read(topic, *partition, at, 4096, usize::MAX)?;
+                        let Some(last) = chunk.last() else {
+                            break at;
+                        };
+                        if let Some(o) = first_at_or_after(&chunk, t) {
+                            break o;
+                        }
+                        at = last.offset + 1;
+                    }
+                }
+            };
+            // A replay only goes back: a start past the current position
+            // (a time in the future, an offset past the end) leaves the
+            // position where it is, so no unread event is skipped.
+            let target = target.min(*next);
+            positions::set_position_in(&txn, &self.consumer, topic, *partition, target)?;
+            *next = target;
+        }
+        txn.commit()?;
+        Ok(range)
+    }
+}

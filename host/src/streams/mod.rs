@@ -1,0 +1,176 @@
+//! Where events come from and where they go: the [`Source`] and [`Sink`]
+//! traits the run loop talks to, the record types, and their implementations.
+//!
+//! - [`record`]: [`Record`] (what a producer writes) and [`LogRecord`] (a
+//!   record read back, with its topic, partition and offset).
+//! - [`topic`]: topic names and the partitioner, by Kafka's rules.
+//! - [`positions`]: consumer positions, kept in redb.
+//! - [`embedded`]: the embedded durable log in redb, its source and sink.
+//! - [`kafka`]: Apache Kafka through rdkafka: consumer, producer, outbox and
+//!   transactions, topic admin.
+//! - [`forward`]: store-and-forward of embedded-log topics to Kafka.
+//! - [`ingest`]: turning outside data (CSV files) into records.
+//!
+//! `embedded` and `kafka` never name each other; what both need lives here.
+
+pub mod embedded;
+pub mod forward;
+pub mod ingest;
+pub mod kafka;
+pub mod positions;
+pub mod record;
+pub mod topic;
+
+use redb::WriteTransaction;
+use serde::Serialize;
+
+pub use record::{Header, LogRecord, Record};
+
+use crate::db::StorageError;
+
+/// Why a [`Source`] or a [`Sink`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The embedded log failed.
+    #[error(transparent)]
+    Log(#[from] embedded::LogError),
+    /// redb failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The broker (or another remote stream) failed or refused.
+    #[error("stream: {0}")]
+    Broker(String),
+}
+
+macro_rules! stream_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StreamError {
+            fn from(e: $t) -> Self {
+                StreamError::Storage(e.into())
+            }
+        }
+    )*};
+}
+stream_from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayFrom {
+    /// This offset in every partition of every input (the log start when below it).
+    Offset(u64),
+    /// The first record whose timestamp is at or after this, in ms since the
+    /// Unix epoch, in every partition.
+    TimeMs(i64),
+}
+
+/// The first offset in `records` (sorted by offset) whose timestamp is at
+/// least `time_ms`; used by sources that replay by time. Records are taken
+/// in offset order even where their timestamps are not monotonic.
+pub fn first_at_or_after(records: &[LogRecord], time_ms: i64) -> Option<u64> {
+    records
+        .iter()
+        .find(|r| r.record.timestamp_ms >= time_ms)
+        .map(|r| r.offset)
+}
+
+/// A batch of events from one partition.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The events, in offset order.
+    pub records: Vec<LogRecord>,
+}
+
+impl Batch {
+    /// The offset to read next once this batch is done.
+    pub fn next_offset(&self) -> u64 {
+        self.records.last().map_or(0, |r| r.offset + 1)
+    }
+}
+
+/// Where a processor's events come from.
+///
+/// Call order per batch: [`Source::poll`], then [`Source::commit_in`] with the
+/// transaction that commits the batch's effects, then, once that transaction
+/// is durable and the [`Sink`] has flushed, [`Source::committed`]. A batch
+/// whose transaction did not commit is delivered again (at-least-once
+/// delivery; the idempotency keys make its effect happen once).
+pub trait Source: Send {
+    /// The next batch of at most `max_records` events and about `max_bytes`
+    /// bytes, from one partition, or `None` when nothing is waiting.
+    ///
+    /// # Errors
+    ///
+    /// When the source cannot be read.
+    fn poll(&mut self, max_records: usize, max_bytes: usize) -> Result<Option<Batch>, StreamError>;
+
+    /// Records, inside `txn`, that `batch` is done.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    fn commit_in(&mut self, txn: &WriteTransaction, batch: &Batch) -> Result<(), StreamError>;
+
+    /// Told that the transaction holding `batch`'s effects is durable and
+    /// its outputs are published (Kafka commits the offsets here).
+    ///
+    /// # Errors
+    ///
+    /// When the source cannot record the commit.
+    fn committed(&mut self, batch: &Batch) -> Result<(), StreamError>;
+
+    /// Whether everything available has been read (for `run --until-idle`).
+    fn caught_up(&self) -> bool {
+        true
+    }
+
+    /// Moves every partition's position back (or forward) to `from`, durably,
+    /// so the next [`Source::poll`] reads from there (a replay); never past
+    /// the current position. Returns, per partition, (topic, partition, the
+    /// position before the rewind): the replay covers the records below it.
+    ///
+    /// # Errors
+    ///
+    /// When the source cannot seek; by default, it cannot.
+    fn rewind(&mut self, from: ReplayFrom) -> Result<Vec<(String, u32, u64)>, StreamError> {
+        let _ = from;
+        Err(StreamError::Broker(
+            "this source cannot replay (only the embedded log can)".into(),
+        ))
+    }
+}
+
+/// Where a processor's outputs and dead letters go.
+///
+/// [`Sink::publish_in`] is called inside the transaction that commits the
+/// batch; [`Sink::flush`] after it is durable, before [`Source::committed`].
+pub trait Sink: Send {
+    /// Publishes `record` to `topic` as part of `txn`.
+    ///
+    /// # Errors
+    ///
+    /// When the record cannot be placed.
+    fn publish_in(
+        &mut self,
+        txn: &WriteTransaction,
+        topic: &str,
+        record: &Record,
+    ) -> Result<(), StreamError>;
+
+    /// Makes what was published for `batch` durable downstream.
+    ///
+    /// # Errors
+    ///
+    /// When the destination refuses.
+    fn flush(&mut self, batch: &Batch) -> Result<(), StreamError>;
+}

@@ -1,0 +1,145 @@
+//! Supervising a run: periodic maintenance (retention, key expiry), knowing
+//! when every input is drained (`--until-idle`), and stopping the threads.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::threads::{Flags, ForwardThread, ProcessorThread};
+use super::{ForwardSummary, STOP_GRACE};
+use crate::db::now_ms;
+use crate::processing::idempotency;
+use crate::streams::embedded::Log;
+
+/// How often the supervisor looks at the threads.
+const TICK: Duration = Duration::from_millis(50);
+
+/// What the supervisor watches.
+pub(super) struct Watched<'a> {
+    pub processors: &'a [ProcessorThread],
+    pub forwards: &'a [ForwardThread],
+    pub flags: &'a Flags,
+    /// Stop once every input is drained.
+    pub until_idle: bool,
+    /// Ticks of quiet needed to call the run idle (more on Kafka, whose
+    /// consumers learn of new records with a fetch delay).
+    pub quiet_needed: u32,
+    /// How often retention and key expiry run.
+    pub maintenance_interval: Duration,
+}
+
+/// Runs retention and idempotency-key expiry once, off the async runtime.
+pub(super) async fn maintain(log: &Log) {
+    let (log, db) = (log.clone(), log.db().clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        let now = now_ms();
+        match log.enforce_retention(now) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "retention removed records"),
+            Err(e) => tracing::error!(error = %e, "retention failed"),
+        }
+        match idempotency::purge_expired(&db, now) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(keys = n, "expired idempotency keys purged"),
+            Err(e) => tracing::error!(error = %e, "idempotency key purge failed"),
+        }
+    })
+    .await;
+}
+
+/// Waits until `shutdown` completes, every thread has ended, or (with
+/// `until_idle`) the run is idle; runs maintenance on the way.
+pub(super) async fn supervise(w: Watched<'_>, log: &Log, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_maintenance = Instant::now();
+    let mut quiet_ticks = 0;
+    let mut last_progress = u64::MAX;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        if last_maintenance.elapsed() >= w.maintenance_interval {
+            last_maintenance = Instant::now();
+            maintain(log).await;
+        }
+        if w.processors.iter().all(|t| t.handle.is_finished())
+            && w.forwards.iter().all(|t| t.handle.is_finished())
+        {
+            break;
+        }
+        let p = w.flags.progress.load(Ordering::SeqCst);
+        if w.until_idle && all_idle(&w, p) && p == last_progress {
+            quiet_ticks += 1;
+            if quiet_ticks >= w.quiet_needed {
+                break;
+            }
+        } else {
+            quiet_ticks = 0;
+        }
+        last_progress = p;
+    }
+}
+
+/// Idle: every thread found nothing to read after the last commit of any of
+/// them (`progress`; a commit is the only way new input appears).
+fn all_idle(w: &Watched<'_>, progress: u64) -> bool {
+    w.processors
+        .iter()
+        .map(|t| (&t.shared.idle_at, &t.handle))
+        .chain(w.forwards.iter().map(|t| (&t.shared.idle_at, &t.handle)))
+        .all(|(idle_at, h)| h.is_finished() || idle_at.load(Ordering::SeqCst) == progress)
+}
+
+/// Waits up to [`STOP_GRACE`] for a processor's thread; returns (name,
+/// first version, status, busy ns).
+pub(super) async fn join_processor(t: ProcessorThread) -> (String, String, String, u64) {
+    let ProcessorThread {
+        name,
+        version,
+        shared,
+        handle,
+    } = t;
+    let joined = tokio::time::timeout(
+        STOP_GRACE,
+        tokio::task::spawn_blocking(move || handle.join()),
+    )
+    .await;
+    let status = match joined {
+        Ok(Ok(Ok(status))) => status,
+        Ok(_) => "failed: the processor thread panicked".into(),
+        Err(_) => shared.ended.lock().ok().and_then(|e| e.clone()).unwrap_or_else(|| {
+            format!(
+                "stopped without finishing: its batch in flight did not end within {} s of the stop (a long call into the component, or a stream that does not answer)",
+                STOP_GRACE.as_secs()
+            )
+        }),
+    };
+    let busy_ns = shared.busy_ns.load(Ordering::Relaxed);
+    (name, version, status, busy_ns)
+}
+
+/// Waits up to [`STOP_GRACE`] for a forward's thread; returns its summary.
+pub(super) async fn join_forward(t: ForwardThread) -> ForwardSummary {
+    let ForwardThread {
+        mut summary,
+        shared,
+        handle,
+    } = t;
+    let joined = tokio::time::timeout(
+        STOP_GRACE,
+        tokio::task::spawn_blocking(move || handle.join()),
+    )
+    .await;
+    summary.records = shared.shipped.load(Ordering::SeqCst);
+    summary.status = match joined {
+        Ok(Ok(Ok(status))) => status,
+        Ok(_) => "failed: the forward thread panicked".into(),
+        Err(_) => format!(
+            "stopped without finishing: still waiting on the brokers after {} s",
+            STOP_GRACE.as_secs()
+        ),
+    };
+    summary
+}
