@@ -55,6 +55,26 @@ pub(super) enum Target {
 }
 
 impl Target {
+    /// The embedded log of `data_dir` (waiting its turn while a `forward`
+    /// reads it), or a producer for `brokers`.
+    fn open(data_dir: &std::path::Path, brokers: Option<&str>) -> anyhow::Result<Self> {
+        Ok(match brokers {
+            None => Target::Log(Log::new(
+                tidewater::db::open_retrying(data_dir, std::time::Duration::from_secs(10))?,
+                1,
+            )),
+            Some(brokers) => {
+                let config = KafkaConfig::new(brokers);
+                let producer = tidewater::streams::kafka::producer(&config, None)?;
+                Target::Kafka {
+                    config,
+                    producer: Box::new(producer),
+                    created: std::cell::RefCell::new(std::collections::BTreeSet::new()),
+                }
+            }
+        })
+    }
+
     /// Appends `records` to `topic` durably (one redb commit, or every record
     /// acknowledged by the broker), creating the topic with `partitions`
     /// partitions if it does not exist. Returns how many were appended.
@@ -114,22 +134,7 @@ pub(super) async fn produce(
         std::fs::File::open(&a.csv).with_context(|| format!("cannot open {}", a.csv.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     tidewater::streams::topic::check_topic_name(&a.topic)?;
-    let log = match &a.kafka.brokers {
-        // Waits its turn while a `forward` reads the same data dir.
-        None => Target::Log(Log::new(
-            tidewater::db::open_retrying(data_dir, std::time::Duration::from_secs(10))?,
-            1,
-        )),
-        Some(brokers) => {
-            let config = KafkaConfig::new(brokers.clone());
-            let producer = tidewater::streams::kafka::producer(&config, None)?;
-            Target::Kafka {
-                config,
-                producer: Box::new(producer),
-                created: std::cell::RefCell::new(std::collections::BTreeSet::new()),
-            }
-        }
-    };
+    let log = Target::open(data_dir, a.kafka.brokers.as_deref())?;
     let bar = indicatif::ProgressBar::new(size).with_style(
         indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -169,22 +174,7 @@ pub(super) async fn produce(
             }
             Err(bad) => {
                 bar.suspend(|| eprintln!("{}:{}: {}", a.csv.display(), bad.line, bad.reason));
-                rejected.push(Record {
-                    timestamp_ms: 0,
-                    key: Some(a.device.clone().into_bytes()),
-                    value: Some(bad.raw),
-                    headers: vec![
-                        ("tidewater-error-message".into(), bad.reason.into_bytes()),
-                        (
-                            "tidewater-source-file".into(),
-                            a.csv.display().to_string().into_bytes(),
-                        ),
-                        (
-                            "tidewater-source-line".into(),
-                            bad.line.to_string().into_bytes(),
-                        ),
-                    ],
-                });
+                rejected.push(rejected_record(&a, bad));
             }
         }
     });
@@ -239,4 +229,25 @@ pub(super) async fn produce(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A row that could not become an event, as kept in `<topic>.rejected`:
+/// its bytes, the reason, the file and the line.
+fn rejected_record(a: &ProduceArgs, bad: ingest::BadRow) -> Record {
+    Record {
+        timestamp_ms: 0,
+        key: Some(a.device.clone().into_bytes()),
+        value: Some(bad.raw),
+        headers: vec![
+            ("tidewater-error-message".into(), bad.reason.into_bytes()),
+            (
+                "tidewater-source-file".into(),
+                a.csv.display().to_string().into_bytes(),
+            ),
+            (
+                "tidewater-source-line".into(),
+                bad.line.to_string().into_bytes(),
+            ),
+        ],
+    }
 }

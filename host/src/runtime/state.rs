@@ -2,8 +2,8 @@
 //! processor's committed state as of the batch's start ([`StateReader`]),
 //! overlaid with the batch's own writes; a call's writes are kept when it
 //! returns normally and dropped when it traps, so a half-run call leaves no
-//! trace. Where committed state lives (redb) is the caller's business:
-//! [`crate::processing::state`] reads it and applies [`StateOverlay::into_writes`].
+//! trace. Where committed state lives is the caller's business: the run
+//! loop keeps it in redb and commits [`StateOverlay::into_writes`] with the batch.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

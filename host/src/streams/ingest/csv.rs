@@ -162,7 +162,48 @@ pub fn read_csv(
         .has_headers(false)
         .from_reader(maybe_gunzip(reader).map_err(|e| io(0, &e))?);
     let mut row = csv::ByteRecord::new();
-    match csv.read_byte_record(&mut row) {
+    let (header, time_idx) = read_header(&mut csv, &mut row, options)?;
+    let device_json = serde_json::Value::from(options.device.as_str()).to_string();
+    let mut last_line = 1;
+    loop {
+        match csv.read_byte_record(&mut row) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                if let csv::ErrorKind::Io(err) = e.kind() {
+                    return Err(io(last_line, err));
+                }
+                let line = e.position().map_or(last_line + 1, |p| p.line());
+                each(Err(BadRow {
+                    line,
+                    reason: format!("not a CSV row: {e}"),
+                    raw: Vec::new(),
+                }));
+                continue;
+            }
+        }
+        let line = row.position().map_or(last_line + 1, |p| p.line());
+        last_line = line;
+        each(row_record(
+            &row,
+            line,
+            &header,
+            time_idx,
+            &device_json,
+            options,
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the header row into `row`: the column names (a UTF-8 BOM taken
+/// off) and the index of the time column.
+fn read_header(
+    csv: &mut csv::Reader<impl Read>,
+    row: &mut csv::ByteRecord,
+    options: &CsvOptions,
+) -> Result<(Vec<String>, usize), IngestError> {
+    match csv.read_byte_record(row) {
         Ok(true) => {}
         Ok(false) => return Err(IngestError::Empty),
         Err(e) => return Err(IngestError::Header(e.to_string())),
@@ -196,81 +237,58 @@ pub fn read_csv(
             ));
         }
     }
-    let device_json = serde_json::Value::from(options.device.as_str()).to_string();
-    let mut last_line = 1;
-    loop {
-        match csv.read_byte_record(&mut row) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                if let csv::ErrorKind::Io(err) = e.kind() {
-                    return Err(io(last_line, err));
-                }
-                let line = e.position().map_or(last_line + 1, |p| p.line());
-                each(Err(BadRow {
-                    line,
-                    reason: format!("not a CSV row: {e}"),
-                    raw: Vec::new(),
-                }));
-                continue;
-            }
-        }
-        let line = row.position().map_or(last_line + 1, |p| p.line());
-        last_line = line;
-        let bad = |reason: String, row: &csv::ByteRecord| BadRow {
-            line,
-            reason,
-            raw: row.iter().collect::<Vec<_>>().join(&b","[..]),
-        };
-        if row.len() != header.len() {
-            each(Err(bad(
-                format!(
-                    "row has {} cells, the header has {}",
-                    row.len(),
-                    header.len()
-                ),
-                &row,
-            )));
+    Ok((header, time_idx))
+}
+
+/// The event of one data row (`line` in the file), or why it cannot be one.
+fn row_record(
+    row: &csv::ByteRecord,
+    line: u64,
+    header: &[String],
+    time_idx: usize,
+    device_json: &str,
+    options: &CsvOptions,
+) -> Result<Record, BadRow> {
+    let bad = |reason: String| BadRow {
+        line,
+        reason,
+        raw: row.iter().collect::<Vec<_>>().join(&b","[..]),
+    };
+    if row.len() != header.len() {
+        return Err(bad(format!(
+            "row has {} cells, the header has {}",
+            row.len(),
+            header.len()
+        )));
+    }
+    let cells: Vec<&str> = row
+        .iter()
+        .map(std::str::from_utf8)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("row is not UTF-8 ({e})")))?;
+    let time_text = cells[time_idx];
+    let timestamp_ms = parse_time_ms(time_text).map_err(bad)?;
+    let mut value = String::with_capacity(64 + row.as_slice().len() * 2);
+    value.push_str("{\"device\":");
+    value.push_str(device_json);
+    value.push_str(",\"ts\":");
+    value.push_str(&serde_json::Value::from(time_text).to_string());
+    for (i, cell) in cells.iter().enumerate() {
+        if i == time_idx {
             continue;
         }
-        let cells: Vec<&str> = match row.iter().map(std::str::from_utf8).collect() {
-            Ok(c) => c,
-            Err(e) => {
-                each(Err(bad(format!("row is not UTF-8 ({e})"), &row)));
-                continue;
-            }
-        };
-        let time_text = cells[time_idx];
-        let timestamp_ms = match parse_time_ms(time_text) {
-            Ok(t) => t,
-            Err(reason) => {
-                each(Err(bad(reason, &row)));
-                continue;
-            }
-        };
-        let mut value = String::with_capacity(64 + row.as_slice().len() * 2);
-        value.push_str("{\"device\":");
-        value.push_str(&device_json);
-        value.push_str(",\"ts\":");
-        value.push_str(&serde_json::Value::from(time_text).to_string());
-        for (i, cell) in cells.iter().enumerate() {
-            if i == time_idx {
-                continue;
-            }
-            value.push(',');
-            value.push_str(&serde_json::Value::from(header[i].as_str()).to_string());
-            value.push(':');
-            value.push_str(&cell_json(cell));
-        }
-        value.push('}');
-        each(Ok(Record {
-            timestamp_ms,
-            key: Some(options.device.clone().into_bytes()),
-            value: Some(value.into_bytes()),
-            headers: Vec::new(),
-        }));
+        value.push(',');
+        value.push_str(&serde_json::Value::from(header[i].as_str()).to_string());
+        value.push(':');
+        value.push_str(&cell_json(cell));
     }
-    Ok(())
+    value.push('}');
+    Ok(Record {
+        timestamp_ms,
+        key: Some(options.device.clone().into_bytes()),
+        value: Some(value.into_bytes()),
+        headers: Vec::new(),
+    })
 }
 
 /// Whether the row at `line` of `device`'s file is among the `percent`
