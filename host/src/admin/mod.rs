@@ -479,11 +479,11 @@ mod tests {
 
     #[test]
     fn the_admin_section_parses_and_the_flag_and_env_win() {
-        let c = crate::config::Config::parse(
-            "[admin]\nlisten = \"127.0.0.1:7070\"\nmax_upload_bytes = 1000\nwatch_dir = \"plugins\"\nwatch_interval = \"250ms\"\n",
+        let a: AdminConfig = toml::from_str(
+            "listen = \"127.0.0.1:7070\"\nmax_upload_bytes = 1000\nwatch_dir = \"plugins\"\nwatch_interval = \"250ms\"\n",
         )
         .unwrap();
-        let a = c.admin.as_ref().unwrap();
+        let a = &a;
         let o = AdminOptions::from_config(Some(a), None, Some("env".into()), Path::new("/etc/tw"))
             .unwrap();
         assert_eq!(o.listen, Some("127.0.0.1:7070".parse().unwrap()));
@@ -505,7 +505,9 @@ mod tests {
             err.contains("\"localhost\" is not an address:port"),
             "{err}"
         );
-        let err = crate::config::Config::parse("[admin]\nlisten_on = \"x\"\n").unwrap_err();
+        let err = toml::from_str::<AdminConfig>("listen_on = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `listen_on`"), "{err}");
     }
 

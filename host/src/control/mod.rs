@@ -208,39 +208,3 @@ impl Control {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_processor_canary_parses_and_is_checked() {
-        let base = "[[processor]]\nname = \"p\"\ncomponent = \"p.wasm\"\ninputs = [\"in\"]\noutput = \"out\"\n";
-        let c = crate::config::Config::parse(&format!(
-            "{base}canary = {{ events = 100, max_error_rate = 0.05 }}\n"
-        ))
-        .unwrap();
-        c.check().unwrap();
-        assert_eq!(
-            c.processors[0].canary,
-            Some(CanaryPlan {
-                events: 100,
-                max_error_rate: 0.05
-            })
-        );
-        let c = crate::config::Config::parse(&format!(
-            "{base}canary = {{ events = 0, max_error_rate = 0.05 }}\n"
-        ))
-        .unwrap();
-        assert!(
-            c.check()
-                .unwrap_err()
-                .contains("canary.events must be at least 1")
-        );
-        let err = crate::config::Config::parse(&format!(
-            "{base}canary = {{ events = 1, max_errors = 0.05 }}\n"
-        ))
-        .unwrap_err();
-        assert!(err.contains("unknown field `max_errors`"), "{err}");
-    }
-}

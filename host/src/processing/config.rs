@@ -352,3 +352,40 @@ pub struct CanaryPlan {
     /// timeout, memory, retries exhausted), 0.0 to 1.0.
     pub max_error_rate: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_processor_canary_parses_and_is_checked() {
+        let base = "name = \"p\"\ncomponent = \"p.wasm\"\ninputs = [\"in\"]\noutput = \"out\"\n";
+        let parse = |text: &str| toml::from_str::<ProcessorConfig>(text).map_err(|e| e.to_string());
+        let p = parse(&format!(
+            "{base}canary = {{ events = 100, max_error_rate = 0.05 }}\n"
+        ))
+        .unwrap();
+        p.check().unwrap();
+        assert_eq!(
+            p.canary,
+            Some(CanaryPlan {
+                events: 100,
+                max_error_rate: 0.05
+            })
+        );
+        let p = parse(&format!(
+            "{base}canary = {{ events = 0, max_error_rate = 0.05 }}\n"
+        ))
+        .unwrap();
+        assert!(
+            p.check()
+                .unwrap_err()
+                .contains("canary.events must be at least 1")
+        );
+        let err = parse(&format!(
+            "{base}canary = {{ events = 1, max_errors = 0.05 }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown field `max_errors`"), "{err}");
+    }
+}

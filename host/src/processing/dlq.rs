@@ -505,11 +505,11 @@ mod tests {
 
     #[test]
     fn the_flag_wins_over_the_config() {
-        let c = crate::config::Config::parse(
-            "[[processor]]\nname = \"p\"\ncomponent = \"old.wasm\"\ninputs = [\"in\"]\noutput = \"out\"\n",
+        let p: ProcessorConfig = toml::from_str(
+            "name = \"p\"\ncomponent = \"old.wasm\"\ninputs = [\"in\"]\noutput = \"out\"\n",
         )
         .unwrap();
-        let p = &c.processors[0];
+        let p = &p;
         assert_eq!(component_for(p, None), Path::new("old.wasm"));
         assert_eq!(
             component_for(p, Some(Path::new("fixed.wasm"))),

@@ -638,11 +638,11 @@ mod tests {
             ..Record::default()
         });
         log.append("in", records).unwrap();
-        let config = crate::config::Config::parse(
-            "[[processor]]\nname = \"p\"\ncomponent = \"p.wasm\"\ninputs = [\"in\"]\noutput = \"out\"\n",
+        let config: ProcessorConfig = toml::from_str(
+            "name = \"p\"\ncomponent = \"p.wasm\"\ninputs = [\"in\"]\noutput = \"out\"\n",
         )
         .unwrap();
-        let settings = Settings::from_config(&config.processors[0]).unwrap();
+        let settings = Settings::from_config(&config).unwrap();
         let mut pipeline = Pipeline::new(
             settings,
             db.clone(),
