@@ -143,3 +143,15 @@ pub(super) async fn join_forward(t: ForwardThread) -> ForwardSummary {
     };
     summary
 }
+
+/// A thread's status, waited for up to [`STOP_GRACE`] off the async
+/// runtime: `None` when it did not end in time, `Some(None)` when it panicked.
+async fn join_within_grace(handle: std::thread::JoinHandle<String>) -> Option<Option<String>> {
+    let joined = tokio::time::timeout(
+        STOP_GRACE,
+        tokio::task::spawn_blocking(move || handle.join()),
+    )
+    .await
+    .ok()?;
+    Some(joined.ok().and_then(Result::ok))
+}
