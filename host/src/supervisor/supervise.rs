@@ -101,15 +101,10 @@ pub(super) async fn join_processor(t: ProcessorThread) -> (String, String, Strin
         shared,
         handle,
     } = t;
-    let joined = tokio::time::timeout(
-        STOP_GRACE,
-        tokio::task::spawn_blocking(move || handle.join()),
-    )
-    .await;
-    let status = match joined {
-        Ok(Ok(Ok(status))) => status,
-        Ok(_) => "failed: the processor thread panicked".into(),
-        Err(_) => shared.ended.lock().ok().and_then(|e| e.clone()).unwrap_or_else(|| {
+    let status = match join_within_grace(handle).await {
+        Some(Some(status)) => status,
+        Some(None) => "failed: the processor thread panicked".into(),
+        None => shared.ended.lock().ok().and_then(|e| e.clone()).unwrap_or_else(|| {
             format!(
                 "stopped without finishing: its batch in flight did not end within {} s of the stop (a long call into the component, or a stream that does not answer)",
                 STOP_GRACE.as_secs()
@@ -127,16 +122,12 @@ pub(super) async fn join_forward(t: ForwardThread) -> ForwardSummary {
         shared,
         handle,
     } = t;
-    let joined = tokio::time::timeout(
-        STOP_GRACE,
-        tokio::task::spawn_blocking(move || handle.join()),
-    )
-    .await;
+    let joined = join_within_grace(handle).await;
     summary.records = shared.shipped.load(Ordering::SeqCst);
     summary.status = match joined {
-        Ok(Ok(Ok(status))) => status,
-        Ok(_) => "failed: the forward thread panicked".into(),
-        Err(_) => format!(
+        Some(Some(status)) => status,
+        Some(None) => "failed: the forward thread panicked".into(),
+        None => format!(
             "stopped without finishing: still waiting on the brokers after {} s",
             STOP_GRACE.as_secs()
         ),
