@@ -65,7 +65,7 @@ enum Command {
     Stats(StatsArgs),
     /// List topics with their partitions and offsets.
     Topics(FormatArgs),
-    /// Write a new processor project (rust, python, js, c or cpp) that builds
+    /// Write a new processor project (rust, python, js, ts, c, cpp or zig) that builds
     /// with `make` and tests with `make test`.
     New(NewArgs),
     /// Upload a component as a new version of a running processor (through
@@ -128,7 +128,7 @@ struct DlqReplayArgs {
 struct NewArgs {
     /// The processor's name (lowercase letters, digits, '-'); also the directory.
     name: String,
-    /// The language: rust, python, js, c or cpp.
+    /// The language: rust, python, js, ts, c, cpp or zig.
     #[arg(long)]
     lang: String,
     /// Where to write it (default: ./NAME).
