@@ -55,7 +55,7 @@ TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 KAFKA := kafka/kafka.sh
 
 .SECONDEXPANSION:
-.PHONY: help demo demo-kafka test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down
+.PHONY: help demo demo-kafka test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-ts plugins-zig plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down ts-check zig-test
 
 help:
 	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -67,7 +67,7 @@ tools:
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-plugins: plugins-rust plugins-c plugins-cpp plugins-python plugins-js
+plugins: plugins-rust plugins-c plugins-cpp plugins-python plugins-js plugins-ts plugins-zig
 	@ls -l $(PLUGIN_DIR)/*.wasm
 
 plugins-rust: tools
@@ -96,6 +96,8 @@ $(PLUGIN_DIR)/python-%.wasm: plugins/python/%/app.py $(PY_READINGS) $(PY_SDK) $(
 ## JavaScript: ComponentizeJS (SpiderMonkey/StarlingMonkey) from npm, with wasi:http
 ## and fetch-event disabled (the host links no wasi:http). rolldown (shipped with jco)
 ## bundles the processor, the SDK and the shared model into one module first.
+## TypeScript: the same, after tsc (pinned in the same lock file) has type-checked it;
+## rolldown strips the types.
 $(JS_STAMP): plugins/js/package.json plugins/js/package-lock.json
 	cd $(JS_TOOLS) && npm ci --no-audit --no-fund --silent
 	touch $@
@@ -104,17 +106,41 @@ JS_SDK := sdk/js/tidewater.js sdk/js/component.js
 JS_READINGS := plugins/js/readings/readings.js
 JS_BUILD := $(ROOT)/target/js-build
 JS_IMPORTS := tidewater:processor/state@0.1.0,tidewater:processor/log@0.1.0
+JS_BIN := $(JS_TOOLS)/node_modules/.bin
+
+# $(call componentize-js,ENTRY-MODULE-RELATIVE-TO-ROOT,BUILD-DIR): the entry
+# connects the SDK to the host and re-exports the processor's init and process.
+define componentize-js
+	@mkdir -p $(PLUGIN_DIR) $(2)
+	printf 'import "$(ROOT)/sdk/js/component.js";\nexport { init, process } from "$(ROOT)/$(1)";\n' > $(2)/entry.js
+	$(JS_BIN)/rolldown $(2)/entry.js --format esm --platform neutral \
+	  -e '$(JS_IMPORTS)' -o $(2)/bundle.js --log-level warn
+	$(JS_BIN)/componentize-js $(2)/bundle.js --wit $(ROOT)/wit -n processor \
+	  -d http fetch-event -o $@.tmp
+	mv $@.tmp $@
+endef
 
 plugins-js: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/js-$(p).wasm)
 
 $(PLUGIN_DIR)/js-%.wasm: plugins/js/%/app.js $(JS_READINGS) $(JS_SDK) $(WIT) $(JS_STAMP)
-	@mkdir -p $(PLUGIN_DIR) $(JS_BUILD)/$*
-	printf 'import "../../../sdk/js/component.js";\nexport { init, process } from "../../../plugins/js/$*/app.js";\n' > $(JS_BUILD)/$*/entry.js
-	$(JS_TOOLS)/node_modules/.bin/rolldown $(JS_BUILD)/$*/entry.js --format esm --platform neutral \
-	  -e '$(JS_IMPORTS)' -o $(JS_BUILD)/$*/bundle.js --log-level warn
-	$(JS_TOOLS)/node_modules/.bin/componentize-js $(JS_BUILD)/$*/bundle.js --wit $(ROOT)/wit -n processor \
-	  -d http fetch-event -o $@.tmp
-	mv $@.tmp $@
+	$(call componentize-js,plugins/js/$*/app.js,$(JS_BUILD)/$*)
+
+TS_CONFIG := plugins/ts/tsconfig.json
+TS_SOURCES := $(wildcard plugins/ts/*/*.ts)
+TS_TYPES := sdk/js/tidewater.d.ts plugins/js/readings/readings.d.ts
+TS_STAMP := $(ROOT)/target/ts-build/.checked
+
+plugins-ts: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/ts-$(p).wasm)
+
+ts-check: $(TS_STAMP)
+
+$(TS_STAMP): $(TS_SOURCES) $(TS_TYPES) $(TS_CONFIG) $(JS_STAMP)
+	@mkdir -p $(@D)
+	$(JS_BIN)/tsc -p plugins/ts --noEmit
+	touch $@
+
+$(PLUGIN_DIR)/ts-%.wasm: plugins/ts/%/app.ts $(TS_STAMP) $(JS_READINGS) $(JS_SDK) $(WIT)
+	$(call componentize-js,plugins/ts/$*/app.ts,$(ROOT)/target/ts-build/$*)
 
 # A test processor that tries to read files, open sockets and print (tests/conformance/sandbox.rs).
 $(PLUGIN_DIR)/python-sandbox.wasm: plugins/testing/python-sandbox/app.py $(PY_SDK) $(WIT) $(PY_STAMP)
@@ -172,6 +198,44 @@ $(PLUGIN_DIR)/c-%.wasm: $$(wildcard plugins/c/$$*/*.c) $(C_SDK) $(C_READINGS) $(
 	  $(wildcard plugins/c/$*/*.c) -o $(C_GEN)/$*/core.wasm
 	$(WASM_TOOLS) component new $(C_GEN)/$*/core.wasm --adapt wasi_snapshot_preview1=$(C_ADAPTER) -o $@
 
+## Zig: the `ziglang` package from PyPI (the Zig toolchain, pinned) in tools/venv.
+## The Zig SDK (sdk/zig) sits on wit-bindgen's C bindings (the same processor.c
+## and processor.h as C), which `zig translate-c` turns into a Zig module; the
+## core module is a wasm32-wasi reactor, adapted like C's. Zig's caches stay in target/.
+ZIGLANG_VERSION := 0.17.1
+ZIG_STAMP := $(VENV)/.installed-ziglang-$(ZIGLANG_VERSION)
+ZIG := ZIG_GLOBAL_CACHE_DIR=$(ROOT)/target/zig-cache ZIG_LOCAL_CACHE_DIR=$(ROOT)/target/zig-cache $(VENV)/bin/python -m ziglang
+ZIG_GEN := $(ROOT)/target/zig-bindings
+ZIG_SDK := sdk/zig/tidewater.zig
+ZIG_READINGS := plugins/zig/readings/readings.zig
+# The modules every Zig processor imports: the SDK and the reading model.
+ZIG_MODULES = --dep tidewater --dep readings -Mroot=$(1) $(2) \
+  --dep processor_c -Mtidewater=$(ROOT)/$(ZIG_SDK) -Mreadings=$(ROOT)/$(ZIG_READINGS) $(3)
+
+$(ZIG_STAMP): $(PY_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check ziglang==$(ZIGLANG_VERSION)
+	touch $@
+
+$(ZIG_GEN)/processor_c.zig: $(C_GEN)/processor.h $(ZIG_STAMP)
+	@mkdir -p $(@D)
+	$(ZIG) translate-c -target wasm32-wasi -lc -I$(C_GEN) $(C_GEN)/processor.h > $@.tmp
+	mv $@.tmp $@
+
+plugins-zig: $(foreach p,$(EXAMPLES),$(PLUGIN_DIR)/zig-$(p).wasm)
+
+$(PLUGIN_DIR)/zig-%.wasm: $$(wildcard plugins/zig/$$*/*.zig) $(ZIG_SDK) $(ZIG_READINGS) $(ZIG_GEN)/processor_c.zig $(C_GEN)/processor.h $(PY_STAMP)
+	@mkdir -p $(PLUGIN_DIR) $(ZIG_GEN)/$*
+	$(ZIG) build-exe -target wasm32-wasi -mexec-model=reactor -fno-entry -O ReleaseSmall -lc -I$(C_GEN) \
+	  $(call ZIG_MODULES,$(ROOT)/plugins/zig/$*/$*.zig,$(C_GEN)/processor.c $(C_GEN)/processor_component_type.o,-Mprocessor_c=$(ZIG_GEN)/processor_c.zig) \
+	  -femit-bin=$(ZIG_GEN)/$*/core.wasm
+	$(WASM_TOOLS) component new $(ZIG_GEN)/$*/core.wasm --adapt wasi_snapshot_preview1=$(C_ADAPTER) -o $@
+
+# The Zig processors' unit tests, natively (the SDK's state and log are in-memory stand-ins there).
+zig-test: $(ZIG_STAMP)
+	$(ZIG) test $(ZIG_READINGS)
+	for p in $(EXAMPLES); do $(ZIG) test --dep tidewater --dep readings -Mroot=plugins/zig/$$p/$$p.zig \
+	  -Mtidewater=$(ZIG_SDK) -Mreadings=$(ZIG_READINGS) || exit 1; done
+
 build: tools
 	cargo build --release --locked -p tidewater-host
 
@@ -206,9 +270,14 @@ test: tools plugins
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	cd plugins && CARGO_TARGET_DIR=$(PLUGINS_TARGET) cargo clippy --release --locked --all-targets -- -D warnings
 	cd plugins && CARGO_TARGET_DIR=$(PLUGINS_TARGET) cargo test --release --locked
-	@# The Python and JavaScript processors' own unit tests, natively.
+	@# The Python, JavaScript, TypeScript and Zig processors' own unit tests, natively.
 	for p in $(EXAMPLES); do (cd plugins/python/$$p && PYTHONPATH=$(ROOT)/sdk/python:$(ROOT)/plugins/python/readings $(VENV)/bin/python -m unittest -v 2>&1); done
 	cd plugins/js && node --test
+	@# The TypeScript processors' unit tests: type-checked with the processors, bundled, run by node.
+	for p in $(EXAMPLES); do $(JS_BIN)/rolldown plugins/ts/$$p/app.test.ts --format esm --platform node \
+	  -o target/ts-build/$$p.test.mjs --log-level warn >/dev/null; done
+	node --test target/ts-build/
+	$(MAKE) -s zig-test
 	cargo build --release --locked --workspace --all-targets
 	@$(KAFKA) up >/dev/null
 	status=0; TIDEWATER_REQUIRE_KAFKA=1 cargo test --release --locked --workspace || status=$$?; $(KAFKA) down; exit $$status

@@ -1,10 +1,11 @@
 //! `tidewater new`: writes a new processor project from the templates in
 //! `sdk/templates/<language>/`, with the SDK files copied in where the
-//! language has no package for them.
+//! language has no package for them (TypeScript gets the JavaScript SDK and
+//! its declarations; Zig the Zig SDK).
 //!
 //! The project builds with one command (`make`, the component `NAME.wasm`)
 //! and has a unit test (`make test`). Build tools (componentize-py,
-//! ComponentizeJS, the C bindings tool, wasm-tools) and the Rust SDK are used
+//! ComponentizeJS, tsc, Zig, the C bindings tool, wasm-tools) and the Rust SDK are used
 //! from the tidewater checkout given as `root`.
 
 use std::path::{Path, PathBuf};
@@ -19,10 +20,14 @@ pub enum Language {
     Python,
     /// JavaScript, with ComponentizeJS.
     Js,
+    /// TypeScript, type-checked with tsc, on the JavaScript SDK and ComponentizeJS.
+    Ts,
     /// C, with wit-bindgen's C bindings and clang for wasm32-wasi.
     C,
     /// C++23, with wit-bindgen's C++ bindings, clang++ and libc++ for wasm32-wasi.
     Cpp,
+    /// Zig (PyPI's `ziglang`), on wit-bindgen's C bindings.
+    Zig,
 }
 
 impl std::str::FromStr for Language {
@@ -33,6 +38,8 @@ impl std::str::FromStr for Language {
             "rust" => Ok(Language::Rust),
             "python" => Ok(Language::Python),
             "js" | "javascript" => Ok(Language::Js),
+            "ts" | "typescript" => Ok(Language::Ts),
+            "zig" => Ok(Language::Zig),
             "c" => Ok(Language::C),
             "cpp" | "c++" => Ok(Language::Cpp),
             "go" => Err(NewError::Unsupported {
@@ -41,7 +48,7 @@ impl std::str::FromStr for Language {
             }),
             _ => Err(NewError::Unsupported {
                 language: s.into(),
-                reason: "the languages are rust, python, js, c and cpp".into(),
+                reason: "the languages are rust, python, js, ts, c, cpp and zig".into(),
             }),
         }
     }
@@ -110,6 +117,17 @@ const JS: Files = files! {
     "component.js" => "sdk/js/component.js",
 };
 
+const TS: Files = files! {
+    "Makefile" => "sdk/templates/ts/Makefile",
+    "app.ts" => "sdk/templates/ts/app.ts",
+    "app.test.ts" => "sdk/templates/ts/app.test.ts",
+    "entry.js" => "sdk/templates/ts/entry.js",
+    "tsconfig.json" => "sdk/templates/ts/tsconfig.json",
+    "tidewater.js" => "sdk/js/tidewater.js",
+    "tidewater.d.ts" => "sdk/js/tidewater.d.ts",
+    "component.js" => "sdk/js/component.js",
+};
+
 const C: Files = files! {
     "Makefile" => "sdk/templates/c/Makefile",
     "processor.c" => "sdk/templates/c/processor.c",
@@ -125,6 +143,12 @@ const CPP: Files = files! {
     "test.cpp" => "sdk/templates/cpp/test.cpp",
     "test_host.cpp" => "sdk/templates/cpp/test_host.cpp",
     "tidewater.hpp" => "sdk/cpp/tidewater.hpp",
+};
+
+const ZIG: Files = files! {
+    "Makefile" => "sdk/templates/zig/Makefile",
+    "processor.zig" => "sdk/templates/zig/processor.zig",
+    "tidewater.zig" => "sdk/zig/tidewater.zig",
 };
 
 /// The tidewater checkout this binary was built from: the default `root`.
@@ -162,8 +186,10 @@ pub fn new_processor(
         Language::Rust => RUST,
         Language::Python => PYTHON,
         Language::Js => JS,
+        Language::Ts => TS,
         Language::C => C,
         Language::Cpp => CPP,
+        Language::Zig => ZIG,
     };
     let crate_name = name.replace('-', "_");
     let root = root.display().to_string();
@@ -201,6 +227,8 @@ mod tests {
         assert!(!valid_name("../x"));
         assert!("go".parse::<Language>().is_err());
         assert_eq!("js".parse::<Language>().unwrap(), Language::Js);
+        assert_eq!("typescript".parse::<Language>().unwrap(), Language::Ts);
+        assert_eq!("zig".parse::<Language>().unwrap(), Language::Zig);
         let dir = tempfile::tempdir().unwrap();
         let err = new_processor(Language::Rust, "x", dir.path(), Path::new("/r")).unwrap_err();
         assert!(matches!(err, NewError::Exists(_)));

@@ -6,7 +6,7 @@
 //! The cases are data: `tests/conformance/<processor>.json` (the format is
 //! described in `tests/conformance/README.md`). Components come from
 //! `target/plugins/<language>-<processor>.wasm`, built by `make plugins`.
-//! The languages are `rust c cpp python js` unless `TIDEWATER_CONFORMANCE_LANGS`
+//! The languages are `rust c cpp zig python js ts` unless `TIDEWATER_CONFORMANCE_LANGS`
 //! names others (space- or comma-separated); a missing component fails the
 //! suite, it is never skipped.
 
@@ -27,7 +27,7 @@ use tidewater::runtime::{CallError, Event, EventResult, Limits, Output, ProcessE
 use plugins::{make_plugins, root};
 
 /// The languages every processor is built in.
-const LANGUAGES: &[&str] = &["rust", "c", "cpp", "python", "js"];
+const LANGUAGES: &[&str] = &["rust", "c", "cpp", "zig", "python", "js", "ts"];
 
 fn languages() -> Vec<String> {
     match std::env::var("TIDEWATER_CONFORMANCE_LANGS") {

@@ -68,7 +68,7 @@ fn every_language_scaffolds_a_processor_that_tests_builds_and_runs() {
     plugin("enrich");
     let work = tempfile::tempdir().expect("temp dir");
     let runtime = Runtime::new(None).expect("runtime");
-    for lang in ["rust", "python", "js", "c", "cpp"] {
+    for lang in ["rust", "python", "js", "ts", "c", "cpp", "zig"] {
         let name = format!("shout-{lang}");
         let out = Command::new(env!("CARGO_BIN_EXE_tidewater"))
             .args(["new", "--lang", lang, &name])
@@ -148,6 +148,6 @@ fn every_language_scaffolds_a_processor_that_tests_builds_and_runs() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "error: cannot scaffold \"cobol\": the languages are rust, python, js, c and cpp\n"
+        "error: cannot scaffold \"cobol\": the languages are rust, python, js, ts, c, cpp and zig\n"
     );
 }

@@ -76,7 +76,7 @@ enum Command {
     Stats(StatsArgs),
     /// List topics with their partitions and offsets.
     Topics(FormatArgs),
-    /// Write a new processor project (rust, python, js, c or cpp) that builds
+    /// Write a new processor project (rust, python, js, ts, c, cpp or zig) that builds
     /// with `make` and tests with `make test`.
     New(NewArgs),
     /// Upload a component as a new version of a running processor (through

@@ -9,7 +9,7 @@ use clap::Args;
 pub(super) struct NewArgs {
     /// The processor's name (lowercase letters, digits, '-'); also the directory.
     name: String,
-    /// The language: rust, python, js, c or cpp.
+    /// The language: rust, python, js, ts, c, cpp or zig.
     #[arg(long)]
     lang: String,
     /// Where to write it (default: ./NAME).

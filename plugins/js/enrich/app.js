@@ -1,8 +1,10 @@
 // enrich in JavaScript: the port of plugins/rust/enrich (its crate docs are
-// the specification). Built by `make plugins` (componentize-qjs).
+// the specification). Built by `make plugins` (ComponentizeJS).
 
 import { ConfigError, Invalid, defineProcessor } from "../../../sdk/js/tidewater.js";
-import { NotJson, byteOrder, enrichedJson, parseJson, parseNumberText } from "../readings/readings.js";
+import {
+  NotJson, byteOrder, enrichedJson, lastParseSortsPlainly, parseJson, parseNumberText,
+} from "../readings/readings.js";
 
 const BUILT_IN_FIELDS = new Map([
   ["temperature (celsius)", "temperature_c"],
@@ -24,22 +26,49 @@ function init(config) {
     if (!name || !value) throw new ConfigError(`config key "${key}" needs a name and a value`);
     table.set(name, value);
   }
+  renamesPlain = ![...fields.values()].some((name) => HIGH.test(name));
 }
 
-/** @param {Map<string, number | null>} m */
-function kindOf(m) {
-  if (m.has("flow_l_s")) return "flowmeter";
-  if (m.has("glucose_mg_dl")) return "glucose-monitor";
-  if (m.has("co2_ppm") || m.has("humidity_pct") || m.has("light_lux")) return "room-sensor";
-  if (m.has("temperature_c")) return "thermometer";
+/** Any UTF-16 code unit from U+D800 up: names with one need `byteOrder` to sort. */
+const HIGH = /[\ud800-\uffff]/;
+/** Whether every configured column name sorts plainly (see lastParseSortsPlainly). */
+let renamesPlain = true;
+
+/** @param {string[]} names measurement names */
+function kindOf(names) {
+  if (names.includes("flow_l_s")) return "flowmeter";
+  if (names.includes("glucose_mg_dl")) return "glucose-monitor";
+  if (names.includes("co2_ppm") || names.includes("humidity_pct") || names.includes("light_lux")) {
+    return "room-sensor";
+  }
+  if (names.includes("temperature_c")) return "thermometer";
   return "unknown";
 }
 
+/** @param {unknown} v */
 function toNumber(v) {
   if (typeof v === "number") return v;
   if (typeof v === "string") return parseNumberText(v);
   return null;
 }
+
+/**
+ * Sets measurement `name` (a later one replaces an earlier one in place).
+ * @param {string[]} names @param {(number | null)[]} values
+ * @param {string} name @param {number | null} value
+ */
+function put(names, values, name, value) {
+  const i = names.indexOf(name);
+  if (i < 0) {
+    names.push(name);
+    values.push(value);
+  } else values[i] = value;
+}
+
+// The hot path allocates little and leaves sorting, parsing and string
+// building to the engine's compiled built-ins: the engine interprets
+// JavaScript (no JIT inside a component) and every object is work for its
+// collector. Measurements are two parallel arrays, not a Map.
 
 /** @param {import("../../../sdk/js/tidewater.js").Event} event */
 function onEvent(event) {
@@ -58,25 +87,29 @@ function onEvent(event) {
   if (typeof device !== "string") throw new Invalid('field "device" is missing or not a string');
   if (typeof ts !== "string") throw new Invalid('field "ts" is missing or not a string');
 
-  const m = new Map();
-  for (const column of Object.keys(fieldsIn).sort(byteOrder)) {
-    if (column === "device" || column === "ts") continue;
-    const name = fields.get(column) ?? BUILT_IN_FIELDS.get(column) ?? column;
-    m.set(name, toNumber(fieldsIn[column]));
-  }
+  const plain = lastParseSortsPlainly();
+  const columns = Object.keys(fieldsIn);
+  if (plain) columns.sort();
+  else columns.sort(byteOrder);
+  /** @type {string[]} */
+  const names = [];
+  /** @type {(number | null)[]} */
+  const values = [];
   let any = false;
-  for (const v of m.values()) if (v !== null) any = true;
+  for (let i = 0; i < columns.length; i++) {
+    const column = columns[i];
+    if (column === "device" || column === "ts") continue;
+    const x = toNumber(fieldsIn[column]);
+    if (x !== null) any = true;
+    put(names, values, fields.get(column) ?? BUILT_IN_FIELDS.get(column) ?? column, x);
+  }
   if (!any) throw new Invalid(`reading from ${device} at ${ts} has no measurement that parses`);
-  if (m.has("temperature_c")) {
-    const c = m.get("temperature_c");
-    m.set("temperature_f", c === null ? null : (c * 9) / 5 + 32);
-  }
-  if (m.has("flow_l_s")) {
-    const l = m.get("flow_l_s");
-    m.set("flow_m3_h", l === null ? null : l * 3.6);
-  }
-  const kind = kinds.get(device) ?? kindOf(m);
-  return [{ key: device, value: enrichedJson(device, ts, kind, m) }];
+  const c = names.indexOf("temperature_c");
+  if (c >= 0) put(names, values, "temperature_f", values[c] === null ? null : (values[c] * 9) / 5 + 32);
+  const l = names.indexOf("flow_l_s");
+  if (l >= 0) put(names, values, "flow_m3_h", values[l] === null ? null : values[l] * 3.6);
+  const kind = kinds.get(device) ?? kindOf(names);
+  return [{ key: device, value: enrichedJson(device, ts, kind, names, values, plain && renamesPlain) }];
 }
 
 export const { init: initExport, process } = defineProcessor({ process: onEvent, init });

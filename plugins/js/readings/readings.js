@@ -14,9 +14,9 @@ function check(v, escapes) {
   } else if (typeof v === "string") {
     if (escapes && LONE.test(v)) throw new NotJson("lone surrogate");
   } else if (Array.isArray(v)) {
-    for (const x of v) check(x, escapes);
+    for (let i = 0; i < v.length; i++) check(v[i], escapes);
   } else if (v !== null && typeof v === "object") {
-    for (const k of Object.keys(v)) {
+    for (const k in v) {
       if (escapes && LONE.test(k)) throw new NotJson("lone surrogate");
       check(v[k], escapes);
     }
@@ -38,7 +38,21 @@ function tooDeep(text) {
   return false;
 }
 
-/** The JSON value in `raw` (strict, as serde_json). @param {Uint8Array} raw */
+/** Any UTF-16 code unit from U+D800 up (surrogates and U+E000..U+FFFF). */
+const HIGH = /[\ud800-\uffff]/;
+
+let plain = false;
+
+/**
+ * The JSON value in `raw` (strict, as serde_json reads it).
+ *
+ * Most of the work is the engine's own (TextDecoder, JSON.parse, RegExp),
+ * which runs compiled; what serde_json refuses and JSON.parse accepts is
+ * checked after: numbers that overflow a double (JSON.parse gives Infinity),
+ * lone surrogate escapes (only possible when the text has a `\\u`), more
+ * than 127 levels of nesting (only possible with 128 brackets or more).
+ * @param {Uint8Array} raw
+ */
 export function parseJson(raw) {
   const text = utf8.decode(raw);
   if (text === null) throw new NotJson("not UTF-8");
@@ -51,9 +65,18 @@ export function parseJson(raw) {
   if (text.length >= 256 && (text.match(/[[{]/g)?.length ?? 0) >= 128 && tooDeep(text)) {
     throw new NotJson("too deep");
   }
-  check(v, text.includes("\\u"));
+  const escapes = text.includes("\\u");
+  check(v, escapes);
+  plain = !escapes && !HIGH.test(text);
   return v;
 }
+
+/**
+ * Whether every string of the last value parseJson returned is made of
+ * characters below U+D800, where the engine's own `sort()` (UTF-16 code-unit
+ * order, compiled) is the UTF-8 byte order; else sort with `byteOrder`.
+ */
+export const lastParseSortsPlainly = () => plain;
 
 const NUMBER_TEXT = /^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$/;
 
@@ -98,13 +121,35 @@ export function byteOrder(a, b) {
   return a.length - b.length;
 }
 
-/** An enriched reading's canonical JSON text. */
-export function enrichedJson(device, ts, kind, measurements) {
+/** A name JavaScript enumerates before the others (an array index), whatever the insertion order. */
+const INDEX = /^(?:0|[1-9][0-9]*)$/m;
+
+/**
+ * An enriched reading's canonical JSON text. `names` and `values` are the
+ * measurements (parallel arrays, any order); `plain` says the names sort in
+ * byte order with the engine's own `sort()` (see lastParseSortsPlainly).
+ *
+ * JSON.stringify writes numbers as String(x) (-0 as 0, NaN and infinities
+ * as null) and escapes strings as serde_json does, so when the names can be
+ * inserted in order (none looks like an array index) the engine writes the
+ * whole text in one compiled call.
+ * @param {string} device @param {string} ts @param {string} kind
+ * @param {string[]} names @param {(number | null)[]} values @param {boolean} [plain]
+ */
+export function enrichedJson(device, ts, kind, names, values, plain = false) {
+  const order = names.slice();
+  if (plain) order.sort();
+  else order.sort(byteOrder);
+  if (!INDEX.test(order.join("\n"))) {
+    /** @type {Record<string, number | null>} */
+    const measurements = Object.create(null);
+    for (let i = 0; i < order.length; i++) measurements[order[i]] = values[names.indexOf(order[i])];
+    return JSON.stringify({ device, ts, kind, measurements });
+  }
   let s = '{"device":' + string(device) + ',"ts":' + string(ts) + ',"kind":' + string(kind) + ',"measurements":{';
-  const names = [...measurements.keys()].sort(byteOrder);
-  for (let i = 0; i < names.length; i++) {
+  for (let i = 0; i < order.length; i++) {
     if (i) s += ",";
-    s += string(names[i]) + ":" + number(measurements.get(names[i]));
+    s += string(order[i]) + ":" + number(values[names.indexOf(order[i])]);
   }
   return s + "}}";
 }

@@ -1,8 +1,10 @@
 // threshold in JavaScript: the port of plugins/rust/threshold (its crate docs
-// are the specification). Built by `make plugins` (componentize-qjs).
+// are the specification). Built by `make plugins` (ComponentizeJS).
 
 import { ConfigError, Invalid, defineProcessor, state } from "../../../sdk/js/tidewater.js";
-import { NotJson, byteOrder, number, parseF64Strict, parseJson, string } from "../readings/readings.js";
+import {
+  NotJson, byteOrder, lastParseSortsPlainly, number, parseF64Strict, parseJson, string,
+} from "../readings/readings.js";
 
 const BELOW = 0, WITHIN = 1, ABOVE = 2;
 /** measurement -> {min, max, delta} (null where unset) */
@@ -94,7 +96,10 @@ function onEvent(event) {
   if (event.value === null) throw new Invalid("tombstone: a reading needs a value");
   const r = parseEnriched(event.value);
   const alerts = [];
-  for (const name of Object.keys(r.measurements).sort(byteOrder)) {
+  const names = Object.keys(r.measurements);
+  if (lastParseSortsPlainly()) names.sort();
+  else names.sort(byteOrder);
+  for (const name of names) {
     const x = r.measurements[name];
     if (typeof x !== "number") continue;
     const rule = rules.get(name) ?? NO_RULE;

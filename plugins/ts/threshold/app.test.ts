@@ -1,0 +1,35 @@
+// Unit tests of threshold, run natively: make test bundles them (rolldown) and runs node --test.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { state, type Event, type EventResult } from "../../../sdk/js/tidewater.js";
+import { init, process } from "./app.ts";
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+const dec = (b: Uint8Array | null): string => new TextDecoder().decode(b ?? new Uint8Array());
+const reading = (flow: number): Event => ({
+  topic: "readings-enriched", partition: 0, offset: 0, timestampMs: 0, key: null, headers: [],
+  value: enc(`{"device":"pipe","ts":"t","kind":"flowmeter","measurements":{"flow_l_s":${flow}}}`),
+});
+const texts = (r: EventResult | undefined): string[] => {
+  assert.ok(r && r.tag === "ok");
+  return r.val.map((o) => dec(o.value));
+};
+
+test("alerts on crossing and jump, and keeps state", () => {
+  state.clear();
+  init([["flow_l_s.min", "50"], ["flow_l_s.delta", "30"]]);
+  assert.deepEqual(texts(process([reading(100)])[0]), []);
+  assert.deepEqual(texts(process([reading(24.5)])[0]), [
+    '{"device":"pipe","ts":"t","measurement":"flow_l_s","alert":"below-min","value":24.5,"limit":50,"previous":100}',
+    '{"device":"pipe","ts":"t","measurement":"flow_l_s","alert":"jump","value":24.5,"limit":30,"previous":100}',
+  ]);
+  const t = state.get("pipe/flow_l_s");
+  assert.equal(t?.length, 33);
+  assert.equal(t?.[32], 0); // below
+});
+
+test("a bad config is refused with a message", () => {
+  assert.throws(() => init([["flow_l_s", "1"]]), (e) =>
+    e === 'unknown config key "flow_l_s" (expected <measurement>.min, .max or .delta)');
+});
