@@ -169,6 +169,61 @@ fn a_panic_on_one_input_dead_letters_only_that_input() {
 }
 
 #[test]
+fn an_output_to_a_topic_kafka_refuses_dead_letters_its_event_whole() {
+    // Kafka's rule, as `check_topic_name` words it.
+    const RULE: &str =
+        "is not valid: use 1 to 249 of the characters a-z A-Z 0-9 . _ - (the Kafka rule)";
+    let i = incident("to:site-7|out-site 7/room 2", "", RSS_BOUND_DEFAULT);
+    assert_eq!(
+        i.kind_and_message("to:site-7|out-site 7/room 2"),
+        (
+            "contract".into(),
+            format!("output 1 of 2: topic name \"out-site 7/room 2\" {RULE}")
+        )
+    );
+    // All of an event's outputs or none: its valid one is not published either.
+    assert_eq!(
+        i.env.with_log(|log| log.partitions("site-7").unwrap()),
+        None
+    );
+
+    // Events routed to valid topics in the same batch, around an empty topic
+    // (what the Zig SDK's `setTopic("")` asks for), are all published; a
+    // second run finds nothing left to do.
+    let env = Env::new();
+    env.produce(
+        "in",
+        ["to:north|south", "to:", "to:east", "plain"]
+            .map(value)
+            .to_vec(),
+    );
+    let config = probe_config(&env, "");
+    let summary = env.run(&config);
+    assert_eq!(env.values("north"), ["north"]);
+    assert_eq!(env.values("south"), ["south"]);
+    assert_eq!(env.values("east"), ["east"]);
+    assert_eq!(env.values("out"), ["plain"]);
+    let dlq = env.records("probe.dlq");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].record.value.as_deref(), Some(&b"to:"[..]));
+    assert_eq!(header(&dlq[0], "tidewater-error-kind").unwrap(), "contract");
+    assert_eq!(
+        header(&dlq[0], "tidewater-error-message").unwrap(),
+        format!("output 0 of 1: topic name \"\" {RULE}")
+    );
+    assert_eq!(header(&dlq[0], "tidewater-source-offset").unwrap(), "1");
+    let c = counters(&summary, "probe");
+    assert_eq!(
+        (c["events_in"].as_u64(), c["outputs"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(env.stats()["probe"]["error_codes"]["contract"], 1);
+    let again = env.run(&config);
+    assert_eq!(counters(&again, "probe")["events_in"], 0);
+    assert_eq!(env.records("probe.dlq").len(), 1);
+}
+
+#[test]
 fn unbounded_recursion_traps_on_the_exhausted_stack() {
     let i = incident("recurse", "", RSS_BOUND_DEFAULT);
     assert_eq!(
