@@ -332,3 +332,78 @@ impl tokio::io::AsyncWrite for GuestOutput {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quote(lines: &[&str]) -> Option<String> {
+        let mut q = Quote::default();
+        for l in lines {
+            q.add(l.as_bytes());
+        }
+        q.text()
+    }
+
+    #[test]
+    fn a_trap_quotes_the_first_and_last_lines_of_stderr() {
+        assert_eq!(quote(&[]), None);
+        assert_eq!(quote(&["", "  "]), None);
+        assert_eq!(
+            quote(&[
+                "Buffer is not defined",
+                "Stack:",
+                "  onEvent@bundle.js:267:3",
+                ""
+            ])
+            .as_deref(),
+            Some("Buffer is not defined | Stack: | onEvent@bundle.js:267:3")
+        );
+        // A deep stack: the first lines and the last are kept, the middle counted.
+        let frames: Vec<String> = (0..100)
+            .map(|i| format!("  frame{i:02}@bundle.js:{i}:1"))
+            .collect();
+        let mut lines = vec!["TypeError: x is undefined", "Stack:"];
+        lines.extend(frames.iter().map(String::as_str));
+        lines.push("Redirecting call to abort() to mozalloc_abort");
+        let text = quote(&lines).unwrap();
+        assert!(
+            text.starts_with("TypeError: x is undefined | Stack: | frame00@bundle.js:0:1 | "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                " | frame99@bundle.js:99:1 | Redirecting call to abort() to mozalloc_abort"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(" more lines … | "), "{text}");
+        assert!(
+            text.len() <= MAX_QUOTED_STDERR_BYTES + 64,
+            "{} bytes",
+            text.len()
+        );
+        // One line longer than half the quote is cut at a character boundary.
+        let long = "é".repeat(1000);
+        let text = quote(&[&long]).unwrap();
+        assert_eq!(text, format!("{}…", "é".repeat(254)));
+    }
+
+    #[test]
+    fn lines_of_a_call_are_held_until_it_ends() {
+        let out = GuestOutput::new("p".into(), "stderr", 100);
+        out.begin_call();
+        out.write(b"panicked at x\nprobe trap\nno newline");
+        assert_eq!(
+            out.end_call(true).as_deref(),
+            Some("panicked at x | probe trap | no newline")
+        );
+        // A call that returns: nothing to quote, and the next call starts afresh.
+        out.begin_call();
+        out.write(b"fine\n");
+        assert_eq!(out.end_call(false), None);
+        out.begin_call();
+        assert_eq!(out.end_call(true), None);
+        assert_eq!(out.dropped(), 0);
+    }
+}
