@@ -171,7 +171,7 @@ fn probe_source_location(needle: &str) -> String {
 /// What a panic with `message` at `needle` writes to stderr, as a trap's message quotes it.
 fn panic_quote(needle: &str, message: &str) -> String {
     format!(
-        "thread '<unnamed>' panicked at {}: | {message} | note: run with `RUST_BACKTRACE=1` \
+        "thread '<unnamed>' (1) panicked at {}: | {message} | note: run with `RUST_BACKTRACE=1` \
          environment variable to display a backtrace",
         probe_source_location(needle)
     )
@@ -269,8 +269,14 @@ fn a_trap_found_by_bisection_is_logged_twice_not_at_every_step() {
     let log = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("probe trap")).collect();
     assert_eq!(lines.len(), 2, "{log}");
-    assert!(lines[0].contains("call failed; bisecting the batch"), "{log}");
-    assert!(lines[1].contains("event failed the component; dead-lettering it"), "{log}");
+    assert!(
+        lines[0].contains("call failed; bisecting the batch"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("event failed the component; dead-lettering it"),
+        "{log}"
+    );
 }
 
 #[test]

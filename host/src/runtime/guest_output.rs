@@ -100,6 +100,7 @@ struct Quote {
 
 impl Quote {
     const HALF: usize = MAX_QUOTED_STDERR_BYTES / 2;
+    const SEPARATOR: &'static str = " | ";
 
     fn add(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
@@ -107,17 +108,19 @@ impl Quote {
         if text.is_empty() {
             return;
         }
-        let line = cut(text, Self::HALF);
-        if self.tail.is_empty() && self.head_bytes + line.len() <= Self::HALF {
-            self.head_bytes += line.len();
+        let line = cut(text, Self::HALF - Self::SEPARATOR.len());
+        // Each line is counted with the separator that joins it.
+        let cost = line.len() + Self::SEPARATOR.len();
+        if self.tail.is_empty() && self.head_bytes + cost <= Self::HALF {
+            self.head_bytes += cost;
             self.head.push(line);
             return;
         }
-        self.tail_bytes += line.len();
+        self.tail_bytes += cost;
         self.tail.push_back(line);
         while self.tail_bytes > Self::HALF && self.tail.len() > 1 {
             let gone = self.tail.pop_front().expect("more than one line");
-            self.tail_bytes -= gone.len();
+            self.tail_bytes -= gone.len() + Self::SEPARATOR.len();
             self.omitted += 1;
         }
     }
@@ -132,7 +135,7 @@ impl Quote {
             parts.push(format!("… {} more lines …", self.omitted));
         }
         parts.extend(self.tail);
-        Some(parts.join(" | "))
+        Some(parts.join(Self::SEPARATOR))
     }
 }
 
@@ -386,7 +389,7 @@ mod tests {
         // One line longer than half the quote is cut at a character boundary.
         let long = "é".repeat(1000);
         let text = quote(&[&long]).unwrap();
-        assert_eq!(text, format!("{}…", "é".repeat(254)));
+        assert_eq!(text, format!("{}…", "é".repeat(253)));
     }
 
     #[test]
