@@ -141,7 +141,6 @@ pub(super) fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Res
             )?;
         }
     }
-    drop(print);
     let flushed = match write_error {
         Some(e) => Err(e),
         None => out.flush(),
