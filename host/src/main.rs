@@ -13,6 +13,9 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tidewater=info,warn")),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed by its reader) is
+        // let go; reporting that on stderr again would fail the same way.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -22,7 +25,7 @@ fn main() -> std::process::ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            cli::errln!("error: cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -32,8 +35,12 @@ fn main() -> std::process::ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
+        // `tidewater consume TOPIC | head -1`: the reader has what it wanted.
+        Err(e) if e.downcast_ref::<cli::StdoutClosed>().is_some() => {
+            std::process::ExitCode::from(cli::BROKEN_PIPE_STATUS)
+        }
         Err(e) => {
-            eprintln!("error: {}", message(&e));
+            cli::errln!("error: {}", message(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -74,6 +74,11 @@ pub enum NewError {
     /// The target directory exists already.
     #[error("{0} exists already")]
     Exists(PathBuf),
+    /// `root` is not a tidewater checkout.
+    #[error(
+        "{0} is not a tidewater checkout (it has no wit/processor.wit and sdk/): pass --root (or TIDEWATER_ROOT) with the checkout whose SDK and build tools the project should use"
+    )]
+    NotACheckout(PathBuf),
     /// A file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -123,8 +128,10 @@ const TS: Files = files! {
     "app.test.ts" => "sdk/templates/ts/app.test.ts",
     "entry.js" => "sdk/templates/ts/entry.js",
     "tsconfig.json" => "sdk/templates/ts/tsconfig.json",
+    "tsconfig.test.json" => "sdk/templates/ts/tsconfig.test.json",
     "tidewater.js" => "sdk/js/tidewater.js",
     "tidewater.d.ts" => "sdk/js/tidewater.d.ts",
+    "runtime.d.ts" => "sdk/js/runtime.d.ts",
     "component.js" => "sdk/js/component.js",
 };
 
@@ -163,13 +170,43 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// Whether `root` looks like a tidewater checkout: the WIT world and the SDKs.
+fn is_checkout(root: &Path) -> bool {
+    root.join("wit/processor.wit").is_file() && root.join("sdk").is_dir()
+}
+
+/// The build tool of the checkout at `root` that a `language` project needs
+/// and that is not there yet (`make plugins` in `root` installs them), or
+/// `None`. Rust needs none from the checkout.
+pub fn missing_tool(language: Language, root: &Path) -> Option<PathBuf> {
+    let js = root.join("plugins/js/node_modules/.bin");
+    let venv = root.join("tools/venv/bin");
+    let bindgen = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release/tidewater-c-bindgen");
+    let needed = match language {
+        Language::Rust => vec![],
+        Language::Python => vec![venv.join("componentize-py")],
+        Language::Js => vec![js.join("componentize-js"), js.join("rolldown")],
+        Language::Ts => vec![
+            js.join("tsc"),
+            js.join("componentize-js"),
+            js.join("rolldown"),
+        ],
+        Language::C | Language::Cpp => vec![venv.join("wasm-tools"), bindgen],
+        Language::Zig => vec![venv.join("wasm-tools"), bindgen, venv.join("python")],
+    };
+    needed.into_iter().find(|p| !p.exists())
+}
+
 /// Writes a new `language` processor called `name` into `dir` (which must
 /// not exist), using the build tools of the checkout at `root`. Returns the
 /// files written.
 ///
 /// # Errors
 ///
-/// [`NewError::BadName`], [`NewError::Exists`], [`NewError::Write`].
+/// [`NewError::BadName`], [`NewError::NotACheckout`], [`NewError::Exists`],
+/// [`NewError::Write`].
 pub fn new_processor(
     language: Language,
     name: &str,
@@ -178,6 +215,9 @@ pub fn new_processor(
 ) -> Result<Vec<PathBuf>, NewError> {
     if !valid_name(name) {
         return Err(NewError::BadName(name.into()));
+    }
+    if !is_checkout(root) {
+        return Err(NewError::NotACheckout(root.to_owned()));
     }
     if dir.exists() {
         return Err(NewError::Exists(dir.to_owned()));
@@ -193,12 +233,16 @@ pub fn new_processor(
     };
     let crate_name = name.replace('-', "_");
     let root = root.display().to_string();
+    // A JSON string, quotes included, for tsconfig.test.json.
+    let node_types =
+        serde_json::Value::from(format!("{root}/plugins/js/node_modules/@types")).to_string();
     let mut written = Vec::new();
     for (rel, text) in files {
         let path = dir.join(rel);
         let text = text
             .replace("{{name}}", name)
             .replace("{{crate}}", &crate_name)
+            .replace("{{node_types_json}}", &node_types)
             .replace("{{root}}", &root);
         let write = |path: &Path| -> std::io::Result<()> {
             if let Some(parent) = path.parent() {
@@ -230,17 +274,45 @@ mod tests {
         assert_eq!("typescript".parse::<Language>().unwrap(), Language::Ts);
         assert_eq!("zig".parse::<Language>().unwrap(), Language::Zig);
         let dir = tempfile::tempdir().unwrap();
-        let err = new_processor(Language::Rust, "x", dir.path(), Path::new("/r")).unwrap_err();
+        let root = default_root();
+        let err = new_processor(Language::Rust, "x", dir.path(), &root).unwrap_err();
         assert!(matches!(err, NewError::Exists(_)));
-        let files = new_processor(
-            Language::Python,
-            "shout",
-            &dir.path().join("p"),
-            Path::new("/r"),
-        )
-        .unwrap();
+        let files = new_processor(Language::Python, "shout", &dir.path().join("p"), &root).unwrap();
         assert_eq!(files.len(), 7);
         let make = std::fs::read_to_string(dir.path().join("p/Makefile")).unwrap();
-        assert!(make.contains("ROOT := /r\n") && make.contains("shout.wasm:"));
+        assert!(
+            make.contains(&format!("ROOT := {}\n", root.display())) && make.contains("shout.wasm:")
+        );
+    }
+
+    #[test]
+    fn a_root_that_is_not_a_checkout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = new_processor(Language::Ts, "x", &dir.path().join("x"), dir.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is not a tidewater checkout (it has no wit/processor.wit and sdk/): pass --root \
+                 (or TIDEWATER_ROOT) with the checkout whose SDK and build tools the project should use",
+                dir.path().display()
+            )
+        );
+        assert!(!dir.path().join("x").exists());
+    }
+
+    #[test]
+    fn a_typescript_project_gets_node_types_for_its_tests_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = default_root();
+        new_processor(Language::Ts, "shout", &dir.path().join("p"), &root).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join("p").join(f)).unwrap();
+        assert!(read("tsconfig.json").contains("\"types\": []"));
+        let tests = read("tsconfig.test.json");
+        let types = format!(
+            "\"typeRoots\": [\"{}/plugins/js/node_modules/@types\"]",
+            root.display()
+        );
+        assert!(tests.contains(&types), "{tests}");
+        assert!(read("runtime.d.ts").contains("declare var console"));
     }
 }

@@ -18,10 +18,10 @@ export interface Event {
   readonly topic: string;
   /** The partition of that topic. */
   readonly partition: number;
-  /** The record's offset in its partition (exact up to 2^53). */
-  readonly offset: number | bigint;
-  /** The record's timestamp, in milliseconds since the Unix epoch (UTC). */
-  readonly timestampMs: number | bigint;
+  /** The record's offset in its partition (WIT u64: a BigInt, exact at any size; `Number(offset)` where a number is needed). */
+  readonly offset: bigint;
+  /** The record's timestamp, in milliseconds since the Unix epoch (UTC) (WIT s64: a BigInt; `new Date(Number(timestampMs))`). */
+  readonly timestampMs: bigint;
   /** The record key; null when the record has none. */
   readonly key: Uint8Array | null;
   /** The record value; null is a tombstone, distinct from an empty value. */

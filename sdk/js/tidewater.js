@@ -28,8 +28,10 @@
  * @typedef {object} Event
  * @property {string} topic
  * @property {number} partition
- * @property {number} offset
- * @property {number} timestampMs milliseconds since the Unix epoch (UTC)
+ * @property {bigint} offset the record's offset in its partition (WIT u64: a
+ *   BigInt, exact at any size; `Number(offset)` where a number is needed)
+ * @property {bigint} timestampMs milliseconds since the Unix epoch (UTC) (WIT
+ *   s64: a BigInt; `new Date(Number(timestampMs))`)
  * @property {Uint8Array | null} key
  * @property {Uint8Array | null} value null is a tombstone, distinct from an empty value
  * @property {Array<[string, Uint8Array]>} headers in order; names may repeat

@@ -106,6 +106,25 @@ pub fn lastMessage() []const u8 {
     return pending.items;
 }
 
+/// The message the host gets for an event that failed with `e`: the one
+/// recorded by `invalid`, `transient` or `fatal`, or, for an error returned
+/// without one (`return error.Invalid;`), `defaultMessage(e)`.
+pub fn failureMessage(e: Error) []const u8 {
+    return if (pending.items.len > 0) pending.items else defaultMessage(e);
+}
+
+/// The message of an error returned without one (`return error.Invalid;`
+/// rather than `return tw.invalid(...)`): it names the error, e.g.
+/// "error.Invalid (returned without a message: use tw.invalid(...) to give one)".
+pub fn defaultMessage(e: Error) []const u8 {
+    return switch (e) {
+        error.Transient => "error.Transient (returned without a message: use tw.transient(...) to give one)",
+        error.Invalid => "error.Invalid (returned without a message: use tw.invalid(...) to give one)",
+        error.Fatal => "error.Fatal (returned without a message: use tw.fatal(...) to give one)",
+        error.OutOfMemory => "error.OutOfMemory",
+    };
+}
+
 /// A header: a name (UTF-8) and a value (any bytes). Laid out as the
 /// canonical ABI's `tuple<string, list<u8>>`, so the host's headers are read in place.
 pub const Header = extern struct {
@@ -436,7 +455,7 @@ pub fn exportProcessor(comptime process: ProcessFn, comptime init: ?InitFn) void
                 &.{};
             f(.{ .entries = entries }) catch |e| {
                 if (e == error.OutOfMemory) @panic("out of memory");
-                const m = dupe(if (pending.items.len > 0) pending.items else "init refused the config") catch @panic("out of memory");
+                const m = dupe(if (pending.items.len > 0) pending.items else "error.Refused (returned without a message: use tw.refuse(...) to give one)") catch @panic("out of memory");
                 err.* = .{ .ptr = m.ptr, .len = m.len };
                 return false;
             };
@@ -466,7 +485,7 @@ pub fn exportProcessor(comptime process: ProcessFn, comptime init: ?InitFn) void
                     error.Fatal => c.TIDEWATER_PROCESSOR_TYPES_PROCESS_ERROR_FATAL,
                     error.OutOfMemory => @panic("out of memory"),
                 };
-                const m = dupe(pending.items) catch @panic("out of memory");
+                const m = dupe(failureMessage(e)) catch @panic("out of memory");
                 return .{ .is_err = true, .val = .{ .err = .{
                     .tag = tag,
                     .val = .{ .invalid = .{ .ptr = if (m.len > 0) m.ptr else null, .len = m.len } },
@@ -503,4 +522,19 @@ pub fn exportProcessor(comptime process: ProcessFn, comptime init: ?InitFn) void
     };
     @export(&glue.processExport, .{ .name = "exports_processor_process" });
     @export(&glue.initExport, .{ .name = "exports_processor_init" });
+}
+
+test "an error returned without a message is named in the dead letter" {
+    pending.clearRetainingCapacity();
+    try std.testing.expectEqualStrings(
+        "error.Invalid (returned without a message: use tw.invalid(...) to give one)",
+        failureMessage(error.Invalid),
+    );
+    try std.testing.expectEqualStrings(
+        "error.Transient (returned without a message: use tw.transient(...) to give one)",
+        failureMessage(error.Transient),
+    );
+    try std.testing.expectEqual(error.Invalid, invalid("reading {d} is bad", .{7}));
+    try std.testing.expectEqualStrings("reading 7 is bad", failureMessage(error.Invalid));
+    pending.clearRetainingCapacity();
 }

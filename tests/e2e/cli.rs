@@ -189,3 +189,56 @@ fn sigterm_stops_run_cleanly_and_sigkill_is_reported() {
         "stopped uncleanly (killed or crashed)"
     );
 }
+
+/// Runs `tidewater ARGS` with its stdout closed before it prints anything
+/// (as `| head -0` does) and, when `close_stderr`, its stderr too
+/// (`2>&1 | head -1`); returns the exit status and what reached stderr.
+fn with_closed_stdout(env: &Env, args: &[&str], close_stderr: bool) -> (Option<i32>, String) {
+    let mut child = env
+        .cmd()
+        .env("TIDEWATER_LOG", "info")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    if close_stderr {
+        drop(child.stderr.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly_with_the_broken_pipe_status() {
+    let env = Env::new();
+    env.produce("in", (0..300).map(|i| value(format!("ok-{i}"))).collect());
+    let config = probe_config(&env, "");
+    let config = config.to_str().unwrap();
+    // The run's own work is done and committed before it prints its summary.
+    let (status, stderr) =
+        with_closed_stdout(&env, &["run", "--until-idle", "--config", config], false);
+    assert_eq!(status, Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("error:"), "{stderr}");
+    assert_eq!(env.values("out").len(), 300);
+    // Its log going nowhere either (`2>&1 | head -1`).
+    env.produce("in", vec![value("trap")]);
+    let (status, _) = with_closed_stdout(&env, &["run", "--until-idle", "--config", config], true);
+    assert_eq!(status, Some(141));
+    assert_eq!(env.records("probe.dlq").len(), 1);
+    for args in [
+        &["consume", "out"][..],
+        &["consume", "out", "--format", "value"],
+        &["topics"],
+        &["stats"],
+        &["stats", "--format", "json"],
+    ] {
+        let (status, stderr) = with_closed_stdout(&env, args, false);
+        assert_eq!((status, stderr.as_str()), (Some(141), ""), "{args:?}");
+    }
+}

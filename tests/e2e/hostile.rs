@@ -156,15 +156,126 @@ fn memory_growth_to_4_gib_hits_the_memory_cap() {
     );
 }
 
+/// Where `needle` is in the probe's source, as a Rust panic names it:
+/// `testing/probe/src/lib.rs:LINE:COLUMN` (1-based).
+fn probe_source_location(needle: &str) -> String {
+    let src = std::fs::read_to_string(root().join("plugins/testing/probe/src/lib.rs")).unwrap();
+    let (line, col) = src
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, l[..c].chars().count() + 1)))
+        .unwrap_or_else(|| panic!("{needle} is not in the probe's source"));
+    format!("testing/probe/src/lib.rs:{line}:{col}")
+}
+
+/// What a panic with `message` at `needle` writes to stderr, as a trap's message quotes it.
+fn panic_quote(needle: &str, message: &str) -> String {
+    format!(
+        "thread '<unnamed>' (1) panicked at {}: | {message} | note: run with `RUST_BACKTRACE=1` \
+         environment variable to display a backtrace",
+        probe_source_location(needle)
+    )
+}
+
 #[test]
 fn a_panic_on_one_input_dead_letters_only_that_input() {
     let i = incident("trap", "", RSS_BOUND_DEFAULT);
+    // The panic's message reaches the dead letter, not only the host's log.
     assert_eq!(
         i.kind_and_message("trap"),
         (
             "trap".into(),
-            "component trapped: wasm trap: wasm `unreachable` instruction executed".into()
+            format!(
+                "component trapped: wasm trap: wasm `unreachable` instruction executed; stderr: {}",
+                panic_quote("panic!(\"probe trap\")", "probe trap")
+            )
         )
+    );
+}
+
+#[test]
+fn an_output_to_a_topic_kafka_refuses_dead_letters_its_event_whole() {
+    // Kafka's rule, as `check_topic_name` words it.
+    const RULE: &str =
+        "is not valid: use 1 to 249 of the characters a-z A-Z 0-9 . _ - (the Kafka rule)";
+    let i = incident("to:site-7|out-site 7/room 2", "", RSS_BOUND_DEFAULT);
+    assert_eq!(
+        i.kind_and_message("to:site-7|out-site 7/room 2"),
+        (
+            "contract".into(),
+            format!("output 1 of 2: topic name \"out-site 7/room 2\" {RULE}")
+        )
+    );
+    // All of an event's outputs or none: its valid one is not published either.
+    assert_eq!(
+        i.env.with_log(|log| log.partitions("site-7").unwrap()),
+        None
+    );
+
+    // Events routed to valid topics in the same batch, around an empty topic
+    // (what the Zig SDK's `setTopic("")` asks for), are all published; a
+    // second run finds nothing left to do.
+    let env = Env::new();
+    env.produce(
+        "in",
+        ["to:north|south", "to:", "to:east", "plain"]
+            .map(value)
+            .to_vec(),
+    );
+    let config = probe_config(&env, "");
+    let summary = env.run(&config);
+    assert_eq!(env.values("north"), ["north"]);
+    assert_eq!(env.values("south"), ["south"]);
+    assert_eq!(env.values("east"), ["east"]);
+    assert_eq!(env.values("out"), ["plain"]);
+    let dlq = env.records("probe.dlq");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].record.value.as_deref(), Some(&b"to:"[..]));
+    assert_eq!(header(&dlq[0], "tidewater-error-kind").unwrap(), "contract");
+    assert_eq!(
+        header(&dlq[0], "tidewater-error-message").unwrap(),
+        format!("output 0 of 1: topic name \"\" {RULE}")
+    );
+    assert_eq!(header(&dlq[0], "tidewater-source-offset").unwrap(), "1");
+    let c = counters(&summary, "probe");
+    assert_eq!(
+        (c["events_in"].as_u64(), c["outputs"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(env.stats()["probe"]["error_codes"]["contract"], 1);
+    let again = env.run(&config);
+    assert_eq!(counters(&again, "probe")["events_in"], 0);
+    assert_eq!(env.records("probe.dlq").len(), 1);
+}
+
+#[test]
+fn a_trap_found_by_bisection_is_logged_twice_not_at_every_step() {
+    // 256 events, the trap in the middle: 9 calls fail on the way down to
+    // it. The log says so once when the batch fails and once for the event,
+    // each time with the panic's message; the steps between are debug.
+    let env = Env::new();
+    let mut events = vec![value("ok"); 255];
+    events.insert(100, value("trap"));
+    env.produce("in", events);
+    let out = env
+        .cmd()
+        .args(["run", "--until-idle", "--format", "json", "--config"])
+        .arg(probe_config(&env, ""))
+        .output()
+        .unwrap();
+    let summary = summary(&out);
+    assert_eq!(counters(&summary, "probe")["dead_lettered"], 1);
+    assert_eq!(env.values("out").len(), 255);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("probe trap")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("call failed; bisecting the batch"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains("event failed the component; dead-lettering it"),
+        "{log}"
     );
 }
 
@@ -389,7 +500,11 @@ fn an_init_that_fails_pauses_only_its_processor() {
     assert_eq!(env.stats()["hostile"]["error_codes"]["init-failed"], 1);
     assert_eq!(
         summary["processors"][0]["status"],
-        "paused: cannot start: init failed: component trapped: wasm trap: wasm `unreachable` instruction executed"
+        format!(
+            "paused: cannot start: init failed: component trapped: wasm trap: wasm `unreachable` \
+             instruction executed; stderr: {}",
+            panic_quote("panic!(\"probe trap in init\")", "probe trap in init")
+        )
     );
 }
 

@@ -10,7 +10,28 @@ use tidewater::runtime::{Event, Limits, Runtime};
 
 use crate::common::{plugin, root};
 
-fn make(dir: &Path, target: Option<&str>, lang: &str) {
+/// `make TARGET` in `dir` (as the scaffolded project's user runs it); its
+/// stdout and stderr.
+fn make(dir: &Path, target: Option<&str>, lang: &str) -> String {
+    let out = make_command(dir, target, lang)
+        .output()
+        .expect("running make");
+    assert!(
+        out.status.success(),
+        "make {} in {} failed:\n{}{}",
+        target.unwrap_or(""),
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn make_command(dir: &Path, target: Option<&str>, lang: &str) -> Command {
     let mut cmd = Command::new("make");
     cmd.current_dir(dir);
     if let Some(t) = target {
@@ -34,15 +55,29 @@ fn make(dir: &Path, target: Option<&str>, lang: &str) {
         shared
     };
     cmd.env("CARGO_TARGET_DIR", target_dir);
-    let out = cmd.output().expect("running make");
-    assert!(
-        out.status.success(),
-        "make {} in {} failed:\n{}{}",
-        target.unwrap_or(""),
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cmd
+}
+
+/// Whether `make -q` finds the component up to date.
+fn up_to_date(dir: &Path, lang: &str) -> bool {
+    let status = make_command(dir, Some("-q"), lang)
+        .status()
+        .expect("running make -q");
+    status.success()
+}
+
+/// A source file of another name, in the project's language, as a user adds one.
+fn helper_file(lang: &str) -> &'static str {
+    match lang {
+        "rust" => "src/helper.rs",
+        "python" => "helper.py",
+        "js" => "helper.js",
+        "ts" => "lib/helper.ts",
+        "c" => "helper.h",
+        "cpp" => "helper.hpp",
+        "zig" => "helper.zig",
+        other => panic!("no helper file for {other}"),
+    }
 }
 
 /// The host's log lines, captured.
@@ -67,13 +102,18 @@ fn every_language_scaffolds_a_processor_that_tests_builds_and_runs() {
     // The build tools of the checkout (venv, node_modules, C bindings tool).
     plugin("enrich");
     let work = tempfile::tempdir().expect("temp dir");
+    // The checkout, reached through a path with a space in it: every
+    // template quotes the paths it builds from.
+    let spaced_root = work.path().join("tide water");
+    std::os::unix::fs::symlink(root().canonicalize().expect("root"), &spaced_root)
+        .expect("symlink");
     let runtime = Runtime::new(None).expect("runtime");
     for lang in ["rust", "python", "js", "ts", "c", "cpp", "zig"] {
         let name = format!("shout-{lang}");
         let out = Command::new(env!("CARGO_BIN_EXE_tidewater"))
             .args(["new", "--lang", lang, &name])
             .current_dir(work.path())
-            .env("TIDEWATER_ROOT", root())
+            .env("TIDEWATER_ROOT", &spaced_root)
             .output()
             .expect("running tidewater new");
         assert!(
@@ -83,7 +123,20 @@ fn every_language_scaffolds_a_processor_that_tests_builds_and_runs() {
         );
         let dir = work.path().join(&name);
         make(&dir, Some("test"), lang);
-        make(&dir, None, lang);
+        let built = make(&dir, None, lang);
+        // A clean build: no bundler warning about the host's imports.
+        assert!(!built.contains("UNRESOLVED_IMPORT"), "{lang}:\n{built}");
+        // Every source file counts: a new one makes the component stale.
+        assert!(up_to_date(&dir, lang), "{lang}: stale right after make");
+        let helper = dir.join(helper_file(lang));
+        std::fs::create_dir_all(helper.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&helper, "\n").expect("write helper");
+        assert!(
+            !up_to_date(&dir, lang),
+            "{lang}: {} is not a prerequisite",
+            helper.display()
+        );
+        std::fs::remove_file(&helper).expect("remove helper");
         let wasm = dir.join(format!("{name}.wasm"));
         let component = runtime.load(&wasm).expect("load the scaffolded component");
         let event = |v: &str| Event {
@@ -140,9 +193,75 @@ fn every_language_scaffolds_a_processor_that_tests_builds_and_runs() {
             "{lang}"
         );
     }
+    refusals(work.path());
+}
+
+/// A root that is not a checkout, and tools that were never built, are
+/// named with what to do.
+fn refusals(work: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+        .args(["new", "--lang", "ts", "x", "--root"])
+        .arg(work)
+        .current_dir(work)
+        .output()
+        .expect("running tidewater new");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: {} is not a tidewater checkout (it has no wit/processor.wit and sdk/): pass --root \
+             (or TIDEWATER_ROOT) with the checkout whose SDK and build tools the project should use\n",
+            work.display()
+        )
+    );
+    assert!(!work.join("x").exists());
+    // A checkout whose `make plugins` has not run yet.
+    let bare = work.join("bare");
+    std::fs::create_dir_all(bare.join("wit")).expect("mkdir");
+    std::fs::create_dir_all(bare.join("sdk")).expect("mkdir");
+    std::fs::copy(
+        root().join("wit/processor.wit"),
+        bare.join("wit/processor.wit"),
+    )
+    .expect("copy");
+    let out = Command::new(env!("CARGO_BIN_EXE_tidewater"))
+        .args(["new", "--lang", "ts", "early", "--root"])
+        .arg(&bare)
+        .current_dir(work)
+        .output()
+        .expect("running tidewater new");
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "first: {}/plugins/js/node_modules/.bin/tsc is not built yet: run `make plugins` in the tidewater checkout at {}",
+            bare.display(),
+            bare.display()
+        )),
+        "{said}"
+    );
+    for target in [None, Some("test")] {
+        let out = make_command(&work.join("early"), target, "ts")
+            .output()
+            .expect("make");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.lines().next(),
+            Some(
+                format!(
+                    "error: tsc, rolldown and componentize-js are not in {0}/plugins/js/node_modules/.bin: \
+                     run 'make plugins' in the tidewater checkout at {0} first",
+                    bare.display()
+                )
+                .as_str()
+            ),
+            "make {target:?}"
+        );
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_tidewater"))
         .args(["new", "--lang", "cobol", "x"])
-        .current_dir(work.path())
+        .current_dir(work)
         .output()
         .expect("running tidewater new");
     assert!(!out.status.success());

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use clap::{Args, ValueEnum};
 use tidewater::streams::kafka::KafkaConfig;
 
-use super::{KafkaArgs, open_existing_log};
+use super::{KafkaArgs, open_existing_log, out};
 
 #[derive(Debug, Args)]
 pub(super) struct ConsumeArgs {
@@ -63,8 +63,9 @@ pub(super) fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Res
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut left = a.max.unwrap_or(u64::MAX);
+    let mut write_error = None;
     let mut print = |r: &tidewater::streams::LogRecord| -> bool {
-        if left == 0 {
+        if left == 0 || write_error.is_some() {
             return false;
         }
         left -= 1;
@@ -90,8 +91,13 @@ pub(super) fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Res
                 None => "null".into(),
             },
         };
-        // A reader that went away (e.g. `| head`) stops the output quietly.
-        writeln!(out, "{line}").is_ok() && left > 0
+        // A reader that went away (e.g. `| head`) stops the output: the
+        // command ends quietly with the status of a broken pipe.
+        if let Err(e) = writeln!(out, "{line}") {
+            write_error = Some(e);
+            return false;
+        }
+        left > 0
     };
     match &a.kafka.brokers {
         None => {
@@ -135,6 +141,10 @@ pub(super) fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Res
             )?;
         }
     }
-    let _ = out.flush();
+    let flushed = match write_error {
+        Some(e) => Err(e),
+        None => out.flush(),
+    };
+    out::written(flushed)?;
     Ok(ExitCode::SUCCESS)
 }

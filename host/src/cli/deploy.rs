@@ -1,6 +1,7 @@
 //! The commands that talk to a running host's admin API: `deploy`,
 //! `versions`, `activate`, `rollback`, `pause`, `resume`, `replay`.
 
+use super::out::outln;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -172,7 +173,7 @@ pub async fn deploy(data_dir: &Path, a: DeployArgs) -> anyhow::Result<ExitCode> 
         .client(data_dir)?
         .upload(&a.name, wasm, &query.join("&"))
         .await?;
-    println!("{}", v["version"]["sha256"].as_str().unwrap_or_default());
+    outln!("{}", v["version"]["sha256"].as_str().unwrap_or_default())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -184,20 +185,24 @@ pub async fn versions(data_dir: &Path, a: VersionsArgs) -> anyhow::Result<ExitCo
         .get(&format!("/v1/processors/{}/versions", a.name))
         .await?;
     if a.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<2} {:<12} {:<20} {:>10} {:<10}  note",
-        "", "version", "uploaded (UTC)", "bytes", "language"
-    );
+        "",
+        "version",
+        "uploaded (UTC)",
+        "bytes",
+        "language"
+    )?;
     for ver in v["versions"].as_array().into_iter().flatten() {
         let uploaded = ver["uploaded_ms"]
             .as_i64()
             .and_then(chrono::DateTime::from_timestamp_millis)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:<2} {:<12} {:<20} {:>10} {:<10}  {}",
             if ver["active"] == Value::Bool(true) {
                 "*"
@@ -209,7 +214,7 @@ pub async fn versions(data_dir: &Path, a: VersionsArgs) -> anyhow::Result<ExitCo
             ver["size_bytes"],
             ver["language"].as_str().unwrap_or("-"),
             ver["rolled_back"].as_str().unwrap_or("")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -225,7 +230,7 @@ pub async fn activate(data_dir: &Path, a: ActivateArgs) -> anyhow::Result<ExitCo
             &json!({ "version": version }),
         )
         .await?;
-    println!("{}", v["version"].as_str().unwrap_or_default());
+    outln!("{}", v["version"].as_str().unwrap_or_default())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -240,7 +245,7 @@ pub async fn rollback(data_dir: &Path, a: RollbackArgs) -> anyhow::Result<ExitCo
         .client(data_dir)?
         .post(&format!("/v1/processors/{}/rollback", a.name), &body)
         .await?;
-    println!("{}", v["version"].as_str().unwrap_or_default());
+    outln!("{}", v["version"].as_str().unwrap_or_default())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -251,7 +256,7 @@ pub async fn pause(data_dir: &Path, a: NameArgs, pause: bool) -> anyhow::Result<
         .client(data_dir)?
         .post(&format!("/v1/processors/{}/{what}", a.name), &json!({}))
         .await?;
-    println!("{}: {}", a.name, if pause { "paused" } else { "resumed" });
+    outln!("{}: {}", a.name, if pause { "paused" } else { "resumed" })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -268,10 +273,10 @@ pub async fn replay(data_dir: &Path, a: ReplayArgs) -> anyhow::Result<ExitCode> 
         .client(data_dir)?
         .post(&format!("/v1/processors/{}/replay", a.name), &body)
         .await?;
-    println!(
+    outln!(
         "{}: replaying, idempotency epoch {}",
         a.name,
         v["epoch"].as_u64().unwrap_or_default()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `tidewater dlq replay`: a processor's dead letters through a fixed component.
 
+use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -67,8 +68,8 @@ pub(super) async fn dlq_replay(
     })
     .await??;
     match a.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-        Format::Table => println!(
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&summary)?)?,
+        Format::Table => outln!(
             "{}: {} dead letters in {} through version {}: {} replayed ({} outputs), {} failed again, {} transient, {} settled before (replayed, or failed with this version), {} not replayable",
             summary.processor,
             summary.dead_letters,
@@ -80,7 +81,7 @@ pub(super) async fn dlq_replay(
             summary.transient,
             summary.already_done,
             summary.not_replayable
-        ),
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `tidewater forward`: store-and-forward of an embedded-log topic to Kafka.
 
+use super::out::errln;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -70,6 +71,6 @@ pub(super) async fn forward(
         forwarder.run(&mut open, &stop, a.until_idle)
     })
     .await??;
-    eprintln!("forwarded {result} records {summary}");
+    errln!("forwarded {result} records {summary}");
     Ok(ExitCode::SUCCESS)
 }

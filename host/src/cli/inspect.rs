@@ -1,5 +1,6 @@
 //! `tidewater stats` and `tidewater topics`: what the data dir holds.
 
+use super::out::outln;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -34,7 +35,7 @@ pub(super) fn stats(data_dir: &std::path::Path, a: StatsArgs) -> anyhow::Result<
         }
     }
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&all)?)?,
         Format::Table => {
             print_counters(
                 "lag",
@@ -46,7 +47,7 @@ pub(super) fn stats(data_dir: &std::path::Path, a: StatsArgs) -> anyhow::Result<
                         s.status.as_str(),
                     )
                 }),
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -56,18 +57,24 @@ pub(super) fn topics(data_dir: &std::path::Path, a: FormatArgs) -> anyhow::Resul
     let log = open_existing_log(data_dir)?;
     let topics = log.topics()?;
     match a.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&topics)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&topics)?)?,
         Format::Table => {
-            println!(
+            outln!(
                 "{:<28} {:>9} {:>10} {:>12}",
-                "topic", "partition", "start", "end"
-            );
+                "topic",
+                "partition",
+                "start",
+                "end"
+            )?;
             for t in &topics {
                 for (p, info) in t.partitions.iter().enumerate() {
-                    println!(
+                    outln!(
                         "{:<28} {:>9} {:>10} {:>12}",
-                        t.name, p, info.start, info.end
-                    );
+                        t.name,
+                        p,
+                        info.start,
+                        info.end
+                    )?;
                 }
             }
         }

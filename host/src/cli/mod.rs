@@ -6,9 +6,11 @@ mod dlq;
 mod forward;
 mod inspect;
 mod new;
+pub(crate) mod out;
 mod produce;
 mod run;
 
+pub(crate) use out::{BROKEN_PIPE_STATUS, StdoutClosed, errln, outln};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -135,6 +137,10 @@ pub(crate) enum Format {
 
 /// Prints one row of counters per processor, with `last` (e.g. events/s or
 /// lag) as the column before the status.
+///
+/// # Errors
+///
+/// [`out::StdoutClosed`] or another write error.
 pub(crate) fn print_counters<'a>(
     last: &str,
     rows: impl Iterator<
@@ -145,8 +151,8 @@ pub(crate) fn print_counters<'a>(
             &'a str,
         ),
     >,
-) {
-    println!(
+) -> anyhow::Result<()> {
+    outln!(
         "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9}  status",
         "processor",
         "events read",
@@ -156,9 +162,9 @@ pub(crate) fn print_counters<'a>(
         "dead-lettered",
         "errors",
         last
-    );
+    )?;
     for (name, c, extra, status) in rows {
-        println!(
+        outln!(
             "{:<12} {:>11} {:>10} {:>9} {:>8} {:>13} {:>6} {:>9}  {}",
             name,
             c.events_in,
@@ -169,8 +175,9 @@ pub(crate) fn print_counters<'a>(
             c.errors,
             extra,
             status
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// A future that completes on SIGTERM or SIGINT (Ctrl-C). The handlers are

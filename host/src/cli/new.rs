@@ -1,5 +1,6 @@
 //! `tidewater new`: a new processor project in any language.
 
+use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +16,9 @@ pub(super) struct NewArgs {
     /// Where to write it (default: ./NAME).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// The tidewater checkout whose SDK and build tools the project uses.
+    /// The tidewater checkout whose SDK and build tools the project uses
+    /// (default: the one this binary was built from). Its `make plugins`
+    /// installs the tools (tsc, ComponentizeJS, componentize-py, Zig, ...).
     #[arg(long, env = "TIDEWATER_ROOT")]
     root: Option<PathBuf>,
 }
@@ -27,11 +30,18 @@ pub(super) fn new_processor(a: NewArgs) -> anyhow::Result<ExitCode> {
     let root = a.root.unwrap_or_else(scaffold::default_root);
     let files = scaffold::new_processor(language, &a.name, &dir, &root)?;
     for f in &files {
-        println!("wrote {}", f.display());
+        outln!("wrote {}", f.display())?;
     }
-    println!(
+    if let Some(tool) = scaffold::missing_tool(language, &root) {
+        outln!(
+            "first: {} is not built yet: run `make plugins` in the tidewater checkout at {}",
+            tool.display(),
+            root.display()
+        )?;
+    }
+    outln!(
         "build it: cd {} && make        test it: make test",
         dir.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `tidewater produce`: records into a topic, on the embedded log or Kafka.
 
+use super::out::errln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -173,7 +174,7 @@ pub(super) async fn produce(
                 }
             }
             Err(bad) => {
-                bar.suspend(|| eprintln!("{}:{}: {}", a.csv.display(), bad.line, bad.reason));
+                bar.suspend(|| errln!("{}:{}: {}", a.csv.display(), bad.line, bad.reason));
                 rejected.push(rejected_record(&a, bad));
             }
         }
@@ -211,7 +212,7 @@ pub(super) async fn produce(
     }
     let bad = rejected.len();
     keep_rejected(rejected)?;
-    eprintln!(
+    errln!(
         "{}: appended {} events from {} ({} sent again) in {:.2} s{}",
         a.topic,
         good as usize + redelivered,

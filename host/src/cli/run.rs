@@ -1,5 +1,6 @@
 //! `tidewater run`: the processors of a config, until Ctrl-C or idle.
 
+use super::out::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,7 +77,7 @@ pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Resul
     let shutdown = stop_signal()?;
     let summary = tidewater::run_with(config, options, admin, shutdown).await?;
     match a.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&summary)?)?,
         Format::Table => {
             if !summary.processors.is_empty() {
                 print_counters(
@@ -89,15 +90,19 @@ pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Resul
                             p.status.as_str(),
                         )
                     }),
-                );
+                )?;
             }
             for f in &summary.forwards {
-                println!(
+                outln!(
                     "forward {} → Kafka {} at {}: {} records shipped, {}",
-                    f.from, f.topic, f.brokers, f.records, f.status
-                );
+                    f.from,
+                    f.topic,
+                    f.brokers,
+                    f.records,
+                    f.status
+                )?;
             }
-            println!("elapsed: {:.1} s", summary.elapsed_ms as f64 / 1000.0);
+            outln!("elapsed: {:.1} s", summary.elapsed_ms as f64 / 1000.0)?;
         }
     }
     let failed = summary

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{ControlStatus, lock};
 use crate::db::StorageError;
+use crate::processing::outputs::unpublishable;
 use crate::processing::{Ending, Handler, PipelineError, state};
 use crate::runtime::{Event, EventResult, Output, ProcessError, StateOverlay};
 
@@ -158,7 +159,10 @@ fn describe_ending(e: &Ending) -> String {
 
 fn describe_result(r: &Result<EventResult, String>) -> String {
     match r {
-        Ok(Ok(outputs)) => describe_outputs(outputs),
+        Ok(Ok(outputs)) => match unpublishable(outputs) {
+            None => describe_outputs(outputs),
+            Some(message) => format!("contract: {message}"),
+        },
         Ok(Err(ProcessError::Invalid(m))) => format!("invalid: {m}"),
         Ok(Err(ProcessError::Transient(m))) => format!("transient: {m}"),
         Ok(Err(ProcessError::Fatal(m))) => format!("fatal: {m}"),

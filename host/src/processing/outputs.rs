@@ -4,7 +4,39 @@
 
 use super::idempotency;
 use crate::runtime::{Event, Output};
+use crate::streams::topic::check_topic_name;
 use crate::streams::{LogRecord, Record};
+
+/// Longest topic name, in bytes, quoted whole in a dead letter's message; a
+/// longer one is cut there (Kafka's limit is 249).
+const SHOWN_TOPIC_BYTES: usize = 256;
+
+/// Why an event's `outputs` cannot be published as a whole: the first
+/// output whose topic breaks Kafka's rule for topic names
+/// ([`check_topic_name`]), e.g. `output 1 of 2: topic name "a b" is not
+/// valid: use 1 to 249 of the characters a-z A-Z 0-9 . _ - (the Kafka rule)`.
+/// `None` when every output may be published (an output without a topic goes
+/// to the processor's `output`, checked with the config). The run loop
+/// publishes all of an event's outputs or none: such an event is
+/// dead-lettered as a `contract` breach.
+pub fn unpublishable(outputs: &[Output]) -> Option<String> {
+    outputs.iter().enumerate().find_map(|(i, o)| {
+        let topic = o.topic.as_deref()?;
+        let err = check_topic_name(topic).err()?;
+        let mut message = format!("output {i} of {}: ", outputs.len());
+        if topic.len() <= SHOWN_TOPIC_BYTES {
+            message.push_str(&err.to_string());
+        } else {
+            let mut cut = SHOWN_TOPIC_BYTES;
+            while !topic.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let shown = crate::streams::topic::BadTopicName(format!("{}…", &topic[..cut]));
+            message.push_str(&format!("{shown} ({} bytes)", topic.len()));
+        }
+        Some(message)
+    })
+}
 
 /// The WIT event for a log record.
 pub fn to_event(r: &LogRecord) -> Event {
@@ -53,5 +85,49 @@ pub fn output_record(
         key: out.key,
         value: out.value,
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(topic: Option<&str>) -> Output {
+        Output {
+            topic: topic.map(str::to_owned),
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_output_to_a_topic_kafka_refuses_is_named() {
+        assert_eq!(unpublishable(&[to(None), to(Some("ok.topic_1-x"))]), None);
+        assert_eq!(
+            unpublishable(&[to(Some("ok")), to(Some("out-site 7/room 2")), to(Some(""))])
+                .as_deref(),
+            Some(
+                "output 1 of 3: topic name \"out-site 7/room 2\" is not valid: use 1 to 249 of the \
+                 characters a-z A-Z 0-9 . _ - (the Kafka rule)"
+            )
+        );
+        assert_eq!(
+            unpublishable(&[to(Some(""))]).as_deref(),
+            Some(
+                "output 0 of 1: topic name \"\" is not valid: use 1 to 249 of the characters \
+                 a-z A-Z 0-9 . _ - (the Kafka rule)"
+            )
+        );
+        let long = "é".repeat(300);
+        let message = unpublishable(&[to(Some(&long))]).unwrap();
+        assert!(
+            message.ends_with("(the Kafka rule) (600 bytes)"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("\"{}…\"", "é".repeat(128))),
+            "{message}"
+        );
     }
 }

@@ -1,18 +1,21 @@
 //! Calling the component for a batch and recovering from what goes wrong:
 //! `transient` errors are retried with exponential backoff and jitter; a
 //! call that fails as a whole (a trap, a timeout, a limit) is bisected down
-//! to the events that cause it, which are dead-lettered.
+//! to the events that cause it, which are dead-lettered. An event whose
+//! outputs cannot all be published (a topic name Kafka refuses) ends as a
+//! `contract` dead letter: none of its outputs is published.
 
 use std::time::Duration;
 
 use super::handler::Handler;
+use super::outputs::unpublishable;
 use super::pipeline::{PipelineError, Settings};
 use crate::runtime::{CallError, Event, EventResult, Output, ProcessError, StateOverlay};
 use crate::streams::Batch;
 
 /// How one processed event ended.
 pub enum Ending {
-    /// It returned these outputs.
+    /// It returned these outputs, every one of them publishable.
     Done(Vec<Output>),
     /// It failed: dead-letter it (or skip it, as `on_error` says).
     DeadLetter {
@@ -55,13 +58,21 @@ impl Recovery<'_> {
                 subset = pending.iter().map(|&i| events[i].clone()).collect();
                 &subset
             };
-            let results = self.call_bisecting(call_events, state)?;
+            let results = self.call_bisecting(call_events, state, 0)?;
             let mut retry = Vec::new();
             for (j, result) in results.into_iter().enumerate() {
                 let i = pending[j];
                 attempts[i] += 1;
                 endings[i] = Some(match result {
-                    Ok(Ok(outputs)) => Ending::Done(outputs),
+                    // All of an event's outputs are published, or none.
+                    Ok(Ok(outputs)) => match unpublishable(&outputs) {
+                        None => Ending::Done(outputs),
+                        Some(message) => Ending::DeadLetter {
+                            kind: "contract",
+                            message,
+                            attempts: attempts[i],
+                        },
+                    },
                     Ok(Err(ProcessError::Invalid(message))) => Ending::DeadLetter {
                         kind: "invalid",
                         message,
@@ -115,11 +126,14 @@ impl Recovery<'_> {
 
     /// Calls the handler; when the call fails as a whole, splits the events
     /// in two and calls each half, down to single events, so that only the
-    /// events that make it fail are reported as failed.
+    /// events that make it fail are reported as failed. `depth` counts the
+    /// splits so far: the first failure of a batch and each event that fails
+    /// alone are logged at warn level, the failures between them at debug.
     fn call_bisecting(
         &mut self,
         events: &[Event],
         state: &mut StateOverlay,
+        depth: u32,
     ) -> Result<Vec<Result<EventResult, CallError>>, PipelineError> {
         match self.handler.call(events, state) {
             Ok(results) => Ok(results.into_iter().map(Ok).collect()),
@@ -141,14 +155,21 @@ impl Recovery<'_> {
                 Ok(events.iter().map(|_| Err(e.clone())).collect())
             }
             Err(e) => {
-                tracing::warn!(
-                    processor = %self.settings.name, version = %self.handler.version(),
-                    code = e.code(), error = %e, events = events.len(),
-                    "call failed; bisecting the batch to find the events that cause it"
-                );
+                if depth == 0 {
+                    tracing::warn!(
+                        processor = %self.settings.name, version = %self.handler.version(),
+                        code = e.code(), error = %e, events = events.len(),
+                        "call failed; bisecting the batch to find the events that cause it"
+                    );
+                } else {
+                    tracing::debug!(
+                        processor = %self.settings.name, code = e.code(), error = %e,
+                        events = events.len(), depth, "bisection: this part fails too"
+                    );
+                }
                 let (a, b) = events.split_at(events.len() / 2);
-                let mut out = self.call_bisecting(a, state)?;
-                out.extend(self.call_bisecting(b, state)?);
+                let mut out = self.call_bisecting(a, state, depth + 1)?;
+                out.extend(self.call_bisecting(b, state, depth + 1)?);
                 Ok(out)
             }
         }

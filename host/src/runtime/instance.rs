@@ -96,15 +96,20 @@ impl Runtime {
             }
             CallError::InitFailed(Box::new(cause))
         };
+        instance.stderr().begin_call();
         let bindings = match component.pre.instantiate(&mut instance.store) {
             Ok(b) => b,
             Err(e) => return Err(init_failed(&mut instance, e)),
         };
         match bindings.call_init(&mut instance.store, config) {
             Ok(Ok(())) => {}
-            Ok(Err(refusal)) => return Err(CallError::InitRefused(refusal)),
+            Ok(Err(refusal)) => {
+                instance.stderr().end_call(false);
+                return Err(CallError::InitRefused(refusal));
+            }
             Err(e) => return Err(init_failed(&mut instance, e)),
         }
+        instance.stderr().end_call(false);
         instance.bindings = Some(bindings);
         Ok(instance)
     }
@@ -143,7 +148,24 @@ impl Instance {
         self.store.set_epoch_deadline(self.deadline_ticks);
     }
 
+    fn stderr(&self) -> &GuestOutput {
+        &self.store.data().outputs[1]
+    }
+
+    /// What `e`, the error of a call, means. A trap's message quotes what
+    /// the call wrote to stderr ([`GuestOutput::end_call`]): `wasm trap: ...;
+    /// stderr: Uncaught ... | ...`.
     fn classify(&mut self, e: wasmtime::Error) -> CallError {
+        let mut error = self.cause(e);
+        let quote = self.stderr().end_call(matches!(error, CallError::Trap(_)));
+        if let (CallError::Trap(message), Some(quote)) = (&mut error, quote) {
+            message.push_str("; stderr: ");
+            message.push_str(&quote);
+        }
+        error
+    }
+
+    fn cause(&mut self, e: wasmtime::Error) -> CallError {
         if let Some(breach) = self.store.data_mut().breach.take() {
             return CallError::Limit(breach);
         }
@@ -187,6 +209,7 @@ impl Instance {
         self.store.data_mut().state_written = 0;
         self.store.data_mut().breach = None;
         self.arm();
+        self.stderr().begin_call();
         let result = bindings.call_process(&mut self.store, events);
         std::mem::swap(&mut self.store.data_mut().state, state);
         let results = match result {
@@ -196,6 +219,7 @@ impl Instance {
                 return Err(self.classify(e));
             }
         };
+        self.stderr().end_call(false);
         if results.len() != events.len() {
             state.drop_call();
             return Err(CallError::Contract(format!(

@@ -7,7 +7,7 @@ import { process } from "./app.js";
 const enc = (s) => new TextEncoder().encode(s);
 const dec = (b) => new TextDecoder().decode(b);
 const event = (value) => ({
-  topic: "sensor-readings", partition: 0, offset: 0, timestampMs: 0, key: null,
+  topic: "sensor-readings", partition: 0, offset: 0n, timestampMs: 0n, key: null,
   value: value === null ? null : enc(value), headers: [],
 });
 

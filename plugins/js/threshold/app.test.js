@@ -8,7 +8,7 @@ import { init, process } from "./app.js";
 const enc = (s) => new TextEncoder().encode(s);
 const dec = (b) => new TextDecoder().decode(b);
 const reading = (flow) => ({
-  topic: "readings-enriched", partition: 0, offset: 0, timestampMs: 0, key: null, headers: [],
+  topic: "readings-enriched", partition: 0, offset: 0n, timestampMs: 0n, key: null, headers: [],
   value: enc(`{"device":"pipe","ts":"t","kind":"flowmeter","measurements":{"flow_l_s":${flow}}}`),
 });
 const texts = (r) => r.val.map((o) => dec(o.value));

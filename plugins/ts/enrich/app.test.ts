@@ -8,7 +8,7 @@ import { process } from "./app.ts";
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | null | undefined): string => new TextDecoder().decode(b ?? new Uint8Array());
 const event = (value: string | null): Event => ({
-  topic: "sensor-readings", partition: 0, offset: 0, timestampMs: 0, key: null,
+  topic: "sensor-readings", partition: 0, offset: 0n, timestampMs: 0n, key: null,
   value: value === null ? null : enc(value), headers: [],
 });
 const one = (value: string | null): EventResult => {

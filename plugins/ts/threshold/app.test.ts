@@ -8,7 +8,7 @@ import { init, process } from "./app.ts";
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | null): string => new TextDecoder().decode(b ?? new Uint8Array());
 const reading = (flow: number): Event => ({
-  topic: "readings-enriched", partition: 0, offset: 0, timestampMs: 0, key: null, headers: [],
+  topic: "readings-enriched", partition: 0, offset: 0n, timestampMs: 0n, key: null, headers: [],
   value: enc(`{"device":"pipe","ts":"t","kind":"flowmeter","measurements":{"flow_l_s":${flow}}}`),
 });
 const texts = (r: EventResult | undefined): string[] => {

@@ -6,7 +6,7 @@ import { process } from "./app.js";
 import { state, utf8 } from "./tidewater.js";
 
 const event = (value) => ({
-  topic: "in", partition: 0, offset: 0, timestampMs: 0, key: null, headers: [],
+  topic: "in", partition: 0, offset: 0n, timestampMs: 0n, key: null, headers: [],
   value: value === null ? null : utf8.encode(value),
 });
 

@@ -1,4 +1,6 @@
-// Unit tests of {{name}}: make test (type-checked with tsc, bundled, run by node --test).
+// Unit tests of {{name}}: make test (type-checked with tsc against Node's types,
+// bundled, run by node --test). Events are built as the component gets them:
+// offset and timestampMs are bigint (WIT u64 and s64).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -6,7 +8,7 @@ import { process } from "./app.ts";
 import { state, utf8, type Event } from "./tidewater.js";
 
 const event = (value: string | null): Event => ({
-  topic: "in", partition: 0, offset: 0, timestampMs: 0, key: null, headers: [],
+  topic: "in", partition: 0, offset: 0n, timestampMs: 0n, key: null, headers: [],
   value: value === null ? null : utf8.encode(value),
 });
 

@@ -14,6 +14,7 @@
 //! | `recurse` | recurses without end (the call stack runs out) |
 //! | `fanout:<n>:<bytes>` | `n` outputs, each a value of `bytes` bytes `x`, key `<index>` |
 //! | `big:<bytes>` | one output whose value is `bytes` bytes `x` |
+//! | `to:<topic>\|<topic>...` | one output per topic (which may be empty or not a valid name), to that topic, its value the topic, key `<index>` |
 //! | `state-flood` | writes new state keys without end |
 //! | `state-key:<bytes>` | writes one state key of `bytes` bytes, then echoes |
 //! | `state-value:<bytes>` | writes one state value of `bytes` bytes, then echoes |
@@ -115,6 +116,16 @@ pub fn process(event: Event) -> Result<Vec<Output>, ProcessError> {
                 })
                 .collect())
         }
+        Some(v) if v.starts_with(b"to:") => Ok(v[3..]
+            .split(|b| *b == b'|')
+            .enumerate()
+            .map(|(i, topic)| Output {
+                topic: Some(String::from_utf8_lossy(topic).into_owned()),
+                key: Some(i.to_string().into_bytes()),
+                value: Some(topic.to_vec()),
+                headers: Vec::new(),
+            })
+            .collect()),
         Some(v) if v.starts_with(b"big:") => {
             let bytes = number(&v[4..])?;
             Ok(vec![Output::new(vec![b'x'; bytes])])
@@ -238,6 +249,11 @@ mod tests {
                 .as_deref(),
             Some(&b"xxxxx"[..])
         );
+        let routed = process(Event::new("t", "to:a|b c|")).unwrap();
+        let topics: Vec<_> = routed.iter().map(|o| o.topic.as_deref()).collect();
+        assert_eq!(topics, [Some("a"), Some("b c"), Some("")]);
+        assert_eq!(routed[1].key.as_deref(), Some(&b"1"[..]));
+        assert_eq!(routed[1].value.as_deref(), Some(&b"b c"[..]));
         process(Event::new("t", "state-value:3")).unwrap();
         assert_eq!(state::get(b"k"), Some(b"vvv".to_vec()));
         assert_eq!(
