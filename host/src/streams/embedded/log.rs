@@ -237,6 +237,24 @@ pub fn append_in(
     record: &Record,
     default_partitions: u32,
 ) -> Result<(u32, u64), LogError> {
+    append_at_in(txn, topic, partition, record, default_partitions, now_ms())
+}
+
+/// As [`append_in`], with the append time given (`append_ms`, ms since the
+/// Unix epoch) rather than read from the wall clock: an ingest that stamps
+/// records with its clock stores the same instant as their append time.
+///
+/// # Errors
+///
+/// As [`append_in`].
+pub fn append_at_in(
+    txn: &WriteTransaction,
+    topic: &str,
+    partition: Option<u32>,
+    record: &Record,
+    default_partitions: u32,
+    append_ms: u64,
+) -> Result<(u32, u64), LogError> {
     let partitions = ensure_topic_in(txn, topic, None, default_partitions)?;
     let p = match partition {
         Some(p) if p >= partitions => {
@@ -249,7 +267,7 @@ pub fn append_in(
         Some(p) => p,
         None => partition_for(record, partitions),
     };
-    let bytes = encode(record, now_ms());
+    let bytes = encode(record, append_ms);
     let mut parts = txn.open_table(PARTITIONS)?;
     let (start, end, size) = parts.get((topic, p))?.map_or((0, 0, 0), |g| g.value());
     txn.open_table(RECORDS)?

@@ -12,6 +12,6 @@ mod sink;
 mod source;
 
 pub use config::{LogConfig, TopicConfig, check_log_config};
-pub use log::{Log, LogError, PartitionInfo, TopicInfo, append_in, ensure_topic_in};
+pub use log::{Log, LogError, PartitionInfo, TopicInfo, append_at_in, append_in, ensure_topic_in};
 pub use sink::EmbeddedSink;
 pub use source::EmbeddedSource;
