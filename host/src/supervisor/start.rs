@@ -75,6 +75,7 @@ pub(super) fn forwarders(config: &Config) -> Result<Vec<Forwarder>, RunError> {
         .iter()
         .map(|f| {
             Forwarder::new(f.clone())
+                .map(|f| f.with_device_time(config.device_time))
                 .map_err(|e| RunError::Forward(format!("[[forward]] from {:?}: {e}", f.from)))
         })
         .collect()

@@ -164,13 +164,14 @@ pub fn maybe_gunzip<'a>(reader: impl Read + 'a) -> std::io::Result<Box<dyn Read 
 pub fn read_csv(
     reader: impl Read,
     options: &CsvOptions,
-    each: impl FnMut(Result<Record, BadRow>),
+    mut each: impl FnMut(Result<Record, BadRow>),
 ) -> Result<(), IngestError> {
-    read_csv_with(reader, options, &CsvFormat::default(), each)
+    read_csv_with(reader, options, &CsvFormat::default(), |_, row| each(row))
 }
 
 /// Reads CSV rows from `reader` (plain or gzip), written as `format` says,
-/// and calls `each` with every row's event or its [`BadRow`], in file order.
+/// and calls `each` with every row's line (1-based, in the file) and its
+/// event or [`BadRow`], in file order.
 ///
 /// # Errors
 ///
@@ -183,7 +184,7 @@ pub fn read_csv_with(
     reader: impl Read,
     options: &CsvOptions,
     format: &CsvFormat,
-    mut each: impl FnMut(Result<Record, BadRow>),
+    mut each: impl FnMut(u64, Result<Record, BadRow>),
 ) -> Result<(), IngestError> {
     let io = |line: u64, e: &dyn std::fmt::Display| IngestError::Io {
         line,
@@ -213,11 +214,14 @@ pub fn read_csv_with(
                     return Err(io(last_line, err));
                 }
                 let line = e.position().map_or(last_line + 1, |p| p.line() + skip);
-                each(Err(BadRow {
+                each(
                     line,
-                    reason: format!("not a CSV row: {e}"),
-                    raw: Vec::new(),
-                }));
+                    Err(BadRow {
+                        line,
+                        reason: format!("not a CSV row: {e}"),
+                        raw: Vec::new(),
+                    }),
+                );
                 continue;
             }
         }
@@ -226,14 +230,10 @@ pub fn read_csv_with(
         if !strip_cr(&mut row) {
             continue;
         }
-        each(row_record(
-            &row,
+        each(
             line,
-            &layout,
-            &device_json,
-            options,
-            format,
-        ));
+            row_record(&row, line, &layout, &device_json, options, format),
+        );
     }
     Ok(())
 }
@@ -565,7 +565,7 @@ mod tests {
             time_column: time_column.into(),
         };
         let mut out = Vec::new();
-        read_csv_with(data, &options, format, |r| {
+        read_csv_with(data, &options, format, |_, r| {
             out.push(
                 r.map(|r| (r.timestamp_ms, String::from_utf8(r.value.unwrap()).unwrap()))
                     .map_err(|b| (b.line, b.reason)),
@@ -600,7 +600,7 @@ mod tests {
                 skip_lines: 3,
                 ..CsvFormat::default()
             },
-            |_| {},
+            |_, _| {},
         );
         assert_eq!(
             e.unwrap_err().to_string(),
@@ -638,7 +638,7 @@ mod tests {
             device: "d".into(),
             time_column: "Zeit".into(),
         };
-        let e = read_csv_with(&b"Zeit,v\n"[..], &options, &format, |_| {}).unwrap_err();
+        let e = read_csv_with(&b"Zeit,v\n"[..], &options, &format, |_, _| {}).unwrap_err();
         assert_eq!(
             e.to_string(),
             "column \"Datum\" is not in the header (columns: Zeit, v)"
