@@ -10,6 +10,9 @@
 //! partitions = 4
 //! retention = "7d"                # by append time; absent = keep forever
 //! retention_bytes = 1073741824    # per partition; absent = no size limit
+//! # retention.time = "7d"         # the same as retention = "7d", and then:
+//! # retention.unread = "delete"   # also delete records a processor has not read
+//! #                               # (default "keep": they stay until read)
 //!
 //! [[processor]]
 //! name = "enrich"                 # also its consumer name and state scope
