@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod crash;
 mod demo;
+mod devicedata;
 mod deploy;
 mod dlq;
 mod edge;
