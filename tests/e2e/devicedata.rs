@@ -153,7 +153,10 @@ fn device_time_on_kafka_every_record_stored_none_rewritten_by_librdkafka() {
     let (text, times) = jumpy_clock_csv(before);
     let err = ok(&produce(&env, &topic, &text, &["--brokers", &brokers]));
     let after = now();
-    assert!(err.contains("3 records stamped with the ingest time"), "{err}");
+    assert!(
+        err.contains("3 records stamped with the ingest time"),
+        "{err}"
+    );
     let got = by_v(read_all(&brokers, &topic));
     assert_eq!(got.len(), 5, "{got:?}");
     for i in [0, 4] {
@@ -177,6 +180,53 @@ fn device_time_on_kafka_every_record_stored_none_rewritten_by_librdkafka() {
     );
 }
 
+#[test]
+fn on_kafka_a_record_the_broker_refuses_is_rejected_with_its_line_and_the_rest_is_stored() {
+    let Some(brokers) = broker() else { return };
+    let env = Env::new();
+    let topic = unique("refused");
+    let now = now();
+    // A window of 3 days ahead lets the row a day ahead through the policy;
+    // the broker refuses it (more than 1 h ahead of its clock).
+    let text = format!(
+        "time,v\n{},1\n{},2\n{},3\n",
+        iso(now),
+        iso(now + DAY),
+        iso(now + 1)
+    );
+    let out = produce(
+        &env,
+        &topic,
+        &text,
+        &["--brokers", &brokers, "--max-ahead", "3d"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{topic}.csv:3: the broker refused the record: ")),
+        "{err}"
+    );
+    let stored = by_v(read_all(&brokers, &topic));
+    assert_eq!(
+        stored
+            .iter()
+            .map(|r| (v_of(&r.record), r.record.timestamp_ms))
+            .collect::<Vec<_>>(),
+        [(1, now), (3, now + 1)]
+    );
+    let rejected = read_all(&brokers, &format!("{topic}.rejected"));
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(
+        header(&rejected[0], "tidewater-source-line").as_deref(),
+        Some("3")
+    );
+    let why = header(&rejected[0], "tidewater-error-message").unwrap();
+    assert!(
+        why.starts_with("refused by the broker: ") && why.contains("InvalidTimestamp"),
+        "{why}"
+    );
+}
+
 /// Appends records to the embedded topic `from` as they are (no policy: an
 /// old data dir, or outputs stamped with their inputs' times).
 fn stored_as_is(env: &Env, from: &str, times: &[i64]) {
@@ -195,7 +245,14 @@ fn stored_as_is(env: &Env, from: &str, times: &[i64]) {
 
 fn forward(env: &Env, from: &str, brokers: &str, topic: &str, extra: &[&str]) -> Output {
     env.cmd()
-        .args(["forward", "--until-idle", "--from", from, "--to-kafka", brokers])
+        .args([
+            "forward",
+            "--until-idle",
+            "--from",
+            from,
+            "--to-kafka",
+            brokers,
+        ])
         .args(["--topic", topic])
         .args(extra)
         .output()
@@ -221,7 +278,10 @@ fn device_time_through_forward_exact_timestamps_headers_and_counts() {
         assert_eq!(header(r, "h").as_deref(), Some("x"));
         if [1, 2, 3].contains(&i) {
             // The record's append time in the embedded log stands in for the ingest clock.
-            assert_eq!(r.record.timestamp_ms, local[i].append_ms as i64, "record {i}");
+            assert_eq!(
+                r.record.timestamp_ms, local[i].append_ms as i64,
+                "record {i}"
+            );
             assert_eq!(device_header(r), Some(times[i]), "record {i}");
         } else {
             assert_eq!(r.record.timestamp_ms, times[i]);
@@ -252,7 +312,9 @@ fn a_record_the_broker_refuses_is_dead_lettered_with_its_offset_and_the_next_one
     let dlq = format!("forward.{topic}.dlq");
     assert!(err.contains("forwarded 2 records"), "{err}");
     assert!(
-        err.contains(&format!("the broker refused 1 records: they are in the embedded-log topic {dlq}")),
+        err.contains(&format!(
+            "the broker refused 1 records: they are in the embedded-log topic {dlq}"
+        )),
         "{err}"
     );
     let shipped = by_v(read_all(&brokers, &topic));
@@ -268,9 +330,15 @@ fn a_record_the_broker_refuses_is_dead_lettered_with_its_offset_and_the_next_one
     let l = &letters[0];
     assert_eq!(v_of(&l.record), 2);
     assert_eq!(l.record.timestamp_ms, now + DAY);
-    assert_eq!(header(l, "tidewater-error-kind").as_deref(), Some("refused-by-broker"));
+    assert_eq!(
+        header(l, "tidewater-error-kind").as_deref(),
+        Some("refused-by-broker")
+    );
     assert_eq!(header(l, "tidewater-source-topic").as_deref(), Some("edge"));
-    assert_eq!(header(l, "tidewater-source-partition").as_deref(), Some("0"));
+    assert_eq!(
+        header(l, "tidewater-source-partition").as_deref(),
+        Some("0")
+    );
     assert_eq!(header(l, "tidewater-source-offset").as_deref(), Some("1"));
     let message = header(l, "tidewater-error-message").unwrap();
     assert!(
@@ -278,7 +346,13 @@ fn a_record_the_broker_refuses_is_dead_lettered_with_its_offset_and_the_next_one
         "{message}"
     );
     // The position moved past all three: nothing is sent again.
-    let err = ok(&forward(&env, "edge", &brokers, &topic, &["--max-ahead", "3d"]));
+    let err = ok(&forward(
+        &env,
+        "edge",
+        &brokers,
+        &topic,
+        &["--max-ahead", "3d"],
+    ));
     assert!(err.contains("forwarded 0 records"), "{err}");
 }
 
@@ -311,7 +385,14 @@ output = "out2"
 fn run_paused(env: &Env, config: &std::path::Path) -> Value {
     let out = env
         .cmd()
-        .args(["run", "--paused", "--until-idle", "--format", "json", "--config"])
+        .args([
+            "run",
+            "--paused",
+            "--until-idle",
+            "--format",
+            "json",
+            "--config",
+        ])
         .arg(config)
         .output()
         .unwrap();
@@ -386,7 +467,10 @@ fn retention_unread_delete_counts_every_record_deleted_unread_exactly() {
     assert_eq!(counters(&s, "laggard")["events_in"], 1);
     let stats = env.stats();
     assert_eq!(
-        (&stats["laggard"]["deleted_unread"], &stats["laggard"]["lag"]),
+        (
+            &stats["laggard"]["deleted_unread"],
+            &stats["laggard"]["lag"]
+        ),
         (&Value::from(100), &Value::from(0))
     );
 }
@@ -419,12 +503,21 @@ fn csv_a_preamble_is_skipped_and_bad_rows_name_their_real_line() {
     assert_eq!(
         events(&env, "pre"),
         [
-            (MAR_1, r#"{"device":"d","ts":"2024-03-01T00:00:00Z","temp":5.5}"#.into()),
-            (MAR_1 + HOUR, r#"{"device":"d","ts":"2024-03-01T01:00:00Z","temp":6.5}"#.into()),
+            (
+                MAR_1,
+                r#"{"device":"d","ts":"2024-03-01T00:00:00Z","temp":5.5}"#.into()
+            ),
+            (
+                MAR_1 + HOUR,
+                r#"{"device":"d","ts":"2024-03-01T01:00:00Z","temp":6.5}"#.into()
+            ),
         ]
     );
     let rejected = env.records("pre.rejected");
-    assert_eq!(header(&rejected[0], "tidewater-source-line").as_deref(), Some("5"));
+    assert_eq!(
+        header(&rejected[0], "tidewater-source-line").as_deref(),
+        Some("5")
+    );
 }
 
 #[test]
@@ -447,9 +540,18 @@ fn csv_date_and_time_in_two_columns_with_a_pattern_hour_24_and_sentinels() {
     assert_eq!(
         events(&env, "split"),
         [
-            (MAR_1 + 23 * HOUR, r#"{"device":"d","ts":"01.03.2024 23:00","temp":7.5,"rh":80}"#.into()),
-            (MAR_1 + 24 * HOUR, r#"{"device":"d","ts":"01.03.2024 24:00","temp":null,"rh":81}"#.into()),
-            (MAR_1 + 25 * HOUR, r#"{"device":"d","ts":"02.03.2024 01:00","temp":7.25,"rh":null}"#.into()),
+            (
+                MAR_1 + 23 * HOUR,
+                r#"{"device":"d","ts":"01.03.2024 23:00","temp":7.5,"rh":80}"#.into()
+            ),
+            (
+                MAR_1 + 24 * HOUR,
+                r#"{"device":"d","ts":"01.03.2024 24:00","temp":null,"rh":81}"#.into()
+            ),
+            (
+                MAR_1 + 25 * HOUR,
+                r#"{"device":"d","ts":"02.03.2024 01:00","temp":7.25,"rh":null}"#.into()
+            ),
         ]
     );
 }
@@ -466,8 +568,14 @@ fn csv_hour_24_in_iso_times() {
     assert_eq!(
         events(&env, "h24"),
         [
-            (MAR_1, r#"{"device":"d","ts":"2024-02-29 24:00","v":1}"#.into()),
-            (MAR_1 + 24 * HOUR, r#"{"device":"d","ts":"2024-03-01T24:00:00Z","v":2}"#.into()),
+            (
+                MAR_1,
+                r#"{"device":"d","ts":"2024-02-29 24:00","v":1}"#.into()
+            ),
+            (
+                MAR_1 + 24 * HOUR,
+                r#"{"device":"d","ts":"2024-03-01T24:00:00Z","v":2}"#.into()
+            ),
         ]
     );
 }
@@ -488,7 +596,10 @@ fn csv_epoch_seconds_milliseconds_and_microseconds() {
         ));
         assert_eq!(
             events(&env, flag),
-            [(MAR_1 + 250, format!(r#"{{"device":"d","ts":"{cell}","v":1}}"#))],
+            [(
+                MAR_1 + 250,
+                format!(r#"{{"device":"d","ts":"{cell}","v":1}}"#)
+            )],
             "{flag}"
         );
     }
@@ -498,7 +609,12 @@ fn csv_epoch_seconds_milliseconds_and_microseconds() {
 fn csv_elapsed_times_from_a_start() {
     let env = Env::new();
     let text = "time,v\n0 days 00:00:00,1\n0 days 00:00:01,2\n1 days 02:00:00.5,3\n";
-    ok(&produce(&env, "elapsed", text, &["--start", "2024-03-01T00:00:00Z"]));
+    ok(&produce(
+        &env,
+        "elapsed",
+        text,
+        &["--start", "2024-03-01T00:00:00Z"],
+    ));
     let got: Vec<i64> = events(&env, "elapsed").into_iter().map(|e| e.0).collect();
     assert_eq!(got, [MAR_1, MAR_1 + 1000, MAR_1 + 26 * HOUR + 500]);
     assert_eq!(
@@ -534,7 +650,16 @@ fn a_disk_full_names_the_data_dir_and_what_was_stored_before_it() {
     let out = env
         .cmd()
         .arg("produce")
-        .args(["big", "--device", "d", "--time-column", "time", "--chunk", "500", "--csv"])
+        .args([
+            "big",
+            "--device",
+            "d",
+            "--time-column",
+            "time",
+            "--chunk",
+            "500",
+            "--csv",
+        ])
         .arg(&csv)
         .output_with_file_limit(4 << 20);
     assert_eq!(out.status.code(), Some(1));
