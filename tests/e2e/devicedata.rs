@@ -677,7 +677,10 @@ fn a_disk_full_names_the_data_dir_and_what_was_stored_before_it() {
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
-    assert!(stored > 0 && stored < 20_000 && stored % 500 == 0, "{line}");
+    assert!(
+        stored > 0 && stored < 20_000 && stored.is_multiple_of(500),
+        "{line}"
+    );
     assert!(
         line.contains(&format!("(the rows up to line {})", stored + 1)),
         "{line}"

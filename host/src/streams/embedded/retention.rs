@@ -63,6 +63,17 @@ pub struct RetentionReport {
 
 /// A partition's bounds: (start offset, end offset, bytes).
 type Bounds = (u64, u64, u64);
+/// Per (topic, partition), each consumer and its position (next offset).
+type Readers = BTreeMap<(String, u32), Vec<(String, u64)>>;
+
+/// A topic's retention settings, as stored.
+struct TopicRetention {
+    name: String,
+    partitions: u32,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    unread: Unread,
+}
 
 /// What retention does with unread records of `topic`, as set by
 /// [`Log::set_unread`].
@@ -108,10 +119,8 @@ pub fn count_skipped_in(
 }
 
 /// Every consumer's position per (topic, partition), inside `txn`.
-fn readers(
-    txn: &WriteTransaction,
-) -> Result<BTreeMap<(String, u32), Vec<(String, u64)>>, LogError> {
-    let mut out: BTreeMap<(String, u32), Vec<(String, u64)>> = BTreeMap::new();
+fn readers(txn: &WriteTransaction) -> Result<Readers, LogError> {
+    let mut out = Readers::new();
     let table = txn.open_table(POSITIONS)?;
     for e in table.iter()? {
         let (k, v) = e?;
@@ -125,9 +134,7 @@ fn readers(
 
 /// Every topic with its partition count, retention by age and by size, and
 /// unread policy, inside `txn`.
-fn topic_settings(
-    txn: &WriteTransaction,
-) -> Result<Vec<(String, u32, Option<u64>, Option<u64>, Unread)>, LogError> {
+fn topic_settings(txn: &WriteTransaction) -> Result<Vec<TopicRetention>, LogError> {
     let topics = match txn.open_table(TOPICS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -143,7 +150,13 @@ fn topic_settings(
             Some(1) => Unread::Delete,
             _ => Unread::Keep,
         };
-        out.push((name, n, ms, bytes, policy));
+        out.push(TopicRetention {
+            name,
+            partitions: n,
+            retention_ms: ms,
+            retention_bytes: bytes,
+            unread: policy,
+        });
     }
     Ok(out)
 }
@@ -248,7 +261,14 @@ impl Log {
             let readers = readers(&txn)?;
             let mut parts = txn.open_table(PARTITIONS)?;
             let mut records = txn.open_table(RECORDS)?;
-            for (topic, n, retention_ms, retention_bytes, unread) in topics {
+            for TopicRetention {
+                name: topic,
+                partitions: n,
+                retention_ms,
+                retention_bytes,
+                unread,
+            } in topics
+            {
                 if retention_ms.is_none() && retention_bytes.is_none() {
                     continue;
                 }

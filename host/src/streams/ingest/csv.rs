@@ -242,7 +242,7 @@ pub fn read_csv_with(
 /// false for a line that is empty but for it (skipped, as csv skips empty
 /// lines).
 fn strip_cr(row: &mut csv::ByteRecord) -> bool {
-    let Some(last) = row.iter().last() else {
+    let Some(last) = row.iter().next_back() else {
         return true;
     };
     let Some(trimmed) = last.strip_suffix(b"\r") else {
