@@ -101,8 +101,9 @@ struct Stored {
     records: usize,
     /// Timestamps the device-time policy replaced.
     tally: Tally,
-    /// Records the broker refused for what they are: (index in the chunk, why).
-    refused: Vec<(usize, String)>,
+    /// Records the broker refused for what they are: (index in the chunk,
+    /// why, the record's value).
+    refused: Vec<(usize, String, Vec<u8>)>,
 }
 
 /// Where `produce` appends: the embedded log or a Kafka producer.
@@ -198,7 +199,13 @@ impl Target {
                 Ok(Stored {
                     records: records.len() - refused.len(),
                     tally,
-                    refused: refused.into_iter().map(|r| (r.index, r.message)).collect(),
+                    refused: refused
+                        .into_iter()
+                        .map(|r| {
+                            let value = records[r.index].value.clone().unwrap_or_default();
+                            (r.index, r.message, value)
+                        })
+                        .collect(),
                 })
             }
         }
@@ -392,20 +399,19 @@ impl Ingest<'_> {
         let lines = std::mem::take(&mut self.lines);
         let stored = self
             .target
-            .store(&a.topic, a.partitions, records.clone(), &self.policy)?;
+            .store(&a.topic, a.partitions, records, &self.policy)?;
         self.stored += stored.records;
         self.stored_through = self
             .stored_through
             .max(lines.iter().copied().max().unwrap_or(0));
         self.tally.ahead += stored.tally.ahead;
         self.tally.behind += stored.tally.behind;
-        for (i, reason) in stored.refused {
+        for (i, reason, raw) in stored.refused {
             let line = lines[i];
             eprintln!(
                 "{}:{line}: the broker refused the record: {reason}",
                 a.csv.display()
             );
-            let raw = records[i].value.clone().unwrap_or_default();
             let bad = ingest::BadRow {
                 line,
                 reason: format!("refused by the broker: {reason}"),
