@@ -475,6 +475,45 @@ fn retention_unread_delete_counts_every_record_deleted_unread_exactly() {
     );
 }
 
+#[test]
+fn metrics_count_replaced_device_times_and_records_deleted_unread() {
+    let env = Env::new();
+    let (text, _) = jumpy_clock_csv(now());
+    ok(&produce(&env, "jumpy", &text, &[]));
+    env.produce("in", (0..10).map(|i| value(format!("e{i}"))).collect());
+    let config = retention_config(
+        &env,
+        "retention.time = \"1ms\"\nretention.unread = \"delete\"",
+    );
+    // Paused: neither processor reads; retention runs as the host starts.
+    let host = crate::deploy::Host::start(&env, &config, |a| a.start_paused = true);
+    let anonymous = tidewater::admin::client::Client::new(&host.url, None).unwrap();
+    let metrics = || {
+        let (status, text) = host.call(&anonymous, "GET", "/metrics", vec![]);
+        assert_eq!(status, 200);
+        text.as_str().unwrap().to_owned()
+    };
+    // Retention runs once the API answers: wait for its pass (up to 30 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut text = metrics();
+    while !text.contains("tidewater_deleted_unread_total{processor=\"laggard\"} 10")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        text = metrics();
+    }
+    for line in [
+        "tidewater_deleted_unread_total{processor=\"laggard\"} 10",
+        "tidewater_deleted_unread_total{processor=\"reader\"} 10",
+        "tidewater_device_time_replaced_total{topic=\"jumpy\",reason=\"ahead\"} 2",
+        "tidewater_device_time_replaced_total{topic=\"jumpy\",reason=\"behind\"} 1",
+        "tidewater_lag{processor=\"laggard\"} 10",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
+    drop(host.stop());
+}
+
 /// The records of `topic` as (timestamp, value).
 fn events(env: &Env, topic: &str) -> Vec<(i64, String)> {
     env.records(topic)
