@@ -5,7 +5,9 @@
 //!   <column>: <cell>, ...}` with the other columns in file order; a cell
 //!   is a JSON number when it parses as one, `null` when it is empty,
 //!   `nil`/`null`/`NaN` (any case) or one of the sentinels of
-//!   [`CsvFormat::null_values`], else a string;
+//!   [`CsvFormat::null_values`], else a string; an integer that a number
+//!   would change (leading zeros as in `007`, or more digits than an `i64`
+//!   holds) stays the string as written;
 //! - key: the device id;
 //! - timestamp: the row's time, read as [`CsvFormat::time`] says (by
 //!   default ISO 8601 / RFC 3339, UTC when it names no offset), in ms since
@@ -61,7 +63,8 @@ pub struct BadRow {
     pub line: u64,
     /// What was wrong.
     pub reason: String,
-    /// The row's bytes as read: its cells joined by commas (quotes removed).
+    /// The row as CSV: its cells joined by commas, quoted where a cell
+    /// needs it (so it reads back as the same cells).
     pub raw: Vec<u8>,
 }
 
@@ -84,12 +87,15 @@ pub enum IngestError {
         skip: u64,
     },
     /// The time (or date) column is not in the header.
-    #[error("column {column:?} is not in the header (columns: {columns})")]
+    #[error("column {column:?} is not in the header (columns: {columns}){hint}")]
     NoTimeColumn {
         /// The column asked for.
         column: String,
         /// The columns there are, comma-separated.
         columns: String,
+        /// When the header is one column holding `;` or a tab: a note that
+        /// the file is not comma-separated (else empty).
+        hint: &'static str,
     },
     /// A column name is used twice, or is one of the fields the event gets anyway.
     #[error("column {0:?} {1}")]
@@ -114,13 +120,31 @@ fn cell_json(cell: &str, nulls: &[String]) -> String {
     {
         return "null".into();
     }
-    if let Ok(i) = c.parse::<i64>() {
-        return i.to_string();
+    if is_integer_text(c) {
+        return match c.parse::<i64>() {
+            Ok(i) if !has_leading_zero(c) => i.to_string(),
+            // A code (`007`) or a serial number past i64: a number would
+            // lose its zeros or its last digits.
+            _ => serde_json::Value::from(c).to_string(),
+        };
     }
     if let Some(x) = plain_number(c) {
         return serde_json::Value::from(x).to_string();
     }
     serde_json::Value::from(c).to_string()
+}
+
+/// Whether `c` is an integer: an optional sign, then ASCII digits only.
+fn is_integer_text(c: &str) -> bool {
+    let digits = c.strip_prefix(['+', '-']).unwrap_or(c);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether the integer `c` starts with a zero that is not the whole of it
+/// (`007`, `-01`).
+fn has_leading_zero(c: &str) -> bool {
+    let digits = c.strip_prefix(['+', '-']).unwrap_or(c);
+    digits.len() > 1 && digits.starts_with('0')
 }
 
 /// `c` as a finite number written with digits, sign, point and exponent
@@ -318,6 +342,12 @@ fn read_header(
             .ok_or_else(|| IngestError::NoTimeColumn {
                 column: column.to_owned(),
                 columns: header.join(", "),
+                hint: match header.as_slice() {
+                    [one] if one.contains([';', '\t']) => {
+                        "; the header is one column: the file is separated by ';' or tabs, and produce reads comma-separated files only"
+                    }
+                    _ => "",
+                },
             })
     };
     let time = find(&options.time_column)?;
@@ -351,7 +381,7 @@ fn row_record(
     let bad = |reason: String| BadRow {
         line,
         reason,
-        raw: row.iter().collect::<Vec<_>>().join(&b","[..]),
+        raw: row_bytes(row),
     };
     let header = &layout.header;
     if row.len() != header.len() {
@@ -392,6 +422,21 @@ fn row_record(
         value: Some(value.into_bytes()),
         headers: Vec::new(),
     })
+}
+
+/// `row` written back as one CSV line (no line end), quoted where a cell
+/// needs it, so a kept bad row reads back as the same cells.
+fn row_bytes(row: &csv::ByteRecord) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = w.write_byte_record(row);
+    let mut out = w.into_inner().unwrap_or_default();
+    if out.last() == Some(&b'\n') {
+        out.pop();
+    }
+    out
 }
 
 /// Whether the row at `line` of `device`'s file is among the `percent`
@@ -478,6 +523,12 @@ mod tests {
         assert_eq!(bad.reason, "row has 2 cells, the header has 3");
         assert_eq!(bad.raw, b"1,2");
         assert!(rows[3].is_ok());
+        // A kept row reads back as the same cells.
+        let rows = collect(b"isig,datetime,glucose\n\"1,5\",never,\"say \"\"hi\"\"\"\n");
+        assert_eq!(
+            rows[0].as_ref().unwrap_err().raw,
+            b"\"1,5\",never,\"say \"\"hi\"\"\"".to_vec()
+        );
     }
 
     #[test]
@@ -535,6 +586,11 @@ mod tests {
             err.to_string(),
             "column \"datetime\" is not in the header (columns: a, b)"
         );
+        let err = read_csv(&b"datetime;v\n1;2\n"[..], &opts(), |_| {}).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column \"datetime\" is not in the header (columns: datetime;v); the header is one column: the file is separated by ';' or tabs, and produce reads comma-separated files only"
+        );
     }
 
     #[test]
@@ -546,6 +602,21 @@ mod tests {
         assert_eq!(cell_json("", none), "null");
         assert_eq!(cell_json("inf", none), "\"inf\"");
         assert_eq!(cell_json("on", none), "\"on\"");
+        assert_eq!(cell_json("-0", none), "0");
+        assert_eq!(cell_json("+5", none), "5");
+        assert_eq!(cell_json("0.5", none), "0.5");
+        // A number would change these: they stay as written.
+        assert_eq!(cell_json("007", none), "\"007\"");
+        assert_eq!(cell_json("-01", none), "\"-01\"");
+        assert_eq!(
+            cell_json("12345678901234567890", none),
+            "\"12345678901234567890\""
+        );
+        assert_eq!(
+            cell_json("9223372036854775807", none),
+            "9223372036854775807"
+        );
+        assert_eq!(cell_json("1e400", none), "\"1e400\"");
         let sentinels = ["-9900".to_owned(), "-999".to_owned(), "n/a".to_owned()];
         assert_eq!(cell_json("-9900", &sentinels), "null");
         assert_eq!(cell_json("-9900.00", &sentinels), "null");
