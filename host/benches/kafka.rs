@@ -164,7 +164,7 @@ fn raw_once(config: &KafkaConfig, data: &[Record]) -> Duration {
     while n < data.len() {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             start.get_or_insert_with(Instant::now);
-            let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&output);
+            let mut r: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(&output, n);
             if let Some(k) = m.key() {
                 r = r.key(k);
             }

@@ -10,6 +10,9 @@
 //! partitions = 4
 //! retention = "7d"                # by append time; absent = keep forever
 //! retention_bytes = 1073741824    # per partition; absent = no size limit
+//! # retention.time = "7d"         # the same as retention = "7d", and then:
+//! # retention.unread = "delete"   # also delete records a processor has not read
+//! #                               # (default "keep": they stay until read)
 //!
 //! [[processor]]
 //! name = "enrich"                 # also its consumer name and state scope
@@ -44,6 +47,10 @@
 //! topic = "site-7.alerts"         # the Kafka topic (default: the same as from)
 //! batch = 1000                    # records per batch and position commit
 //! kafka.brokers = "hq.example:9092"  # the cluster; the other keys of [kafka] too
+//!
+//! [device_time]                   # which timestamp a device's record gets (docs/device-data.md)
+//! max_ahead = "15m"               # device time up to this far ahead of the ingest clock is kept
+//! max_behind = "20y"              # and up to this far behind; else the ingest time, device time in a header
 //!
 //! [kafka]                         # optional: use Apache Kafka instead of the embedded log
 //! brokers = "127.0.0.1:9092"
@@ -125,6 +132,9 @@ pub struct Config {
     /// run (store-and-forward from the edge).
     #[serde(default, rename = "forward")]
     pub forwards: Vec<crate::streams::forward::ForwardConfig>,
+    /// Which timestamp a record from a device gets, on every way in.
+    #[serde(default)]
+    pub device_time: crate::streams::ingest::DeviceTimePolicy,
 }
 
 impl Config {
@@ -176,6 +186,7 @@ impl Config {
     /// The first problem found, naming the section, the processor and the key.
     pub fn check(&self) -> Result<(), String> {
         crate::streams::embedded::check_log_config(&self.log, &self.topics)?;
+        self.device_time.check()?;
         let mut names = std::collections::BTreeSet::new();
         for p in &self.processors {
             p.check()?;

@@ -16,7 +16,7 @@ use tidewater::streams::kafka::KafkaConfig;
 use crate::common::*;
 
 /// The shared broker, or `None` (and a note) when there is none and none is required.
-fn broker() -> Option<String> {
+pub(crate) fn broker() -> Option<String> {
     if let Ok(b) = std::env::var("TIDEWATER_TEST_BROKERS") {
         return Some(b);
     }
@@ -39,7 +39,7 @@ fn broker() -> Option<String> {
 }
 
 /// A name no other test uses on the shared broker.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -53,7 +53,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Every record of `topic`, as read_committed consumers see them.
-fn read_all(brokers: &str, topic: &str) -> Vec<LogRecord> {
+pub(crate) fn read_all(brokers: &str, topic: &str) -> Vec<LogRecord> {
     let mut out = Vec::new();
     tidewater::streams::kafka::read_topic(&KafkaConfig::new(brokers), topic, None, 0, |r| {
         out.push(r.clone());

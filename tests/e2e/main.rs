@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod demo;
 mod deploy;
+mod devicedata;
 mod dlq;
 mod edge;
 mod faults;

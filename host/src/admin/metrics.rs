@@ -57,6 +57,35 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
         }
         reg.register(name, help, fam);
     }
+    let deleted_unread = Family::<Labels, Counter>::default();
+    for (p, s) in &stats {
+        deleted_unread
+            .get_or_create(&vec![("processor".into(), p.clone())])
+            .inc_by(s.deleted_unread);
+    }
+    reg.register(
+        "deleted_unread",
+        "Records retention deleted before the processor read them (retention.unread = \"delete\")",
+        deleted_unread,
+    );
+    let device_time = Family::<Labels, Counter>::default();
+    let replaced = crate::streams::ingest::device_time::counts(admin.log.db())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
+    for (topic, t) in &replaced {
+        for (reason, n) in [("ahead", t.ahead), ("behind", t.behind)] {
+            device_time
+                .get_or_create(&vec![
+                    ("topic".into(), topic.clone()),
+                    ("reason".into(), reason.into()),
+                ])
+                .inc_by(n);
+        }
+    }
+    reg.register(
+        "device_time_replaced",
+        "Records stamped with the ingest time because their device time was out of the window",
+        device_time,
+    );
     let lag = Family::<Labels, Gauge>::default();
     let swaps = Family::<Labels, Counter>::default();
     let active = Family::<Labels, Gauge>::default();

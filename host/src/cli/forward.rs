@@ -7,7 +7,7 @@ use clap::Args;
 use tidewater::streams::embedded::Log;
 use tidewater::streams::kafka::KafkaConfig;
 
-use super::{non_empty, stop_signal};
+use super::{DeviceTimeArgs, non_empty, stop_signal};
 
 #[derive(Debug, Args)]
 pub(super) struct ForwardArgs {
@@ -28,6 +28,8 @@ pub(super) struct ForwardArgs {
     /// Stop once everything stored so far has been shipped.
     #[arg(long)]
     until_idle: bool,
+    #[command(flatten)]
+    device_time: DeviceTimeArgs,
 }
 
 pub(super) async fn forward(
@@ -43,7 +45,8 @@ pub(super) async fn forward(
         topic: a.topic,
         batch: a.batch as usize,
         kafka: KafkaConfig::new(a.to_kafka),
-    })?;
+    })?
+    .with_device_time(a.device_time.policy()?);
     let summary = format!(
         "from {} to Kafka topic {}",
         forwarder.config().from,
@@ -59,6 +62,7 @@ pub(super) async fn forward(
         });
     }
     let data_dir = data_dir.to_owned();
+    let dead_letter_topic = forwarder.config().dead_letter_topic();
     let result = tokio::task::spawn_blocking(move || {
         // The data dir is opened per batch and let go between, so `produce`
         // keeps storing events locally while this waits for the brokers.
@@ -68,9 +72,17 @@ pub(super) async fn forward(
                 1,
             ))
         };
-        forwarder.run(&mut open, &stop, a.until_idle)
+        let shipped = forwarder.run(&mut open, &stop, a.until_idle);
+        shipped.map(|n| (n, forwarder.dead_lettered()))
     })
     .await??;
-    errln!("forwarded {result} records {summary}");
+    let (shipped, refused) = result;
+    errln!("forwarded {shipped} records {summary}");
+    if refused > 0 {
+        errln!(
+            "the broker refused {refused} records: they are in the embedded-log topic {dead_letter_topic}, with the reason and their offsets"
+        );
+        return Ok(ExitCode::from(2));
+    }
     Ok(ExitCode::SUCCESS)
 }

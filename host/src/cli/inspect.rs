@@ -48,16 +48,52 @@ pub(super) fn stats(data_dir: &std::path::Path, a: StatsArgs) -> anyhow::Result<
                     )
                 }),
             )?;
+            print_device_time(&log)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints, per topic, how many records were stamped with the ingest time
+/// because their device time was out of the window (nothing when none was).
+fn print_device_time(log: &tidewater::streams::embedded::Log) -> anyhow::Result<()> {
+    let counts = tidewater::streams::ingest::device_time::counts(log.db())?;
+    if counts.is_empty() {
+        return Ok(());
+    }
+    outln!(
+        "\nrecords stamped with the ingest time (device clock out of the window; device time in header {}):",
+        tidewater::streams::ingest::DEVICE_TIME_HEADER
+    )?;
+    outln!("{:<28} {:>9} {:>9}", "topic", "ahead", "behind")?;
+    for (topic, t) in counts {
+        outln!("{:<28} {:>9} {:>9}", topic, t.ahead, t.behind)?;
+    }
+    Ok(())
 }
 
 pub(super) fn topics(data_dir: &std::path::Path, a: FormatArgs) -> anyhow::Result<ExitCode> {
     let log = open_existing_log(data_dir)?;
     let topics = log.topics()?;
     match a.format {
-        Format::Json => outln!("{}", serde_json::to_string_pretty(&topics)?)?,
+        Format::Json => {
+            /// A topic with its count of replaced device times.
+            #[derive(serde::Serialize)]
+            struct WithDeviceTime {
+                #[serde(flatten)]
+                topic: tidewater::streams::embedded::TopicInfo,
+                device_time_replaced: tidewater::streams::ingest::Tally,
+            }
+            let mut counts = tidewater::streams::ingest::device_time::counts(log.db())?;
+            let topics: Vec<WithDeviceTime> = topics
+                .into_iter()
+                .map(|topic| WithDeviceTime {
+                    device_time_replaced: counts.remove(&topic.name).unwrap_or_default(),
+                    topic,
+                })
+                .collect();
+            outln!("{}", serde_json::to_string_pretty(&topics)?)?
+        }
         Format::Table => {
             outln!(
                 "{:<28} {:>9} {:>10} {:>12}",
@@ -77,6 +113,7 @@ pub(super) fn topics(data_dir: &std::path::Path, a: FormatArgs) -> anyhow::Resul
                     )?;
                 }
             }
+            print_device_time(&log)?;
         }
     }
     Ok(ExitCode::SUCCESS)

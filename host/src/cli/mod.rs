@@ -73,6 +73,12 @@ enum Command {
     /// locally; they are sent when the brokers return. A record may be sent
     /// twice after a crash, identical both times, so a downstream processor
     /// with a content key mode (json:, hash, record-key) drops the copy.
+    ///
+    /// A timestamp outside the device-time window around the record's append
+    /// time becomes that append time (--max-ahead, --max-behind). A record
+    /// the broker refuses (too large, invalid) goes to the embedded-log topic
+    /// forward.<TOPIC>.dlq with the reason and its offset, and the records
+    /// after it ship; the exit status is then 2.
     Forward(ForwardArgs),
     /// Show each processor's counters, status and lag.
     Stats(StatsArgs),
@@ -112,6 +118,34 @@ pub(crate) struct KafkaArgs {
     /// instead of the embedded log. For `run`, this overrides [kafka] brokers.
     #[arg(long, env = "TIDEWATER_BROKERS", value_parser = non_empty)]
     brokers: Option<String>,
+}
+
+/// The device-time window of `produce` and `forward` (`[device_time]` of
+/// `run`): see docs/device-data.md.
+#[derive(Debug, Args)]
+pub(crate) struct DeviceTimeArgs {
+    /// A record whose device time is more than this far ahead of the ingest
+    /// clock is stamped with the ingest time instead; its device time is
+    /// kept in the header tidewater-device-time (e.g. 15m, 1h). Default 15m.
+    #[arg(long, env = "TIDEWATER_MAX_AHEAD", value_parser = humantime::parse_duration)]
+    max_ahead: Option<std::time::Duration>,
+    /// The same, for a device time more than this far behind (a clock
+    /// reset to 1970 or 2000; e.g. 30d, 20y). Times at or before
+    /// 1970-01-01T00:00:00Z are always replaced. Default 20y.
+    #[arg(long, env = "TIDEWATER_MAX_BEHIND", value_parser = humantime::parse_duration)]
+    max_behind: Option<std::time::Duration>,
+}
+
+impl DeviceTimeArgs {
+    /// The policy these flags give (the defaults where a flag is missing).
+    pub(crate) fn policy(&self) -> anyhow::Result<tidewater::streams::ingest::DeviceTimePolicy> {
+        let mut p = tidewater::streams::ingest::DeviceTimePolicy::default();
+        p.max_ahead = self.max_ahead.unwrap_or(p.max_ahead);
+        p.max_behind = self.max_behind.unwrap_or(p.max_behind);
+        p.check()
+            .map_err(|e| anyhow::anyhow!(e.replace("device_time.max_", "--max-")))?;
+        Ok(p)
+    }
 }
 
 pub(crate) fn non_empty(s: &str) -> Result<String, String> {

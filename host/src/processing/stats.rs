@@ -241,8 +241,14 @@ pub struct ProcessorStats {
     /// The counters since the data dir was created.
     #[serde(flatten)]
     pub counters: Counters,
-    /// Records in the inputs not yet read (sum over partitions of end − position).
+    /// Records in the inputs not yet read (sum over partitions of end −
+    /// position); it includes records retention deleted before they were
+    /// read until the processor passes them.
     pub lag: u64,
+    /// Records of its inputs that retention deleted before this processor
+    /// read them (only with `retention.unread = "delete"`; see
+    /// [`Log::deleted_unread`]).
+    pub deleted_unread: u64,
     /// Failures by stable error code, since the data dir was created.
     pub error_codes: BTreeMap<String, u64>,
     /// Partitions halted by `on_error = "halt-partition"` in the last run.
@@ -316,6 +322,11 @@ pub fn read_all(log: &Log) -> Result<BTreeMap<String, ProcessorStats>, LogError>
             s.lag += pos.end.saturating_sub(pos.next_offset);
         }
     }
+    for (consumer, n) in log.deleted_unread()? {
+        if let Some(s) = out.get_mut(&consumer) {
+            s.deleted_unread = n;
+        }
+    }
     for s in out.values_mut() {
         if s.status.is_empty() {
             s.status = "unknown".into();
@@ -323,6 +334,12 @@ pub fn read_all(log: &Log) -> Result<BTreeMap<String, ProcessorStats>, LogError>
             // Whoever reads the stats holds the database, so no `run` does:
             // the one that wrote "running" was killed before it could say so.
             s.status = "stopped uncleanly (killed or crashed)".into();
+        }
+        if s.deleted_unread > 0 {
+            s.status.push_str(&format!(
+                "; {} records deleted by retention before it read them",
+                s.deleted_unread
+            ));
         }
         for h in &s.halted {
             s.status.push_str(&format!(

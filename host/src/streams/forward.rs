@@ -4,6 +4,14 @@
 //!
 //! The records are produced byte for byte (key, value, headers, timestamp)
 //! with an idempotent, `acks=all` producer whose queue never expires them;
+//! only a timestamp outside the device-time window around the record's
+//! append time ([`crate::streams::ingest::DeviceTimePolicy`]: a device
+//! record not stamped on its way in, an output stamped with such an input's
+//! time) becomes that append time, its own kept in the header
+//! `tidewater-device-time`. A record the broker still refuses for what it
+//! is (too large, a timestamp out of its window, invalid) is dead-lettered
+//! in the embedded log, to `forward.<kafka topic>.dlq` with the reason and
+//! its topic, partition and offset, and the records after it ship;
 //! the position (consumer `forward.<kafka topic>` in the embedded log) moves
 //! only after the broker acknowledged a batch. After a crash between the
 //! acknowledgement and the position commit, that batch is sent again,
@@ -18,10 +26,11 @@ use std::time::Duration;
 use rdkafka::producer::BaseProducer;
 use serde::Deserialize;
 
-use crate::streams::embedded::{Log, LogError};
-use crate::streams::kafka::{BrokerError, DeliveryContext, KafkaConfig};
+use crate::streams::embedded::{Log, LogError, append_in};
+use crate::streams::ingest::device_time::{self, DeviceTimePolicy, Tally};
+use crate::streams::kafka::{BrokerError, DeliveryContext, KafkaConfig, Refusal};
 use crate::streams::topic::{BadTopicName, check_topic_name};
-use crate::streams::{LogRecord, Record, positions};
+use crate::streams::{LogRecord, Record, dlq_headers, positions};
 
 /// How long to wait before asking again, when there is nothing to ship.
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -78,6 +87,12 @@ impl ForwardConfig {
         format!("forward.{}", self.kafka_topic())
     }
 
+    /// The embedded-log topic of the records the broker refused:
+    /// `forward.<kafka topic>.dlq`.
+    pub fn dead_letter_topic(&self) -> String {
+        format!("{}.dlq", self.consumer())
+    }
+
     /// Checks the topic names, the brokers and the batch size.
     ///
     /// # Errors
@@ -127,6 +142,9 @@ pub enum ForwardError {
 /// Ships one topic; see the module docs.
 pub struct Forwarder {
     config: ForwardConfig,
+    policy: DeviceTimePolicy,
+    /// Records the broker refused, dead-lettered since this forwarder started.
+    dead_lettered: u64,
     consumer: String,
     producer: BaseProducer<DeliveryContext>,
     topic_ready: bool,
@@ -164,12 +182,26 @@ impl Forwarder {
         check_topic_name(config.kafka_topic())?;
         let producer = crate::streams::kafka::patient_producer(&config.kafka)?;
         Ok(Forwarder {
+            policy: DeviceTimePolicy::default(),
+            dead_lettered: 0,
             consumer: config.consumer(),
             config,
             producer,
             topic_ready: false,
             said_missing: false,
         })
+    }
+
+    /// Applies `policy` (`[device_time]`) instead of the default window.
+    pub fn with_device_time(mut self, policy: DeviceTimePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Records the broker refused, dead-lettered to
+    /// [`ForwardConfig::dead_letter_topic`] since this forwarder started.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered
     }
 
     /// The settings.
@@ -230,25 +262,62 @@ impl Forwarder {
         }
         let mut shipped = 0;
         for (p, records) in batches {
-            let next = records.last().map_or(0, |r| r.offset + 1);
-            let plain: Vec<Record> = records.into_iter().map(|r| r.record).collect();
-            if !crate::streams::kafka::deliver_patiently(
-                &self.producer,
-                self.config.kafka_topic(),
-                &plain,
-                stop,
-            )? {
-                return Ok(Step::Stopped);
+            match self.ship_partition(open_log, p, records, stop)? {
+                Some(n) => shipped += n,
+                None => return Ok(Step::Stopped),
             }
-            let log = open_log()?;
-            let txn = log.db().begin_write().map_err(LogError::from)?;
-            positions::set_position_in(&txn, &self.consumer, &from, p, next)
-                .map_err(LogError::from)?;
-            txn.commit().map_err(LogError::from)?;
-            shipped += plain.len() as u64;
-            tracing::debug!(from = %from, partition = p, next, "forwarded");
         }
         Ok(Step::Shipped(shipped))
+    }
+
+    /// Ships one partition's batch: applies the device-time policy, produces
+    /// it, waits for the broker, then, in one transaction, dead-letters what
+    /// it refused, counts the replaced timestamps and moves the position.
+    /// Returns how many records the broker stored, or `None` when `stop` was
+    /// set first.
+    fn ship_partition(
+        &mut self,
+        open_log: &mut dyn FnMut() -> Result<Log, ForwardError>,
+        p: u32,
+        records: Vec<LogRecord>,
+        stop: &AtomicBool,
+    ) -> Result<Option<u64>, ForwardError> {
+        let from = &self.config.from;
+        let next = records.last().map_or(0, |r| r.offset + 1);
+        let mut tally = Tally::default();
+        let plain: Vec<Record> = records
+            .iter()
+            .map(|r| {
+                let mut record = r.record.clone();
+                tally.add(self.policy.stamp(&mut record, r.append_ms as i64));
+                record
+            })
+            .collect();
+        let topic = self.config.kafka_topic();
+        let Some(refused) =
+            crate::streams::kafka::deliver_patiently(&self.producer, topic, &plain, stop)?
+        else {
+            return Ok(None);
+        };
+        let log = open_log()?;
+        let txn = log.db().begin_write().map_err(LogError::from)?;
+        let dlq = self.config.dead_letter_topic();
+        for refusal in &refused {
+            let input = &records[refusal.index];
+            tracing::warn!(
+                from = %from, partition = p, offset = input.offset, kafka_topic = %topic,
+                dead_letter_topic = %dlq, error = %refusal.message,
+                "the broker refused a record; it is dead-lettered and the records after it ship"
+            );
+            let letter = refused_letter(input, refusal, topic);
+            append_in(&txn, &dlq, None, &letter, log.default_partitions())?;
+        }
+        device_time::count_in(&txn, topic, &tally).map_err(LogError::from)?;
+        positions::set_position_in(&txn, &self.consumer, from, p, next).map_err(LogError::from)?;
+        txn.commit().map_err(LogError::from)?;
+        tracing::debug!(from = %from, partition = p, next, "forwarded");
+        self.dead_lettered += refused.len() as u64;
+        Ok(Some((plain.len() - refused.len()) as u64))
     }
 
     /// Makes sure the Kafka topic exists (creating it with `partitions` when
@@ -326,4 +395,27 @@ impl Forwarder {
         }
         Ok(shipped)
     }
+}
+
+/// The dead letter of a record the broker refused: the record as stored in
+/// the embedded log (key, value, headers, timestamp), with the reason
+/// (`tidewater-error-kind: refused-by-broker`, the broker's message) and
+/// where it was (`tidewater-source-topic`, `-partition`, `-offset`).
+fn refused_letter(input: &LogRecord, refusal: &Refusal, kafka_topic: &str) -> Record {
+    use dlq_headers as h;
+    let mut record = input.record.clone();
+    let extra = [
+        (h::KIND, "refused-by-broker".to_owned()),
+        (
+            h::MESSAGE,
+            format!("Kafka topic {kafka_topic:?}: {}", refusal.message),
+        ),
+        (h::TOPIC, input.topic.clone()),
+        (h::PARTITION, input.partition.to_string()),
+        (h::OFFSET, input.offset.to_string()),
+    ];
+    record
+        .headers
+        .extend(extra.map(|(n, v)| (n.to_owned(), v.into_bytes())));
+    record
 }

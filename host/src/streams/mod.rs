@@ -24,7 +24,7 @@ pub mod topic;
 use redb::WriteTransaction;
 use serde::Serialize;
 
-pub use record::{Header, LogRecord, Record};
+pub use record::{Header, LogRecord, Record, dlq_headers};
 
 use crate::db::StorageError;
 

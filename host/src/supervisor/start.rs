@@ -75,6 +75,7 @@ pub(super) fn forwarders(config: &Config) -> Result<Vec<Forwarder>, RunError> {
         .iter()
         .map(|f| {
             Forwarder::new(f.clone())
+                .map(|f| f.with_device_time(config.device_time))
                 .map_err(|e| RunError::Forward(format!("[[forward]] from {:?}: {e}", f.from)))
         })
         .collect()
@@ -271,9 +272,10 @@ pub(super) async fn prepare_streams(config: &Config, host: &Host) -> Result<(), 
         )?;
         log.set_retention(
             &t.name,
-            t.retention.map(|d| d.as_millis() as u64),
+            t.retention.time.map(|d| d.as_millis() as u64),
             t.retention_bytes,
         )?;
+        log.set_unread(&t.name, t.retention.unread)?;
     }
     // Every processor, started or paused, gets a position in each input
     // partition that exists, so `stats` shows its lag even before (or
@@ -283,7 +285,10 @@ pub(super) async fn prepare_streams(config: &Config, host: &Host) -> Result<(), 
         for input in &p.inputs {
             for partition in 0..log.partitions(input)?.unwrap_or(0) {
                 if log.position(&p.name, input, partition)?.is_none() {
-                    positions::set_position_in(&txn, &p.name, input, partition, 0)?;
+                    // From the first record still stored: what retention
+                    // removed before this processor existed is not lag.
+                    let start = log.start_offset(input, partition)?;
+                    positions::set_position_in(&txn, &p.name, input, partition, start)?;
                 }
             }
         }

@@ -28,6 +28,16 @@ impl Default for LogConfig {
 }
 
 /// `[[topic]]`: a topic to create, with its retention.
+///
+/// ```toml
+/// [[topic]]
+/// name = "sensor-readings"
+/// retention = "7d"             # or, to say what happens to unread records:
+/// # retention.time = "7d"
+/// # retention.unread = "keep"  # default: records some consumer has not read stay;
+/// #                            # "delete": they go too (Kafka's behaviour), counted
+/// retention_bytes = 1073741824
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicConfig {
@@ -35,11 +45,77 @@ pub struct TopicConfig {
     pub name: String,
     /// Partition count; default `log.default_partitions`.
     pub partitions: Option<u32>,
-    /// Remove records appended longer ago than this. Absent: keep forever.
-    #[serde(default, with = "humantime_serde")]
-    pub retention: Option<Duration>,
+    /// How long records stay, and what happens to records some consumer
+    /// has not read when their time is up.
+    #[serde(default)]
+    pub retention: Retention,
     /// Trim each partition to at most this many bytes. Absent: no limit.
+    /// Records some consumer has not read are kept unless
+    /// `retention.unread = "delete"`.
     pub retention_bytes: Option<u64>,
+}
+
+/// What retention does with records past their time (or beyond the size
+/// limit) that some consumer (a processor, a forward) has not read yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unread {
+    /// Keep them, and the records after them, until every consumer has
+    /// read them (the default).
+    #[default]
+    Keep,
+    /// Delete them anyway, as Kafka does; each consumer's count of records
+    /// deleted unread shows in `stats` and `/metrics`, and a WARN is logged.
+    Delete,
+}
+
+/// `retention` of a `[[topic]]`: a duration (`retention = "7d"`) or a table
+/// (`retention.time = "7d"`, `retention.unread = "delete"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove records appended longer ago than this. `None`: keep forever.
+    pub time: Option<Duration>,
+    /// What to do with records some consumer has not read.
+    pub unread: Unread,
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            #[serde(default, with = "humantime_serde")]
+            time: Option<Duration>,
+            #[serde(default)]
+            unread: Unread,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Retention;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a duration such as "7d", or a table with time and unread"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Retention, E> {
+                let time = humantime::parse_duration(v)
+                    .map_err(|e| E::custom(format!("retention {v:?}: {e}")))?;
+                Ok(Retention {
+                    time: Some(time),
+                    unread: Unread::Keep,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Retention, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Retention {
+                    time: t.time,
+                    unread: t.unread,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Checks `[log]` and the `[[topic]]` list: partition counts in range,
@@ -67,4 +143,50 @@ pub fn check_log_config(log: &LogConfig, topics: &[TopicConfig]) -> Result<(), S
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct W {
+        topic: Vec<TopicConfig>,
+    }
+
+    fn parse(text: &str) -> Result<Retention, String> {
+        toml::from_str::<W>(&format!("[[topic]]\nname = \"t\"\n{text}"))
+            .map(|w| w.topic[0].retention)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn retention_is_a_duration_or_a_table() {
+        let week = Some(Duration::from_secs(7 * 86_400));
+        assert_eq!(parse(""), Ok(Retention::default()));
+        assert_eq!(
+            parse("retention = \"7d\""),
+            Ok(Retention {
+                time: week,
+                unread: Unread::Keep
+            })
+        );
+        assert_eq!(
+            parse("retention.time = \"7d\"\nretention.unread = \"delete\""),
+            Ok(Retention {
+                time: week,
+                unread: Unread::Delete
+            })
+        );
+        assert_eq!(
+            parse("retention = { unread = \"keep\" }"),
+            Ok(Retention::default())
+        );
+        let e = parse("retention.unread = \"drop\"").unwrap_err();
+        assert!(e.contains("unknown variant `drop`"), "{e}");
+        let e = parse("retention.tme = \"1d\"").unwrap_err();
+        assert!(e.contains("unknown field `tme`"), "{e}");
+        let e = parse("retention = \"soon\"").unwrap_err();
+        assert!(e.contains("retention \"soon\""), "{e}");
+    }
 }

@@ -37,6 +37,8 @@ pub struct TopicInfo {
     pub retention_ms: Option<u64>,
     /// Each partition is trimmed to at most this many bytes; `None` keeps all.
     pub retention_bytes: Option<u64>,
+    /// What retention does with records some consumer has not read.
+    pub retention_unread: super::Unread,
 }
 
 /// One partition's bounds.
@@ -122,13 +124,14 @@ log_from_redb!(
 );
 
 /// topic → (partitions, retention in ms, retention in bytes)
-const TOPICS: TableDefinition<&str, (u32, Option<u64>, Option<u64>)> =
+pub(super) const TOPICS: TableDefinition<&str, (u32, Option<u64>, Option<u64>)> =
     TableDefinition::new("log.topics");
 /// (topic, partition) → (start offset, end offset, bytes)
-const PARTITIONS: TableDefinition<(&str, u32), (u64, u64, u64)> =
+pub(super) const PARTITIONS: TableDefinition<(&str, u32), (u64, u64, u64)> =
     TableDefinition::new("log.partitions");
 /// (topic, partition, offset) → encoded record
-const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("log.records");
+pub(super) const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> =
+    TableDefinition::new("log.records");
 
 const FORMAT_V1: u8 = 1;
 
@@ -162,7 +165,7 @@ fn encode(record: &Record, append_ms: u64) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<(u64, Record), String> {
+pub(super) fn decode(bytes: &[u8]) -> Result<(u64, Record), String> {
     let Some((&FORMAT_V1, rest)) = bytes.split_first() else {
         return Err(format!("unknown format byte {:?}", bytes.first()));
     };
@@ -237,6 +240,24 @@ pub fn append_in(
     record: &Record,
     default_partitions: u32,
 ) -> Result<(u32, u64), LogError> {
+    append_at_in(txn, topic, partition, record, default_partitions, now_ms())
+}
+
+/// As [`append_in`], with the append time given (`append_ms`, ms since the
+/// Unix epoch) rather than read from the wall clock: an ingest that stamps
+/// records with its clock stores the same instant as their append time.
+///
+/// # Errors
+///
+/// As [`append_in`].
+pub fn append_at_in(
+    txn: &WriteTransaction,
+    topic: &str,
+    partition: Option<u32>,
+    record: &Record,
+    default_partitions: u32,
+    append_ms: u64,
+) -> Result<(u32, u64), LogError> {
     let partitions = ensure_topic_in(txn, topic, None, default_partitions)?;
     let p = match partition {
         Some(p) if p >= partitions => {
@@ -249,7 +270,7 @@ pub fn append_in(
         Some(p) => p,
         None => partition_for(record, partitions),
     };
-    let bytes = encode(record, now_ms());
+    let bytes = encode(record, append_ms);
     let mut parts = txn.open_table(PARTITIONS)?;
     let (start, end, size) = parts.get((topic, p))?.map_or((0, 0, 0), |g| g.value());
     txn.open_table(RECORDS)?
@@ -401,6 +422,7 @@ impl Log {
                 partitions.push(PartitionInfo { start, end, bytes });
             }
             out.push(TopicInfo {
+                retention_unread: super::retention::unread_policy(&txn, &name)?,
                 name,
                 partitions,
                 retention_ms,
@@ -521,76 +543,6 @@ impl Log {
         }
         Ok(out)
     }
-
-    /// Removes the records that fall outside their topic's retention: older
-    /// than `retention_ms` by append time (measured against `now_ms`), or
-    /// beyond `retention_bytes` per partition, oldest first. The end offsets
-    /// do not change. Returns how many records were removed.
-    ///
-    /// # Errors
-    ///
-    /// [`LogError::Corrupt`], storage errors.
-    pub fn enforce_retention(&self, now_ms: u64) -> Result<u64, LogError> {
-        let txn = self.db.begin_write()?;
-        let mut removed = 0;
-        {
-            let topics: Vec<(String, u32, Option<u64>, Option<u64>)> = match txn.open_table(TOPICS)
-            {
-                Ok(t) => t
-                    .iter()?
-                    .map(|e| {
-                        e.map(|(k, v)| {
-                            let (n, ms, bytes) = v.value();
-                            (k.value().to_owned(), n, ms, bytes)
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-                Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
-                Err(e) => return Err(e.into()),
-            };
-            let mut parts = txn.open_table(PARTITIONS)?;
-            let mut records = txn.open_table(RECORDS)?;
-            for (topic, n, retention_ms, retention_bytes) in topics {
-                if retention_ms.is_none() && retention_bytes.is_none() {
-                    continue;
-                }
-                let cutoff = retention_ms.map(|ms| now_ms.saturating_sub(ms));
-                for p in 0..n {
-                    let (mut start, end, mut size) = parts
-                        .get((topic.as_str(), p))?
-                        .map_or((0, 0, 0), |g| g.value());
-                    while start < end {
-                        let Some(raw) = records.get((topic.as_str(), p, start))?.map(|g| {
-                            let raw = g.value();
-                            (raw.len() as u64, decode(raw).map(|(ms, _)| ms))
-                        }) else {
-                            start += 1;
-                            continue;
-                        };
-                        let (len, append_ms) = raw;
-                        let append_ms = append_ms.map_err(|reason| LogError::Corrupt {
-                            topic: topic.clone(),
-                            partition: p,
-                            offset: start,
-                            reason,
-                        })?;
-                        let too_old = cutoff.is_some_and(|c| append_ms < c);
-                        let too_big = retention_bytes.is_some_and(|b| size > b);
-                        if !too_old && !too_big {
-                            break;
-                        }
-                        records.remove((topic.as_str(), p, start))?;
-                        size -= len;
-                        start += 1;
-                        removed += 1;
-                    }
-                    parts.insert((topic.as_str(), p), (start, end, size))?;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(removed)
-    }
 }
 
 #[cfg(test)]
@@ -677,7 +629,7 @@ mod tests {
         log.append("t", (0..10).map(rec)).unwrap();
         let one = log.topics().unwrap()[0].partitions[0].bytes / 10;
         log.set_retention("t", None, Some(one * 3)).unwrap();
-        assert_eq!(log.enforce_retention(now_ms()).unwrap(), 7);
+        assert_eq!(log.enforce_retention(now_ms()).unwrap().removed, 7);
         let info = log.topics().unwrap()[0].partitions[0];
         assert_eq!((info.start, info.end, info.bytes), (7, 10, one * 3));
         let got = log.read("t", 0, 0, 100, usize::MAX).unwrap();
@@ -692,8 +644,8 @@ mod tests {
         log.append("t", [Record::default(), Record::default()])
             .unwrap();
         log.set_retention("t", Some(60_000), None).unwrap();
-        assert_eq!(log.enforce_retention(now_ms()).unwrap(), 0);
-        assert_eq!(log.enforce_retention(now_ms() + 61_000).unwrap(), 2);
+        assert_eq!(log.enforce_retention(now_ms()).unwrap().removed, 0);
+        assert_eq!(log.enforce_retention(now_ms() + 61_000).unwrap().removed, 2);
         assert_eq!(log.topics().unwrap()[0].partitions[0].start, 2);
     }
 }

@@ -47,11 +47,13 @@ impl EmbeddedSource {
                     let next = match self.log.position(&self.consumer, topic, p)? {
                         Some(next) => next,
                         None => {
-                            // Record the start so that lag counts from it.
+                            // Record the start (the first record still
+                            // stored) so that lag counts from it.
+                            let start = self.log.start_offset(topic, p)?;
                             let txn = self.log.db().begin_write()?;
-                            positions::set_position_in(&txn, &self.consumer, topic, p, 0)?;
+                            positions::set_position_in(&txn, &self.consumer, topic, p, start)?;
                             txn.commit()?;
-                            0
+                            start
                         }
                     };
                     self.partitions.push((topic.clone(), p, next));
@@ -92,6 +94,20 @@ impl Source for EmbeddedSource {
     }
 
     fn commit_in(&mut self, txn: &WriteTransaction, batch: &Batch) -> Result<(), StreamError> {
+        // Records between the position and the batch were deleted by
+        // retention before this consumer read them: count them as it passes.
+        let before = positions::position_in(txn, &self.consumer, &batch.topic, batch.partition)?;
+        if let (Some(before), Some(first)) = (before, batch.records.first())
+            && first.offset > before
+        {
+            super::retention::count_skipped_in(
+                txn,
+                &self.consumer,
+                &batch.topic,
+                batch.partition,
+                first.offset - before,
+            )?;
+        }
         positions::set_position_in(
             txn,
             &self.consumer,
@@ -116,7 +132,7 @@ impl Source for EmbeddedSource {
 
     fn rewind(&mut self, from: ReplayFrom) -> Result<Vec<(String, u32, u64)>, StreamError> {
         self.refresh()?;
-        let ends: HashMap<(String, u32), u64> = self
+        let bounds: HashMap<(String, u32), (u64, u64)> = self
             .log
             .topics()?
             .into_iter()
@@ -124,13 +140,16 @@ impl Source for EmbeddedSource {
                 let name = t.name;
                 (0u32..)
                     .zip(t.partitions)
-                    .map(move |(p, info)| ((name.clone(), p), info.end))
+                    .map(move |(p, info)| ((name.clone(), p), (info.start, info.end)))
             })
             .collect();
         let txn = self.log.db().begin_write()?;
         let mut range = Vec::new();
         for (topic, partition, next) in &mut self.partitions {
-            let end = ends.get(&(topic.clone(), *partition)).copied().unwrap_or(0);
+            let (start, end) = bounds
+                .get(&(topic.clone(), *partition))
+                .copied()
+                .unwrap_or((0, 0));
             // The replay covers what had been read: records from the current
             // position on are new to the processor, whatever the epoch.
             range.push((topic.clone(), *partition, (*next).min(end)));
@@ -154,7 +173,9 @@ impl Source for EmbeddedSource {
             // A replay only goes back: a start past the current position
             // (a time in the future, an offset past the end) leaves the
             // position where it is, so no unread event is skipped.
-            let target = target.min(*next);
+            // Nor before the first record still stored: what retention
+            // removed was read once, it is not "deleted unread".
+            let target = target.min(*next).max(start.min(*next));
             positions::set_position_in(&txn, &self.consumer, topic, *partition, target)?;
             *next = target;
         }

@@ -3,20 +3,26 @@
 //! Each row becomes one record:
 //! - value: a JSON object `{"device": ID, "ts": "<the row's time as written>",
 //!   <column>: <cell>, ...}` with the other columns in file order; a cell
-//!   is a JSON number when it parses as one, `null` when it is empty or
-//!   `nil`/`null`/`NaN` (any case), else a string;
+//!   is a JSON number when it parses as one, `null` when it is empty,
+//!   `nil`/`null`/`NaN` (any case) or one of the sentinels of
+//!   [`CsvFormat::null_values`], else a string; an integer that a number
+//!   would change (leading zeros as in `007`, or more digits than an `i64`
+//!   holds) stays the string as written;
 //! - key: the device id;
-//! - timestamp: the row's time (RFC 3339 / ISO 8601, with `T` or a space;
-//!   UTC when it names no offset), in ms since the Unix epoch.
+//! - timestamp: the row's time, read as [`CsvFormat::time`] says (by
+//!   default ISO 8601 / RFC 3339, UTC when it names no offset), in ms since
+//!   the Unix epoch. The device-time policy
+//!   ([`super::device_time`]) is applied when the record is stored.
 //!
-//! The file may be gzip-compressed (detected by its magic bytes) and have
-//! CRLF line ends. A row that cannot be turned into an event is reported
-//! with its line number, never silently dropped.
+//! The file may be gzip-compressed (detected by its magic bytes), have CRLF
+//! line ends, lines before its header ([`CsvFormat::skip_lines`]), and the
+//! date and the time in two columns ([`CsvFormat::date_column`]; `ts` is
+//! then `"<date> <time>"`). A row that cannot be turned into an event is
+//! reported with its line number, never silently dropped.
 
 use std::io::{BufRead, BufReader, Read};
 
-use chrono::{DateTime, NaiveDateTime};
-
+use super::times::TimeFormat;
 use crate::streams::Record;
 
 /// How to read a CSV file.
@@ -28,14 +34,37 @@ pub struct CsvOptions {
     pub time_column: String,
 }
 
+/// How a device wrote its file, beyond plain CSV with a header: lines
+/// before the header, where and how the time is written, and which values
+/// mean "missing". The default reads the shipped data sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CsvFormat {
+    /// Lines before the header to skip (a logger's preamble: model, serial
+    /// number, units). Line numbers in reports still count them.
+    pub skip_lines: u64,
+    /// The column holding the date when the date and the time are in two
+    /// columns (the time column then holds the time of day); the time is
+    /// read from `"<date> <time>"`.
+    pub date_column: Option<String>,
+    /// How the time is written.
+    pub time: TimeFormat,
+    /// Cells that mean "no value" and become JSON `null` (besides an empty
+    /// cell, `nil`, `null` and `NaN`): e.g. `-9900`, `-999`. A cell matches
+    /// a sentinel when its text is the same, or when both are numbers of
+    /// equal value (`-9900.0` matches `-9900`).
+    pub null_values: Vec<String>,
+}
+
 /// A row that could not be turned into an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRow {
-    /// The 1-based line number in the file (the header is line 1).
+    /// The 1-based line number in the file (the header is line 1 plus the
+    /// skipped lines).
     pub line: u64,
     /// What was wrong.
     pub reason: String,
-    /// The row's bytes as read: its cells joined by commas (quotes removed).
+    /// The row as CSV: its cells joined by commas, quoted where a cell
+    /// needs it (so it reads back as the same cells).
     pub raw: Vec<u8>,
 }
 
@@ -49,13 +78,24 @@ pub enum IngestError {
     /// The header is unreadable.
     #[error("cannot read the CSV header: {0}")]
     Header(String),
-    /// The time column is not in the header.
-    #[error("column {column:?} is not in the header (columns: {columns})")]
+    /// The file ended within the lines to skip.
+    #[error("the file has {lines} lines, all before the header (--skip-lines {skip})")]
+    Preamble {
+        /// Lines the file has.
+        lines: u64,
+        /// Lines asked to skip.
+        skip: u64,
+    },
+    /// The time (or date) column is not in the header.
+    #[error("column {column:?} is not in the header (columns: {columns}){hint}")]
     NoTimeColumn {
         /// The column asked for.
         column: String,
         /// The columns there are, comma-separated.
         columns: String,
+        /// When the header is one column holding `;` or a tab: a note that
+        /// the file is not comma-separated (else empty).
+        hint: &'static str,
     },
     /// A column name is used twice, or is one of the fields the event gets anyway.
     #[error("column {0:?} {1}")]
@@ -70,58 +110,57 @@ pub enum IngestError {
     },
 }
 
-/// Parses a time as written in the data sets: RFC 3339 with `T` or a space,
-/// with `Z` or an offset, or with no offset (taken as UTC); seconds may have
-/// a fraction. Returns ms since the Unix epoch.
-///
-/// # Errors
-///
-/// A message naming the text when it is none of these.
-pub fn parse_time_ms(text: &str) -> Result<i64, String> {
-    let t = text.trim();
-    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
-        return Ok(d.timestamp_millis());
-    }
-    for f in [
-        "%Y-%m-%d %H:%M:%S%.f%:z",
-        "%Y-%m-%dT%H:%M:%S%.f%z",
-        "%Y-%m-%d %H:%M:%S%.f%z",
-    ] {
-        if let Ok(d) = DateTime::parse_from_str(t, f) {
-            return Ok(d.timestamp_millis());
-        }
-    }
-    for f in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
-            return Ok(d.and_utc().timestamp_millis());
-        }
-    }
-    Err(format!(
-        "time {text:?} is not a date-time (expected e.g. 2016-02-15T00:00:00Z, 2022-03-20T11:00:00+01:00 or 2010-03-24 09:51:00)"
-    ))
-}
-
-fn cell_json(cell: &str) -> String {
+/// The JSON of one cell: a number, `null` (empty, `nil`, `null`, `NaN`, or
+/// a sentinel of `nulls`), else a string.
+fn cell_json(cell: &str, nulls: &[String]) -> String {
     let c = cell.trim();
-    if c.is_empty() || ["nil", "null", "nan"].contains(&c.to_ascii_lowercase().as_str()) {
+    if c.is_empty()
+        || ["nil", "null", "nan"].contains(&c.to_ascii_lowercase().as_str())
+        || is_sentinel(c, nulls)
+    {
         return "null".into();
     }
-    if let Ok(i) = c.parse::<i64>() {
-        return i.to_string();
+    if is_integer_text(c) {
+        return match c.parse::<i64>() {
+            Ok(i) if !has_leading_zero(c) => i.to_string(),
+            // A code (`007`) or a serial number past i64: a number would
+            // lose its zeros or its last digits.
+            _ => serde_json::Value::from(c).to_string(),
+        };
     }
-    if let Ok(x) = c.parse::<f64>()
-        && x.is_finite()
-        && c.bytes()
-            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
-    {
+    if let Some(x) = plain_number(c) {
         return serde_json::Value::from(x).to_string();
     }
     serde_json::Value::from(c).to_string()
+}
+
+/// Whether `c` is an integer: an optional sign, then ASCII digits only.
+fn is_integer_text(c: &str) -> bool {
+    let digits = c.strip_prefix(['+', '-']).unwrap_or(c);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether the integer `c` starts with a zero that is not the whole of it
+/// (`007`, `-01`).
+fn has_leading_zero(c: &str) -> bool {
+    let digits = c.strip_prefix(['+', '-']).unwrap_or(c);
+    digits.len() > 1 && digits.starts_with('0')
+}
+
+/// `c` as a finite number written with digits, sign, point and exponent
+/// only (so `inf` and `NaN` are not numbers).
+fn plain_number(c: &str) -> Option<f64> {
+    let x: f64 = c.parse().ok()?;
+    (x.is_finite()
+        && c.bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)))
+    .then_some(x)
+}
+
+fn is_sentinel(c: &str, nulls: &[String]) -> bool {
+    nulls.iter().any(|n| {
+        n == c || matches!((plain_number(n), plain_number(c)), (Some(a), Some(b)) if a == b)
+    })
 }
 
 /// Opens `reader`, decompressing it when it starts with the gzip magic bytes.
@@ -140,31 +179,56 @@ pub fn maybe_gunzip<'a>(reader: impl Read + 'a) -> std::io::Result<Box<dyn Read 
 }
 
 /// Reads CSV rows from `reader` (plain or gzip) and calls `each` with every
-/// row's event or its [`BadRow`], in file order.
+/// row's event or its [`BadRow`], in file order: [`read_csv_with`] and the
+/// default [`CsvFormat`].
 ///
 /// # Errors
 ///
-/// [`IngestError`] when the file as a whole cannot be read: no header, the
-/// time column missing, a column named twice or named `device` or `ts`
-/// (the fields every event gets), or a read that fails part way (such as a
-/// truncated gzip file: the rows before it were passed to `each`).
+/// As [`read_csv_with`].
 pub fn read_csv(
     reader: impl Read,
     options: &CsvOptions,
     mut each: impl FnMut(Result<Record, BadRow>),
 ) -> Result<(), IngestError> {
+    read_csv_with(reader, options, &CsvFormat::default(), |_, row| each(row))
+}
+
+/// Reads CSV rows from `reader` (plain or gzip), written as `format` says,
+/// and calls `each` with every row's line (1-based, in the file) and its
+/// event or [`BadRow`], in file order.
+///
+/// # Errors
+///
+/// [`IngestError`] when the file as a whole cannot be read: no header (or
+/// nothing after the lines to skip), the time or date column missing, a
+/// column named twice or named `device` or `ts` (the fields every event
+/// gets), or a read that fails part way (such as a truncated gzip file: the
+/// rows before it were passed to `each`).
+pub fn read_csv_with(
+    reader: impl Read,
+    options: &CsvOptions,
+    format: &CsvFormat,
+    mut each: impl FnMut(u64, Result<Record, BadRow>),
+) -> Result<(), IngestError> {
     let io = |line: u64, e: &dyn std::fmt::Display| IngestError::Io {
         line,
         message: e.to_string(),
     };
+    let skip = format.skip_lines;
+    let mut input = BufReader::new(maybe_gunzip(reader).map_err(|e| io(0, &e))?);
+    skip_preamble(&mut input, skip)?;
+    // Records end at "\n" only, and a "\r" before it is taken off
+    // (`strip_cr`): with csv's default CRLF terminator, the line numbers of
+    // a CRLF file come out one too low.
     let mut csv = csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(false)
-        .from_reader(maybe_gunzip(reader).map_err(|e| io(0, &e))?);
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(input);
     let mut row = csv::ByteRecord::new();
-    let (header, time_idx) = read_header(&mut csv, &mut row, options)?;
+    let layout = read_header(&mut csv, &mut row, options, format)?;
     let device_json = serde_json::Value::from(options.device.as_str()).to_string();
-    let mut last_line = 1;
+    let mut last_line = 1 + skip;
     loop {
         match csv.read_byte_record(&mut row) {
             Ok(false) => break,
@@ -173,38 +237,93 @@ pub fn read_csv(
                 if let csv::ErrorKind::Io(err) = e.kind() {
                     return Err(io(last_line, err));
                 }
-                let line = e.position().map_or(last_line + 1, |p| p.line());
-                each(Err(BadRow {
+                let line = e.position().map_or(last_line + 1, |p| p.line() + skip);
+                each(
                     line,
-                    reason: format!("not a CSV row: {e}"),
-                    raw: Vec::new(),
-                }));
+                    Err(BadRow {
+                        line,
+                        reason: format!("not a CSV row: {e}"),
+                        raw: Vec::new(),
+                    }),
+                );
                 continue;
             }
         }
-        let line = row.position().map_or(last_line + 1, |p| p.line());
+        let line = row.position().map_or(last_line + 1, |p| p.line() + skip);
         last_line = line;
-        each(row_record(
-            &row,
+        if !strip_cr(&mut row) {
+            continue;
+        }
+        each(
             line,
-            &header,
-            time_idx,
-            &device_json,
-            options,
-        ));
+            row_record(&row, line, &layout, &device_json, options, format),
+        );
     }
     Ok(())
 }
 
+/// Takes the "\r" of a CRLF line end off the last cell of `row`. Returns
+/// false for a line that is empty but for it (skipped, as csv skips empty
+/// lines).
+fn strip_cr(row: &mut csv::ByteRecord) -> bool {
+    let Some(last) = row.iter().next_back() else {
+        return true;
+    };
+    let Some(trimmed) = last.strip_suffix(b"\r") else {
+        return true;
+    };
+    if row.len() == 1 && trimmed.is_empty() {
+        return false;
+    }
+    let mut fixed = csv::ByteRecord::with_capacity(row.as_slice().len(), row.len());
+    for (i, cell) in row.iter().enumerate() {
+        fixed.push_field(if i + 1 == row.len() { trimmed } else { cell });
+    }
+    fixed.set_position(row.position().cloned());
+    *row = fixed;
+    true
+}
+
+/// Reads and drops the first `skip` lines.
+fn skip_preamble(input: &mut impl BufRead, skip: u64) -> Result<(), IngestError> {
+    let mut line = Vec::new();
+    for read in 0..skip {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| IngestError::Io {
+                line: read,
+                message: e.to_string(),
+            })?;
+        if n == 0 {
+            return Err(IngestError::Preamble { lines: read, skip });
+        }
+    }
+    Ok(())
+}
+
+/// Where the header puts things.
+struct Layout {
+    /// The column names.
+    header: Vec<String>,
+    /// The time column.
+    time: usize,
+    /// The date column, when the date has a column of its own.
+    date: Option<usize>,
+}
+
 /// Reads the header row into `row`: the column names (a UTF-8 BOM taken
-/// off) and the index of the time column.
+/// off) and where the time (and date) columns are.
 fn read_header(
     csv: &mut csv::Reader<impl Read>,
     row: &mut csv::ByteRecord,
     options: &CsvOptions,
-) -> Result<(Vec<String>, usize), IngestError> {
+    format: &CsvFormat,
+) -> Result<Layout, IngestError> {
     match csv.read_byte_record(row) {
-        Ok(true) => {}
+        Ok(true) => {
+            strip_cr(row);
+        }
         Ok(false) => return Err(IngestError::Empty),
         Err(e) => return Err(IngestError::Header(e.to_string())),
     }
@@ -216,15 +335,25 @@ fn read_header(
                 .map_err(|_| IngestError::Header("a column name is not UTF-8".into()))
         })
         .collect::<Result<_, _>>()?;
-    let time_idx = header
-        .iter()
-        .position(|h| *h == options.time_column)
-        .ok_or_else(|| IngestError::NoTimeColumn {
-            column: options.time_column.clone(),
-            columns: header.join(", "),
-        })?;
+    let find = |column: &str| {
+        header
+            .iter()
+            .position(|h| h == column)
+            .ok_or_else(|| IngestError::NoTimeColumn {
+                column: column.to_owned(),
+                columns: header.join(", "),
+                hint: match header.as_slice() {
+                    [one] if one.contains([';', '\t']) => {
+                        "; the header is one column: the file is separated by ';' or tabs, and produce reads comma-separated files only"
+                    }
+                    _ => "",
+                },
+            })
+    };
+    let time = find(&options.time_column)?;
+    let date = format.date_column.as_deref().map(find).transpose()?;
     for (i, h) in header.iter().enumerate() {
-        if (h == "device" || h == "ts") && i != time_idx {
+        if (h == "device" || h == "ts") && i != time && Some(i) != date {
             return Err(IngestError::BadColumn(
                 h.clone(),
                 "is a field every event gets (device id, row time): rename the column",
@@ -237,23 +366,24 @@ fn read_header(
             ));
         }
     }
-    Ok((header, time_idx))
+    Ok(Layout { header, time, date })
 }
 
 /// The event of one data row (`line` in the file), or why it cannot be one.
 fn row_record(
     row: &csv::ByteRecord,
     line: u64,
-    header: &[String],
-    time_idx: usize,
+    layout: &Layout,
     device_json: &str,
     options: &CsvOptions,
+    format: &CsvFormat,
 ) -> Result<Record, BadRow> {
     let bad = |reason: String| BadRow {
         line,
         reason,
-        raw: row.iter().collect::<Vec<_>>().join(&b","[..]),
+        raw: row_bytes(row),
     };
+    let header = &layout.header;
     if row.len() != header.len() {
         return Err(bad(format!(
             "row has {} cells, the header has {}",
@@ -266,21 +396,24 @@ fn row_record(
         .map(std::str::from_utf8)
         .collect::<Result<_, _>>()
         .map_err(|e| bad(format!("row is not UTF-8 ({e})")))?;
-    let time_text = cells[time_idx];
-    let timestamp_ms = parse_time_ms(time_text).map_err(bad)?;
+    let time_text = match layout.date {
+        Some(d) => format!("{} {}", cells[d].trim(), cells[layout.time].trim()),
+        None => cells[layout.time].to_owned(),
+    };
+    let timestamp_ms = format.time.parse_ms(&time_text).map_err(bad)?;
     let mut value = String::with_capacity(64 + row.as_slice().len() * 2);
     value.push_str("{\"device\":");
     value.push_str(device_json);
     value.push_str(",\"ts\":");
     value.push_str(&serde_json::Value::from(time_text).to_string());
     for (i, cell) in cells.iter().enumerate() {
-        if i == time_idx {
+        if i == layout.time || Some(i) == layout.date {
             continue;
         }
         value.push(',');
         value.push_str(&serde_json::Value::from(header[i].as_str()).to_string());
         value.push(':');
-        value.push_str(&cell_json(cell));
+        value.push_str(&cell_json(cell, &format.null_values));
     }
     value.push('}');
     Ok(Record {
@@ -289,6 +422,21 @@ fn row_record(
         value: Some(value.into_bytes()),
         headers: Vec::new(),
     })
+}
+
+/// `row` written back as one CSV line (no line end), quoted where a cell
+/// needs it, so a kept bad row reads back as the same cells.
+fn row_bytes(row: &csv::ByteRecord) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = w.write_byte_record(row);
+    let mut out = w.into_inner().unwrap_or_default();
+    if out.last() == Some(&b'\n') {
+        out.pop();
+    }
+    out
 }
 
 /// Whether the row at `line` of `device`'s file is among the `percent`
@@ -341,6 +489,18 @@ mod tests {
     }
 
     #[test]
+    fn crlf_files_report_the_right_lines() {
+        let rows = collect(b"isig,datetime,glucose\r\n1,2010-03-24 09:51:00,2\r\n\r\n1,soon,2\r\n\"3\",2010-03-24 10:00:00,\"4\"\r\n");
+        assert_eq!(rows.len(), 3);
+        let bad = rows[1].as_ref().unwrap_err();
+        assert_eq!((bad.line, bad.raw.as_slice()), (4, &b"1,soon,2"[..]));
+        assert_eq!(
+            rows[2].as_ref().unwrap().value.as_deref(),
+            Some(&br#"{"device":"cgm-1","ts":"2010-03-24 10:00:00","isig":3,"glucose":4}"#[..])
+        );
+    }
+
+    #[test]
     fn gzip_is_detected() {
         use std::io::Write;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -363,6 +523,12 @@ mod tests {
         assert_eq!(bad.reason, "row has 2 cells, the header has 3");
         assert_eq!(bad.raw, b"1,2");
         assert!(rows[3].is_ok());
+        // A kept row reads back as the same cells.
+        let rows = collect(b"isig,datetime,glucose\n\"1,5\",never,\"say \"\"hi\"\"\"\n");
+        assert_eq!(
+            rows[0].as_ref().unwrap_err().raw,
+            b"\"1,5\",never,\"say \"\"hi\"\"\"".to_vec()
+        );
     }
 
     #[test]
@@ -420,37 +586,171 @@ mod tests {
             err.to_string(),
             "column \"datetime\" is not in the header (columns: a, b)"
         );
-    }
-
-    #[test]
-    fn times_in_the_data_sets_parse() {
+        let err = read_csv(&b"datetime;v\n1;2\n"[..], &opts(), |_| {}).unwrap_err();
         assert_eq!(
-            parse_time_ms("2016-02-15T00:00:00Z").unwrap(),
-            1_455_494_400_000
+            err.to_string(),
+            "column \"datetime\" is not in the header (columns: datetime;v); the header is one column: the file is separated by ';' or tabs, and produce reads comma-separated files only"
         );
-        assert_eq!(
-            parse_time_ms("2022-03-20T11:00:00+01:00").unwrap(),
-            1_647_770_400_000
-        );
-        assert_eq!(
-            parse_time_ms("2015-02-04 17:51:00").unwrap(),
-            1_423_072_260_000
-        );
-        assert_eq!(
-            parse_time_ms("2015-02-04 17:51:00.5").unwrap(),
-            1_423_072_260_500
-        );
-        assert!(parse_time_ms("17:51").is_err());
     }
 
     #[test]
     fn cells() {
-        assert_eq!(cell_json("426.0"), "426.0");
-        assert_eq!(cell_json(" 7 "), "7");
-        assert_eq!(cell_json("NIL"), "null");
-        assert_eq!(cell_json(""), "null");
-        assert_eq!(cell_json("inf"), "\"inf\"");
-        assert_eq!(cell_json("on"), "\"on\"");
+        let none: &[String] = &[];
+        assert_eq!(cell_json("426.0", none), "426.0");
+        assert_eq!(cell_json(" 7 ", none), "7");
+        assert_eq!(cell_json("NIL", none), "null");
+        assert_eq!(cell_json("", none), "null");
+        assert_eq!(cell_json("inf", none), "\"inf\"");
+        assert_eq!(cell_json("on", none), "\"on\"");
+        assert_eq!(cell_json("-0", none), "0");
+        assert_eq!(cell_json("+5", none), "5");
+        assert_eq!(cell_json("0.5", none), "0.5");
+        // A number would change these: they stay as written.
+        assert_eq!(cell_json("007", none), "\"007\"");
+        assert_eq!(cell_json("-01", none), "\"-01\"");
+        assert_eq!(
+            cell_json("12345678901234567890", none),
+            "\"12345678901234567890\""
+        );
+        assert_eq!(
+            cell_json("9223372036854775807", none),
+            "9223372036854775807"
+        );
+        assert_eq!(cell_json("1e400", none), "\"1e400\"");
+        let sentinels = ["-9900".to_owned(), "-999".to_owned(), "n/a".to_owned()];
+        assert_eq!(cell_json("-9900", &sentinels), "null");
+        assert_eq!(cell_json("-9900.00", &sentinels), "null");
+        assert_eq!(cell_json("-999.0", &sentinels), "null");
+        assert_eq!(cell_json("n/a", &sentinels), "null");
+        assert_eq!(cell_json("-99", &sentinels), "-99");
+        assert_eq!(cell_json("-9900.5", &sentinels), "-9900.5");
+    }
+
+    fn collect_with(
+        data: &[u8],
+        time_column: &str,
+        format: &CsvFormat,
+    ) -> Vec<Result<(i64, String), (u64, String)>> {
+        let options = CsvOptions {
+            device: "d".into(),
+            time_column: time_column.into(),
+        };
+        let mut out = Vec::new();
+        read_csv_with(data, &options, format, |_, r| {
+            out.push(
+                r.map(|r| (r.timestamp_ms, String::from_utf8(r.value.unwrap()).unwrap()))
+                    .map_err(|b| (b.line, b.reason)),
+            )
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_preamble_is_skipped_and_lines_still_count_it() {
+        let data = b"Logger X200, serial 4711\r\n\"units\",\"C\r\ntime,temp\r\n2024-03-01 00:00,5\r\nyesterday,6\r\n";
+        let format = CsvFormat {
+            skip_lines: 2,
+            ..CsvFormat::default()
+        };
+        assert_eq!(
+            collect_with(data, "time", &format),
+            [
+                Ok((1_709_251_200_000, r#"{"device":"d","ts":"2024-03-01 00:00","temp":5}"#.into())),
+                Err((5, "time \"yesterday\" is not a date-time (expected e.g. 2016-02-15T00:00:00Z, 2022-03-20T11:00:00+01:00 or 2010-03-24 09:51:00; --time-format reads other shapes)".into())),
+            ]
+        );
+        let options = CsvOptions {
+            device: "d".into(),
+            time_column: "time".into(),
+        };
+        let e = read_csv_with(
+            &b"one\ntwo\n"[..],
+            &options,
+            &CsvFormat {
+                skip_lines: 3,
+                ..CsvFormat::default()
+            },
+            |_, _| {},
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "the file has 2 lines, all before the header (--skip-lines 3)"
+        );
+    }
+
+    #[test]
+    fn date_and_time_in_two_columns_with_a_pattern_and_hour_24() {
+        let data = b"Datum,Zeit,temp\n01.03.2024,23:00,7.5\n01.03.2024,24:00,7.25\n02.03.2024,01:00,-9900\n";
+        let format = CsvFormat {
+            date_column: Some("Datum".into()),
+            time: TimeFormat::from_flag("%d.%m.%Y %H:%M").unwrap(),
+            null_values: vec!["-9900".into()],
+            ..CsvFormat::default()
+        };
+        assert_eq!(
+            collect_with(data, "Zeit", &format),
+            [
+                Ok((
+                    1_709_334_000_000,
+                    r#"{"device":"d","ts":"01.03.2024 23:00","temp":7.5}"#.into()
+                )),
+                Ok((
+                    1_709_337_600_000,
+                    r#"{"device":"d","ts":"01.03.2024 24:00","temp":7.25}"#.into()
+                )),
+                Ok((
+                    1_709_341_200_000,
+                    r#"{"device":"d","ts":"02.03.2024 01:00","temp":null}"#.into()
+                )),
+            ]
+        );
+        let options = CsvOptions {
+            device: "d".into(),
+            time_column: "Zeit".into(),
+        };
+        let e = read_csv_with(&b"Zeit,v\n"[..], &options, &format, |_, _| {}).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "column \"Datum\" is not in the header (columns: Zeit, v)"
+        );
+    }
+
+    #[test]
+    fn epoch_and_elapsed_times() {
+        let data = b"t,v\n1709337600,1\n1709337600.5,2\n";
+        let format = CsvFormat {
+            time: TimeFormat::Epoch(crate::streams::ingest::EpochUnit::Seconds),
+            ..CsvFormat::default()
+        };
+        assert_eq!(
+            collect_with(data, "t", &format),
+            [
+                Ok((
+                    1_709_337_600_000,
+                    r#"{"device":"d","ts":"1709337600","v":1}"#.into()
+                )),
+                Ok((
+                    1_709_337_600_500,
+                    r#"{"device":"d","ts":"1709337600.5","v":2}"#.into()
+                )),
+            ]
+        );
+        let data = b"elapsed,v\n0 days 00:00:00,1\n0 days 00:00:01,2\n1 days 00:00:00,3\n";
+        let format = CsvFormat {
+            time: TimeFormat::Elapsed {
+                start_ms: 1_709_337_600_000,
+            },
+            ..CsvFormat::default()
+        };
+        let got: Vec<i64> = collect_with(data, "elapsed", &format)
+            .into_iter()
+            .map(|r| r.unwrap().0)
+            .collect();
+        assert_eq!(
+            got,
+            [1_709_337_600_000, 1_709_337_601_000, 1_709_424_000_000]
+        );
     }
 
     #[test]

@@ -63,7 +63,10 @@ use rdkafka::error::KafkaError;
 use serde::Deserialize;
 
 pub use consumer::{GroupContext, read_topic};
-pub use producer::{DeliveryContext, deliver_patiently, patient_producer, produce_all, producer};
+pub use producer::{
+    DeliveryContext, Refusal, deliver_patiently, patient_producer, produce_all, produce_each,
+    producer,
+};
 pub use stream::{KafkaSink, KafkaStream};
 pub use topics::{ensure_topics, high_watermark};
 

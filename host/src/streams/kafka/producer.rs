@@ -13,10 +13,52 @@ use super::consumer::log_client_error;
 use super::{BrokerError, Client, KafkaConfig, kafka, lock};
 use crate::streams::Record;
 
-/// Counts the records the broker did not acknowledge.
+/// Collects the records the broker did not acknowledge, by their index in
+/// what was sent (the delivery opaque).
 #[derive(Default)]
 pub struct DeliveryContext {
-    pub(super) errors: Mutex<Vec<String>>,
+    pub(super) errors: Mutex<Vec<Refusal>>,
+}
+
+/// A record that was not acknowledged: its index in the records sent, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The index of the record in the slice that was sent.
+    pub index: usize,
+    /// librdkafka's error code, when there is one.
+    pub code: Option<RDKafkaErrorCode>,
+    /// The error, as librdkafka words it.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(index: usize, e: &KafkaError) -> Self {
+        Refusal {
+            index,
+            code: e.rdkafka_error_code(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Whether the broker (or librdkafka's own check) refused this record
+    /// for what it is, so sending it again cannot succeed: too large, a
+    /// timestamp outside the broker's window, corrupt or invalid. Other
+    /// failures (timeouts, authorization, a broker away) are not about the
+    /// record.
+    pub fn is_about_the_record(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        matches!(
+            self.code,
+            Some(
+                C::InvalidMessage
+                    | C::InvalidMessageSize
+                    | C::MessageSizeTooLarge
+                    | C::MessageBatchTooLarge
+                    | C::InvalidTimestamp
+                    | C::InvalidRecord
+            )
+        )
+    }
 }
 
 impl ClientContext for DeliveryContext {
@@ -26,23 +68,30 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
         if let Err((e, _)) = result {
-            lock(&self.errors).push(e.to_string());
+            lock(&self.errors).push(Refusal::new(index, e));
         }
     }
 }
 
 /// Hands `r` to the producer for `topic` byte for byte (key, value, headers,
-/// timestamp); while its queue is full, waits as long as `keep_trying` says.
+/// timestamp), as record `index` of what is being sent; while its queue is
+/// full, waits as long as `keep_trying` says.
+///
+/// A timestamp of 0 or below is sent as the current time by librdkafka
+/// (it reads 0 as "now"); the device-time policy
+/// ([`crate::streams::ingest::DeviceTimePolicy`]) keeps such timestamps
+/// from device records.
 fn send_one(
     producer: &BaseProducer<DeliveryContext>,
     topic: &str,
     r: &Record,
+    index: usize,
     keep_trying: impl Fn() -> bool,
-) -> Result<(), BrokerError> {
+) -> Result<(), KafkaError> {
     let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
     for (name, value) in &r.headers {
         headers = headers.insert(Header {
@@ -50,7 +99,7 @@ fn send_one(
             value: Some(value.as_slice()),
         });
     }
-    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+    let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, index)
         .timestamp(r.timestamp_ms)
         .headers(headers);
     if let Some(k) = &r.key {
@@ -68,7 +117,7 @@ fn send_one(
                 record = back;
                 producer.poll(Duration::from_millis(50));
             }
-            Err((e, _)) => return Err(kafka(format!("producing to {topic}"))(e)),
+            Err((e, _)) => return Err(e),
         }
     }
 }
@@ -85,10 +134,11 @@ pub fn produce_all<'a>(
 ) -> Result<usize, BrokerError> {
     lock(&producer.context().errors).clear();
     let mut total = 0;
-    for (topic, r) in records {
+    for (i, (topic, r)) in records.into_iter().enumerate() {
         total += 1;
         let deadline = Instant::now() + timeout;
-        send_one(producer, topic, r, || Instant::now() < deadline)?;
+        send_one(producer, topic, r, i, || Instant::now() < deadline)
+            .map_err(kafka(format!("producing to {topic}")))?;
     }
     producer
         .flush(timeout)
@@ -98,10 +148,97 @@ pub fn produce_all<'a>(
         return Err(BrokerError::NotAcknowledged {
             failed: errors.len(),
             total,
-            first_error: first.clone(),
+            first_error: first.message.clone(),
         });
     }
     Ok(total)
+}
+
+/// Produces `records` to `topic` and waits up to `timeout` for every
+/// acknowledgement; returns the records the broker refused for what they
+/// are ([`Refusal::is_about_the_record`]), each confirmed by sending it
+/// again alone (a refused record can take the others of its broker batch
+/// down with it; those are stored on the second try, in order). The other
+/// records are stored.
+///
+/// # Errors
+///
+/// [`BrokerError::NotAcknowledged`] when records failed for another reason
+/// (a timeout, authorization, a broker away); [`BrokerError::Kafka`].
+pub fn produce_each(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    records: &[Record],
+    timeout: Duration,
+) -> Result<Vec<Refusal>, BrokerError> {
+    let deadline = Instant::now() + timeout;
+    let mut wait = |p: &BaseProducer<DeliveryContext>| {
+        p.flush(deadline.saturating_duration_since(Instant::now()))
+            .map(|()| true)
+            .map_err(kafka("waiting for acknowledgements"))
+    };
+    let refused = send_and_sort(
+        producer,
+        topic,
+        records,
+        || Instant::now() < deadline,
+        &mut wait,
+    )?
+    .unwrap_or_default();
+    if let Some(other) = refused.iter().find(|r| !r.is_about_the_record()) {
+        return Err(BrokerError::NotAcknowledged {
+            failed: refused.len(),
+            total: records.len(),
+            first_error: other.message.clone(),
+        });
+    }
+    Ok(refused)
+}
+
+/// Sends `records` (each tagged with its index), waits with `wait` (false:
+/// stop asked, give up), then sends every refused record again alone, in
+/// order, waiting for each. Returns the refusals that remain (`None` when
+/// `wait` gave up).
+fn send_and_sort(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    records: &[Record],
+    keep_trying: impl Fn() -> bool + Copy,
+    wait: &mut dyn FnMut(&BaseProducer<DeliveryContext>) -> Result<bool, BrokerError>,
+) -> Result<Option<Vec<Refusal>>, BrokerError> {
+    lock(&producer.context().errors).clear();
+    let mut refused = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        if let Err(e) = send_one(producer, topic, r, i, keep_trying) {
+            refused.push(Refusal::new(i, &e));
+        }
+    }
+    if !wait(producer)? {
+        return Ok(None);
+    }
+    refused.append(&mut lock(&producer.context().errors));
+    if refused.is_empty() {
+        return Ok(Some(refused));
+    }
+    refused.sort_by_key(|r| r.index);
+    let mut remain = Vec::new();
+    for first in refused {
+        if !first.is_about_the_record() {
+            remain.push(first);
+            continue;
+        }
+        let i = first.index;
+        lock(&producer.context().errors).clear();
+        if let Err(e) = send_one(producer, topic, &records[i], i, keep_trying) {
+            remain.push(Refusal::new(i, &e));
+            continue;
+        }
+        if !wait(producer)? {
+            return Ok(None);
+        }
+        remain.extend(lock(&producer.context().errors).drain(..));
+    }
+    Ok(Some(remain))
 }
 
 /// An idempotent producer (`acks=all`, murmur2 partitioner); transactional
@@ -164,25 +301,46 @@ pub fn patient_producer(
 
 /// Produces `records` to `topic` byte for byte (key, value, headers,
 /// timestamp) and waits, as long as it takes, until the broker acknowledged
-/// all of them, or `stop` is set. Returns whether all were acknowledged.
+/// or refused each of them, or `stop` is set. Returns `None` when stopped,
+/// else the records the broker refused for what they are
+/// ([`Refusal::is_about_the_record`], each confirmed by sending it again
+/// alone); every other record is stored.
 ///
 /// # Errors
 ///
-/// [`BrokerError::NotAcknowledged`] when the broker refused records for good.
+/// [`BrokerError::NotAcknowledged`] when records failed for another reason
+/// (e.g. not authorized).
 pub fn deliver_patiently(
     producer: &BaseProducer<DeliveryContext>,
     topic: &str,
     records: &[Record],
     stop: &std::sync::atomic::AtomicBool,
-) -> Result<bool, BrokerError> {
-    lock(&producer.context().errors).clear();
-    for r in records {
-        send_one(producer, topic, r, || true)?;
+) -> Result<Option<Vec<Refusal>>, BrokerError> {
+    let mut wait = |p: &BaseProducer<DeliveryContext>| Ok(wait_patiently(p, topic, stop));
+    let Some(refused) = send_and_sort(producer, topic, records, || true, &mut wait)? else {
+        return Ok(None);
+    };
+    if let Some(other) = refused.iter().find(|r| !r.is_about_the_record()) {
+        return Err(BrokerError::NotAcknowledged {
+            failed: refused.len(),
+            total: records.len(),
+            first_error: other.message.clone(),
+        });
     }
+    Ok(Some(refused))
+}
+
+/// Waits until nothing is in flight (true) or `stop` is set (false),
+/// warning once while the brokers do not answer.
+fn wait_patiently(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> bool {
     let mut warned = false;
     while producer.in_flight_count() > 0 {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(false);
+            return false;
         }
         if producer.flush(Duration::from_secs(5)).is_err() && !warned {
             warned = true;
@@ -196,13 +354,5 @@ pub fn deliver_patiently(
     if warned {
         tracing::info!(topic, "the brokers are back; records acknowledged");
     }
-    let errors = lock(&producer.context().errors);
-    if let Some(first) = errors.first() {
-        return Err(BrokerError::NotAcknowledged {
-            failed: errors.len(),
-            total: records.len(),
-            first_error: first.clone(),
-        });
-    }
-    Ok(true)
+    true
 }
