@@ -41,61 +41,9 @@ use crate::runtime::{
     CallError, Event, EventResult, LoadError, ProcessError, Runtime, StateOverlay,
 };
 use crate::streams::embedded::{Log, LogError, append_in};
-use crate::streams::{LogRecord, Record};
+use crate::streams::LogRecord;
 
-/// Header names on dead-lettered records (the original headers come first,
-/// unchanged).
-pub mod dlq_headers {
-    /// Why: `invalid`, `trap`, `timeout`, `memory-limit`, `transient`,
-    /// `contract`, `output-count-limit`, `output-bytes-limit`,
-    /// `state-key-limit`, `state-value-limit`, `state-bytes-limit`,
-    /// `duplicate-key-different-payload`, `no-idempotency-key`.
-    pub const KIND: &str = "tidewater-error-kind";
-    /// The error message or trap text.
-    pub const MESSAGE: &str = "tidewater-error-message";
-    /// The processor's name.
-    pub const PROCESSOR: &str = "tidewater-processor";
-    /// The SHA-256 of the component version that failed.
-    pub const VERSION: &str = "tidewater-version";
-    /// How many calls were made for the event.
-    pub const ATTEMPTS: &str = "tidewater-attempts";
-    /// The input topic.
-    pub const TOPIC: &str = "tidewater-source-topic";
-    /// The input partition.
-    pub const PARTITION: &str = "tidewater-source-partition";
-    /// The input offset.
-    pub const OFFSET: &str = "tidewater-source-offset";
-}
-
-/// The dead-letter record for `input`: its key, value and headers byte for
-/// byte, then the `tidewater-*` headers of [`dlq_headers`].
-pub fn dead_letter(
-    input: &LogRecord,
-    kind: &str,
-    message: &str,
-    processor: &str,
-    version: &str,
-    attempts: u32,
-) -> Record {
-    use dlq_headers as h;
-    let mut record = input.record.clone();
-    let extra: [(&str, String); 8] = [
-        (h::KIND, kind.to_owned()),
-        (h::MESSAGE, message.to_owned()),
-        (h::PROCESSOR, processor.to_owned()),
-        (h::VERSION, version.to_owned()),
-        (h::ATTEMPTS, attempts.to_string()),
-        (h::TOPIC, input.topic.clone()),
-        (h::PARTITION, input.partition.to_string()),
-        (h::OFFSET, input.offset.to_string()),
-    ];
-    record.headers.extend(
-        extra
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.into_bytes())),
-    );
-    record
-}
+pub use crate::streams::dead_letter::{dead_letter, dlq_headers};
 
 /// (processor, dead-letter topic, partition, offset) → postcard [`Replayed`]
 const REPLAYED: TableDefinition<(&str, &str, u32, u64), &[u8]> =

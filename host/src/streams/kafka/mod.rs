@@ -47,10 +47,13 @@
 //! - `consumer`: reading topics ([`read_topic`]) and rebalance callbacks.
 //! - `producer`: idempotent and transactional producers, acknowledgements.
 //! - `topics`: creating topics and reading their end offsets.
+//! - `reader`: [`PartitionReader`], a topic read from offsets the caller
+//!   keeps (the sinks').
 
 mod consumer;
 mod outbox;
 mod producer;
+mod reader;
 mod stream;
 mod topics;
 
@@ -63,6 +66,7 @@ use rdkafka::error::KafkaError;
 use serde::Deserialize;
 
 pub use consumer::{GroupContext, read_topic};
+pub use reader::PartitionReader;
 pub use producer::{DeliveryContext, deliver_patiently, patient_producer, produce_all, producer};
 pub use stream::{KafkaSink, KafkaStream};
 pub use topics::{ensure_topics, high_watermark};
