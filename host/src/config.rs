@@ -451,8 +451,7 @@ output = "x"
             err,
             "[[sink]] \"p\": the name is used by another processor or sink"
         );
-        let c = Config::parse(&format!("{MINIMAL}{}", sink.replace("\"p\"", "\"hook\"")))
-            .unwrap();
+        let c = Config::parse(&format!("{MINIMAL}{}", sink.replace("\"p\"", "\"hook\""))).unwrap();
         c.check().unwrap();
         assert_eq!(c.sinks[0].dead_letter_topic(), "hook.dlq");
         let err = Config::parse(&format!("{MINIMAL}{}", sink.replace("http://", "https://")))

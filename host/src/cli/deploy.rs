@@ -260,7 +260,10 @@ async fn post_to_processor_or_sink(
         Err(tidewater::admin::client::ClientError::Api { code, .. })
             if code == "no-such-processor" =>
         {
-            match client.post(&format!("/v1/sinks/{name}/{action}"), body).await {
+            match client
+                .post(&format!("/v1/sinks/{name}/{action}"), body)
+                .await
+            {
                 Err(tidewater::admin::client::ClientError::Api { code, .. })
                     if code == "no-such-sink" =>
                 {

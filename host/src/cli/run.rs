@@ -115,7 +115,14 @@ pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Resul
                 let d = &s.delivered;
                 println!(
                     "sink {} ({}) from {}: {} records, {} changed, {} unchanged, {} dead-lettered, {}",
-                    s.name, s.kind, s.topic, d.records, d.changed, d.unchanged, d.dead_lettered, s.status
+                    s.name,
+                    s.kind,
+                    s.topic,
+                    d.records,
+                    d.changed,
+                    d.unchanged,
+                    d.dead_lettered,
+                    s.status
                 );
             }
             println!("elapsed: {:.1} s", summary.elapsed_ms as f64 / 1000.0);

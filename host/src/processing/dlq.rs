@@ -40,8 +40,8 @@ use crate::db::{StorageError, now_ms};
 use crate::runtime::{
     CallError, Event, EventResult, LoadError, ProcessError, Runtime, StateOverlay,
 };
-use crate::streams::embedded::{Log, LogError, append_in};
 use crate::streams::LogRecord;
+use crate::streams::embedded::{Log, LogError, append_in};
 
 pub use crate::streams::dead_letter::{dead_letter, dlq_headers};
 
@@ -413,6 +413,7 @@ fn call_each_on_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streams::Record;
 
     #[test]
     fn original_takes_off_exactly_the_dead_letter_headers() {

@@ -17,10 +17,10 @@ use crate::processing::{Pipeline, Settings, WasmHandler};
 use crate::runtime::{CallError, LoadedComponent, Runtime};
 use crate::streams::embedded::{EmbeddedSink, EmbeddedSource, Log};
 use crate::streams::forward::Forwarder;
+use crate::streams::kafka::KafkaStream;
 use crate::streams::sinks::postgres::PostgresWriter;
 use crate::streams::sinks::webhook::WebhookWriter;
 use crate::streams::sinks::{DeadLetters, Destination, Input, SinkControl, SinkTask};
-use crate::streams::kafka::KafkaStream;
 use crate::streams::{Sink, Source, positions};
 
 /// What every part of a run shares: the data dir's database, the embedded
@@ -114,9 +114,9 @@ pub(super) fn sinks(config: &Config, host: &Host) -> Result<Vec<SinkTask>, RunEr
             (Some(pg), _) => Destination::Postgres(
                 PostgresWriter::new(&s.name, &s.topic, pg.clone()).map_err(fail)?,
             ),
-            (None, Some(w)) => Destination::Webhook(
-                WebhookWriter::new(w.clone(), host.db.clone()).map_err(fail)?,
-            ),
+            (None, Some(w)) => {
+                Destination::Webhook(WebhookWriter::new(w.clone(), host.db.clone()).map_err(fail)?)
+            }
             (None, None) => return Err(fail("no destination".into())),
         };
         let mut task = SinkTask::new(s.clone(), input, dead_letters, destination, control);

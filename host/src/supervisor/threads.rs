@@ -281,7 +281,10 @@ pub(super) fn spawn_sink(mut task: SinkTask, db: Arc<redb::Database>, flags: Fla
 
 /// The sink thread's loop: delivers until stopped or failed; returns its status.
 fn deliver(task: &mut SinkTask, db: &redb::Database, shared: &SinkShared, flags: &Flags) -> String {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return format!("failed: no runtime for the sink: {e}"),
     };
@@ -298,7 +301,10 @@ fn deliver(task: &mut SinkTask, db: &redb::Database, shared: &SinkShared, flags:
         };
         if let Some(d) = counts {
             record(db, &name, &d);
-            let mut total = shared.delivered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut total = shared
+                .delivered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             add(&mut total, &d);
         }
         match step {

@@ -66,8 +66,8 @@ use rdkafka::error::KafkaError;
 use serde::Deserialize;
 
 pub use consumer::{GroupContext, read_topic};
-pub use reader::PartitionReader;
 pub use producer::{DeliveryContext, deliver_patiently, patient_producer, produce_all, producer};
+pub use reader::PartitionReader;
 pub use stream::{KafkaSink, KafkaStream};
 pub use topics::{ensure_topics, high_watermark};
 

@@ -51,9 +51,9 @@ impl PartitionReader {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed");
-        let consumer: BaseConsumer<GroupContext> = c
-            .create_with_context(GroupContext::default())
-            .map_err(kafka("creating the sink's consumer"))?;
+        let consumer: BaseConsumer<GroupContext> =
+            c.create_with_context(GroupContext::default())
+                .map_err(kafka("creating the sink's consumer"))?;
         Ok(PartitionReader {
             consumer,
             topic: topic.to_owned(),
@@ -118,13 +118,21 @@ impl PartitionReader {
     /// # Errors
     ///
     /// [`BrokerError::Kafka`] when reading fails.
-    pub fn read(&mut self, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>, BrokerError> {
+    pub fn read(
+        &mut self,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<LogRecord>, BrokerError> {
         let partitions = self.partitions.unwrap_or(0) as usize;
-        let f = self.buffered.get_mut(&partition).ok_or_else(|| BrokerError::NoSuchPartition {
-            topic: self.topic.clone(),
-            partition,
-            partitions,
-        })?;
+        let f = self
+            .buffered
+            .get_mut(&partition)
+            .ok_or_else(|| BrokerError::NoSuchPartition {
+                topic: self.topic.clone(),
+                partition,
+                partitions,
+            })?;
         if (f.start..=f.next).contains(&from) {
             while f.records.front().is_some_and(|r| r.offset < from) {
                 f.records.pop_front();
@@ -177,10 +185,7 @@ impl PartitionReader {
             .consumer
             .offsets_for_times(tpl, Duration::from_secs(30))
             .map_err(kafka("asking offsets for a time"))?;
-        let offset = found
-            .elements()
-            .first()
-            .map(|e| e.offset());
+        let offset = found.elements().first().map(|e| e.offset());
         match offset {
             Some(Offset::Offset(o)) if o >= 0 => Ok(o as u64),
             _ => {

@@ -63,7 +63,9 @@ impl Input {
 
     pub(super) fn set_caught_up(&mut self, value: bool) {
         match self {
-            Input::Embedded { caught_up, .. } | Input::Kafka { caught_up, .. } => *caught_up = value,
+            Input::Embedded { caught_up, .. } | Input::Kafka { caught_up, .. } => {
+                *caught_up = value
+            }
         }
     }
 
@@ -84,7 +86,9 @@ impl Input {
         max: usize,
     ) -> Result<Vec<LogRecord>, SinkError> {
         match self {
-            Input::Embedded { log, .. } => Ok(log.read(topic, partition, from, max, MAX_BATCH_BYTES)?),
+            Input::Embedded { log, .. } => {
+                Ok(log.read(topic, partition, from, max, MAX_BATCH_BYTES)?)
+            }
             Input::Kafka { reader, .. } => Ok(reader.read(partition, from, max)?),
         }
     }
@@ -151,7 +155,11 @@ impl DeadLetters {
     /// # Errors
     ///
     /// When librdkafka refuses the settings.
-    pub fn kafka(db: Arc<Database>, topic: String, config: &KafkaConfig) -> Result<Self, SinkError> {
+    pub fn kafka(
+        db: Arc<Database>,
+        topic: String,
+        config: &KafkaConfig,
+    ) -> Result<Self, SinkError> {
         let producer = crate::streams::kafka::patient_producer(config)?;
         Ok(DeadLetters {
             db,
@@ -184,7 +192,10 @@ impl DeadLetters {
         let mark = {
             let txn = self.db.begin_read().map_err(LogError::from)?;
             match txn.open_table(MARKS) {
-                Ok(t) => t.get((sink, topic, partition)).map_err(LogError::from)?.map_or(0, |g| g.value()),
+                Ok(t) => t
+                    .get((sink, topic, partition))
+                    .map_err(LogError::from)?
+                    .map_or(0, |g| g.value()),
                 Err(redb::TableError::TableDoesNotExist(_)) => 0,
                 Err(e) => return Err(LogError::from(e).into()),
             }

@@ -234,7 +234,11 @@ impl Mapping {
     /// # Errors
     ///
     /// A column without a valid source, or a name given twice.
-    pub fn new(columns: &[ColumnConfig], required: &[&str], key: &[&str]) -> Result<Mapping, String> {
+    pub fn new(
+        columns: &[ColumnConfig],
+        required: &[&str],
+        key: &[&str],
+    ) -> Result<Mapping, String> {
         let mut seen = std::collections::BTreeSet::new();
         let mut out = Vec::new();
         let mut req = Vec::new();
@@ -280,9 +284,10 @@ impl Mapping {
     /// value is missing, or a value does not convert to the column's type.
     pub fn row(&self, record: &LogRecord) -> Result<Row, MappingError> {
         let doc: Option<Json> = match (&record.record.value, &record.record.key) {
-            (Some(v), _) => Some(serde_json::from_slice(v).map_err(|e| {
-                MappingError(format!("the value is not JSON: {e}"))
-            })?),
+            (Some(v), _) => Some(
+                serde_json::from_slice(v)
+                    .map_err(|e| MappingError(format!("the value is not JSON: {e}")))?,
+            ),
             (None, Some(k)) => serde_json::from_slice(k).ok(),
             (None, None) => None,
         };
@@ -295,8 +300,9 @@ impl Mapping {
                 continue;
             }
             let raw = raw_value(source, record, doc.as_ref());
-            let v = convert(raw, c.sql_type)
-                .map_err(|e| MappingError(format!("column {:?} ({}): {e}", c.name, describe(source))))?;
+            let v = convert(raw, c.sql_type).map_err(|e| {
+                MappingError(format!("column {:?} ({}): {e}", c.name, describe(source)))
+            })?;
             if v == SqlValue::Null && required.contains(&i) {
                 return Err(MappingError(format!(
                     "column {:?} needs a value and {} has none",
@@ -353,7 +359,11 @@ enum Raw<'a> {
 }
 
 fn raw_value<'a>(source: &ColumnSource, record: &'a LogRecord, doc: Option<&'a Json>) -> Raw<'a> {
-    let text = |b: Option<&[u8]>| b.map_or(Raw::Missing, |b| Raw::Text(String::from_utf8_lossy(b).into_owned()));
+    let text = |b: Option<&[u8]>| {
+        b.map_or(Raw::Missing, |b| {
+            Raw::Text(String::from_utf8_lossy(b).into_owned())
+        })
+    };
     match source {
         ColumnSource::Pointer(p) => match doc.and_then(|d| d.pointer(p)) {
             Some(v) => Raw::Json(v),
@@ -384,9 +394,14 @@ fn convert(raw: Raw<'_>, t: SqlType) -> Result<SqlValue, String> {
         (_, Json::String(s)) => convert_text(s, t),
         (_, Json::Number(n)) => match n.as_i64() {
             Some(i) => convert_int(i, t),
-            None if matches!(t, SqlType::Double) => Ok(SqlValue::Double(n.as_f64().unwrap_or(f64::NAN))),
+            None if matches!(t, SqlType::Double) => {
+                Ok(SqlValue::Double(n.as_f64().unwrap_or(f64::NAN)))
+            }
             None if matches!(t, SqlType::Numeric) => Ok(SqlValue::Numeric(n.to_string())),
-            None => Err(format!("{n} is not a whole number of the range of {}", t.sql())),
+            None => Err(format!(
+                "{n} is not a whole number of the range of {}",
+                t.sql()
+            )),
         },
         (SqlType::Boolean, Json::Bool(b)) => Ok(SqlValue::Boolean(*b)),
         (_, j) => Err(format!("{} does not convert to {}", kind(j), t.sql())),
@@ -527,7 +542,9 @@ mod tests {
         let row = m
             .row(&rec(r#"{"device":"A","ts":"2016-02-15T00:00:00Z","m":{"temperature_c":4.5},"n":"12","ok":true,"price":1.10}"#))
             .unwrap();
-        let ts = DateTime::parse_from_rfc3339("2016-02-15T00:00:00Z").unwrap().with_timezone(&Utc);
+        let ts = DateTime::parse_from_rfc3339("2016-02-15T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(
             row,
             vec![
@@ -610,7 +627,9 @@ mod tests {
         assert!(bad(None, Some("value")).contains("source \"value\" is unknown"));
         assert!(bad(None, None).contains("exactly one of pointer and source"));
         assert_eq!(
-            col("c", "text", None, Some("header:trace")).source().unwrap(),
+            col("c", "text", None, Some("header:trace"))
+                .source()
+                .unwrap(),
             ColumnSource::Header("trace".into())
         );
     }

@@ -123,12 +123,19 @@ impl SinkConfig {
             return Err("name must be 1 to 200 of the characters a-z A-Z 0-9 . _ -".into());
         }
         check_topic_name(&self.topic).map_err(|e| format!("topic: {e}"))?;
-        check_topic_name(&self.dead_letter_topic()).map_err(|e| format!("dead_letter_topic: {e}"))?;
+        check_topic_name(&self.dead_letter_topic())
+            .map_err(|e| format!("dead_letter_topic: {e}"))?;
         if self.dead_letter_topic() == self.topic {
-            return Err("dead_letter_topic is the topic it reads: its dead letters would come back to it".into());
+            return Err(
+                "dead_letter_topic is the topic it reads: its dead letters would come back to it"
+                    .into(),
+            );
         }
         if !(1..=MAX_BATCH).contains(&self.batch) {
-            return Err(format!("batch is {}; it must be 1 to {MAX_BATCH}", self.batch));
+            return Err(format!(
+                "batch is {}; it must be 1 to {MAX_BATCH}",
+                self.batch
+            ));
         }
         if self.retry_backoff < Duration::from_millis(1) || self.retry_backoff > self.max_backoff {
             return Err("retry_backoff must be at least 1 ms and at most max_backoff".into());
@@ -283,7 +290,9 @@ impl SinkControl {
         let mut st = lock(&self.status);
         if st.unhealthy != reason {
             match &reason {
-                Some(r) => tracing::warn!(sink = %self.name, reason = %r, "sink unhealthy; it holds its position and retries"),
+                Some(r) => {
+                    tracing::warn!(sink = %self.name, reason = %r, "sink unhealthy; it holds its position and retries")
+                }
                 None => tracing::info!(sink = %self.name, "sink healthy again"),
             }
             st.unhealthy = reason;
@@ -486,7 +495,11 @@ impl SinkTask {
     /// # Errors
     ///
     /// When the log, redb or Kafka fail for good.
-    pub fn step(&mut self, rt: &tokio::runtime::Runtime, stop: &AtomicBool) -> Result<Step, SinkError> {
+    pub fn step(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        stop: &AtomicBool,
+    ) -> Result<Step, SinkError> {
         if self.control.paused() {
             return Ok(Step::Paused);
         }
@@ -530,7 +543,10 @@ impl SinkTask {
 
     /// Reads the positions from where the destination keeps them; `None`
     /// when that failed and should be retried.
-    fn load_positions(&mut self, rt: &tokio::runtime::Runtime) -> Result<Option<BTreeMap<u32, u64>>, SinkError> {
+    fn load_positions(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<Option<BTreeMap<u32, u64>>, SinkError> {
         let (sink, topic) = (&self.config.name, &self.config.topic);
         let loaded = match &mut self.destination {
             Destination::Postgres(pg) => rt.block_on(pg.positions()),
@@ -549,7 +565,12 @@ impl SinkTask {
     }
 
     /// Naps for the next backoff and reports the wait.
-    fn waited(&mut self, rt: &tokio::runtime::Runtime, stop: &AtomicBool, counts: Delivered) -> Step {
+    fn waited(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        stop: &AtomicBool,
+        counts: Delivered,
+    ) -> Step {
         let d = self.backoff.next(None);
         if rt.block_on(nap(d, stop)) {
             Step::Waiting(counts)
@@ -577,7 +598,9 @@ impl SinkTask {
             stop,
         };
         let outcome = match &mut self.destination {
-            Destination::Postgres(pg) => rt.block_on(pg.deliver(&ctx, &records, &mut self.backoff))?,
+            Destination::Postgres(pg) => {
+                rt.block_on(pg.deliver(&ctx, &records, &mut self.backoff))?
+            }
             Destination::Webhook(w) => rt.block_on(w.deliver(&ctx, &records, &mut self.backoff))?,
         };
         match outcome {
@@ -589,7 +612,12 @@ impl SinkTask {
                 }
                 if let Destination::Postgres(_) = self.destination {
                     // For `stats` and lag only: PostgreSQL holds the position.
-                    self.dead_letters.mirror_position(&self.config.name, &self.config.topic, partition, next)?;
+                    self.dead_letters.mirror_position(
+                        &self.config.name,
+                        &self.config.topic,
+                        partition,
+                        next,
+                    )?;
                 }
                 self.input.set_caught_up(false);
                 Ok(Step::Delivered(d))
@@ -681,7 +709,12 @@ columns = [
 
     #[test]
     fn bad_sinks_are_refused_naming_the_key() {
-        let refused = |text: &str| toml::from_str::<SinkConfig>(text).unwrap().check().unwrap_err();
+        let refused = |text: &str| {
+            toml::from_str::<SinkConfig>(text)
+                .unwrap()
+                .check()
+                .unwrap_err()
+        };
         assert_eq!(
             refused(&PG.replace("name = \"db\"", "name = \"d b\"")),
             "name must be 1 to 200 of the characters a-z A-Z 0-9 . _ -"
@@ -694,7 +727,10 @@ columns = [
             refused(&PG.replace("[postgres]", "[webhook]\nurl = \"http://x\"\n[postgres]"))
                 .contains("exactly one of")
         );
-        assert!(refused(&format!("dead_letter_topic = \"readings-enriched\"\n{PG}")).contains("its dead letters would come back"));
+        assert!(
+            refused(&format!("dead_letter_topic = \"readings-enriched\"\n{PG}"))
+                .contains("its dead letters would come back")
+        );
     }
 
     #[test]

@@ -184,7 +184,9 @@ impl PostgresConfig {
                     return Err("key is empty: upsert needs the columns that identify a row".into());
                 }
                 if let Some(k) = self.key.iter().find(|k| !named(k)) {
-                    return Err(format!("key names the column {k:?}, which is not in columns"));
+                    return Err(format!(
+                        "key names the column {k:?}, which is not in columns"
+                    ));
                 }
                 if let Some(v) = &self.version {
                     let col = self.columns.iter().find(|c| &c.name == v).ok_or_else(|| {
@@ -194,7 +196,10 @@ impl PostgresConfig {
                         return Err(format!("version column {v:?} is also a key column"));
                     }
                     if matches!(col.sql_type, SqlType::Jsonb | SqlType::Boolean) {
-                        return Err(format!("version column {v:?} is {}; it must be a type with an order (bigint, integer, double, numeric, timestamptz, text)", col.sql_type.sql()));
+                        return Err(format!(
+                            "version column {v:?} is {}; it must be a type with an order (bigint, integer, double, numeric, timestamptz, text)",
+                            col.sql_type.sql()
+                        ));
                     }
                 }
             }
@@ -205,8 +210,14 @@ impl PostgresConfig {
             }
         }
         let mapping = self.mapping().map_err(|e| format!("columns: {e}"))?;
-        if let Some(c) = mapping.columns().find(|c| c.sql_type == SqlType::Jsonb && self.identity().contains(&c.name)) {
-            return Err(format!("key column {:?} is jsonb; use a scalar type", c.name));
+        if let Some(c) = mapping
+            .columns()
+            .find(|c| c.sql_type == SqlType::Jsonb && self.identity().contains(&c.name))
+        {
+            return Err(format!(
+                "key column {:?} is jsonb; use a scalar type",
+                c.name
+            ));
         }
         Ok(())
     }
@@ -216,7 +227,9 @@ impl PostgresConfig {
 fn quote_table(table: &str) -> Result<String, String> {
     let parts: Vec<&str> = table.split('.').collect();
     if table.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
-        return Err(format!("{table:?} is not a table name (name, or schema.name)"));
+        return Err(format!(
+            "{table:?} is not a table name (name, or schema.name)"
+        ));
     }
     Ok(parts.iter().map(|p| quote(p)).collect::<Vec<_>>().join("."))
 }
@@ -273,11 +286,14 @@ impl Sql {
         let names = join(all.iter(), |c| quote(&c.name));
         let (from, select) = unnest(&all);
         let conflict = join(identity.iter(), |c| quote(c));
-        let rest: Vec<&&ColumnConfig> = all.iter().filter(|c| !identity.contains(&c.name)).collect();
+        let rest: Vec<&&ColumnConfig> =
+            all.iter().filter(|c| !identity.contains(&c.name)).collect();
         let action = if config.mode == Mode::Append || rest.is_empty() {
             "DO NOTHING".to_owned()
         } else {
-            let sets = join(rest.iter(), |c| format!("{0} = excluded.{0}", quote(&c.name)));
+            let sets = join(rest.iter(), |c| {
+                format!("{0} = excluded.{0}", quote(&c.name))
+            });
             let when = match &config.version {
                 Some(v) => format!("t.{0} IS NULL OR excluded.{0} > t.{0}", quote(v)),
                 None => format!(
@@ -509,13 +525,20 @@ impl PostgresWriter {
         let at = &self.target;
         let client = tokio::time::timeout(self.config.connect_timeout, self.client())
             .await
-            .map_err(|_| format!("cannot connect to PostgreSQL at {at} within {:?}", self.config.connect_timeout))?
+            .map_err(|_| {
+                format!(
+                    "cannot connect to PostgreSQL at {at} within {:?}",
+                    self.config.connect_timeout
+                )
+            })?
             .map_err(|e| format!("cannot connect to PostgreSQL at {at}: {}", error_text(&e)))?;
         let ddl = format!(
             "CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE} (sink text NOT NULL, topic text NOT NULL, \
              partition integer NOT NULL, next_offset bigint NOT NULL, PRIMARY KEY (sink, topic, partition))"
         );
-        execute_ddl(&client, &ddl).await.map_err(|e| format!("creating {OFFSETS_TABLE} at {at}: {e}"))?;
+        execute_ddl(&client, &ddl)
+            .await
+            .map_err(|e| format!("creating {OFFSETS_TABLE} at {at}: {e}"))?;
         if self.config.create_table {
             execute_ddl(&client, &self.create_table_sql())
                 .await
@@ -528,7 +551,10 @@ impl PostgresWriter {
         let cols = self.config.all_columns();
         let identity = self.config.identity();
         let defs = join(cols.iter(), |c| {
-            let not_null = if identity.contains(&c.name) || c.required || self.config.version.as_ref() == Some(&c.name) {
+            let not_null = if identity.contains(&c.name)
+                || c.required
+                || self.config.version.as_ref() == Some(&c.name)
+            {
                 " NOT NULL"
             } else {
                 ""
@@ -625,7 +651,10 @@ impl PostgresWriter {
     /// Why they cannot be read (for the unhealthy status).
     pub(crate) async fn positions(&mut self) -> Result<BTreeMap<u32, u64>, String> {
         let (sink, topic, target) = (self.sink.clone(), self.topic.clone(), self.target.clone());
-        let conn = self.connect().await.map_err(|f| failure_text(&target, &f))?;
+        let conn = self
+            .connect()
+            .await
+            .map_err(|f| failure_text(&target, &f))?;
         let rows = conn
             .client
             .query(
@@ -652,7 +681,9 @@ impl PostgresWriter {
     /// Why not, for the replay status.
     pub(crate) async fn rewind(&mut self, targets: &BTreeMap<u32, u64>) -> Result<(), String> {
         let (sink, topic, target) = (self.sink.clone(), self.topic.clone(), self.target.clone());
-        self.connect().await.map_err(|f| failure_text(&target, &f))?;
+        self.connect()
+            .await
+            .map_err(|f| failure_text(&target, &f))?;
         let conn = self.conn.as_mut().expect("connected above");
         let sql = format!(
             "UPDATE {OFFSETS_TABLE} SET next_offset = LEAST(next_offset, $4) WHERE sink = $1 AND topic = $2 AND partition = $3"
@@ -660,7 +691,8 @@ impl PostgresWriter {
         let result = async {
             let txn = conn.client.transaction().await?;
             for (p, at) in targets {
-                txn.execute(&sql, &[&sink, &topic, &(*p as i32), &(*at as i64)]).await?;
+                txn.execute(&sql, &[&sink, &topic, &(*p as i32), &(*at as i64)])
+                    .await?;
             }
             txn.commit().await
         }
@@ -727,7 +759,10 @@ impl PostgresWriter {
                 continue;
             }
             match self.mapping.row(r) {
-                Ok(row) => keyed.push((Mapping::identity(&row, &self.identity), Op { index, row, delete })),
+                Ok(row) => keyed.push((
+                    Mapping::identity(&row, &self.identity),
+                    Op { index, row, delete },
+                )),
                 Err(e) => refused.push((index, "mapping", None, e.0)),
             }
         }
@@ -766,7 +801,15 @@ impl PostgresWriter {
         let mut refused = plan.refused.clone();
         let stmts = (&conn.write, conn.delete.as_ref());
         let changed = if bisect {
-            write_bisecting(&mut txn, stmts, &self.types, &self.identity, &ops, &mut refused).await?
+            write_bisecting(
+                &mut txn,
+                stmts,
+                &self.types,
+                &self.identity,
+                &ops,
+                &mut refused,
+            )
+            .await?
         } else {
             match write_ops(&txn, stmts, &self.types, &self.identity, &ops).await {
                 Ok(n) => n,
@@ -782,13 +825,21 @@ impl PostgresWriter {
             &(next as i64),
             &(ctx.from as i64),
         ];
-        if txn.execute(&conn.cas, &params).await.map_err(|e| classify(&e))? == 0 {
+        if txn
+            .execute(&conn.cas, &params)
+            .await
+            .map_err(|e| classify(&e))?
+            == 0
+        {
             return Err(Failure::Moved);
         }
         let dead = refused.len() as u64;
         if !refused.is_empty() {
             let letters = dead_letters(ctx.sink, records, refused);
-            match ctx.dead_letters.write(ctx.sink, ctx.topic, ctx.partition, letters, ctx.stop) {
+            match ctx
+                .dead_letters
+                .write(ctx.sink, ctx.topic, ctx.partition, letters, ctx.stop)
+            {
                 Ok(true) => {}
                 Ok(false) => return Err(Failure::Stopped),
                 Err(e) => return Err(Failure::Fatal(e)),
@@ -855,7 +906,10 @@ async fn write_bisecting(
         if chunk.is_empty() {
             continue;
         }
-        let sp = txn.savepoint("tidewater_bisect").await.map_err(|e| classify(&e))?;
+        let sp = txn
+            .savepoint("tidewater_bisect")
+            .await
+            .map_err(|e| classify(&e))?;
         match write_ops(&sp, stmts, types, identity, chunk).await {
             Ok(n) => {
                 sp.commit().await.map_err(|e| classify(&e))?;
@@ -890,17 +944,57 @@ fn column_param<'a>(rows: &[&'a Row], i: usize, t: SqlType) -> Box<dyn ToSql + S
             })
             .collect::<Vec<_>>(),
         ),
-        SqlType::Bigint => Box::new(col.map(|v| match v { SqlValue::Bigint(x) => Some(*x), _ => None }).collect::<Vec<_>>()),
-        SqlType::Integer => Box::new(col.map(|v| match v { SqlValue::Integer(x) => Some(*x), _ => None }).collect::<Vec<_>>()),
-        SqlType::Double => Box::new(col.map(|v| match v { SqlValue::Double(x) => Some(*x), _ => None }).collect::<Vec<_>>()),
-        SqlType::Boolean => Box::new(col.map(|v| match v { SqlValue::Boolean(x) => Some(*x), _ => None }).collect::<Vec<_>>()),
-        SqlType::Timestamptz => Box::new(col.map(|v| match v { SqlValue::Timestamptz(x) => Some(*x), _ => None }).collect::<Vec<_>>()),
-        SqlType::Jsonb => Box::new(col.map(|v| match v { SqlValue::Jsonb(x) => Some(x), _ => None }).collect::<Vec<_>>()),
+        SqlType::Bigint => Box::new(
+            col.map(|v| match v {
+                SqlValue::Bigint(x) => Some(*x),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        ),
+        SqlType::Integer => Box::new(
+            col.map(|v| match v {
+                SqlValue::Integer(x) => Some(*x),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        ),
+        SqlType::Double => Box::new(
+            col.map(|v| match v {
+                SqlValue::Double(x) => Some(*x),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        ),
+        SqlType::Boolean => Box::new(
+            col.map(|v| match v {
+                SqlValue::Boolean(x) => Some(*x),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        ),
+        SqlType::Timestamptz => Box::new(
+            col.map(|v| match v {
+                SqlValue::Timestamptz(x) => Some(*x),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        ),
+        SqlType::Jsonb => Box::new(
+            col.map(|v| match v {
+                SqlValue::Jsonb(x) => Some(x),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        ),
     }
 }
 
 /// The dead letters of `refused` records, in offset order.
-fn dead_letters(sink: &str, records: &[LogRecord], mut refused: Vec<Refused>) -> Vec<(u64, Record)> {
+fn dead_letters(
+    sink: &str,
+    records: &[LogRecord],
+    mut refused: Vec<Refused>,
+) -> Vec<(u64, Record)> {
     refused.sort_by_key(|r| r.0);
     refused
         .into_iter()
@@ -908,7 +1002,8 @@ fn dead_letters(sink: &str, records: &[LogRecord], mut refused: Vec<Refused>) ->
             let input = &records[i];
             let mut r = dead_letter(input, code, &message, sink, "postgres", 1);
             if let Some(s) = sqlstate {
-                r.headers.push((dlq_headers::SQLSTATE.to_owned(), s.into_bytes()));
+                r.headers
+                    .push((dlq_headers::SQLSTATE.to_owned(), s.into_bytes()));
             }
             (input.offset, r)
         })
@@ -948,7 +1043,12 @@ fn failure_text(target: &str, f: &Failure) -> String {
 async fn execute_ddl(client: &Client, sql: &str) -> Result<(), String> {
     match client.batch_execute(sql).await {
         Ok(()) => Ok(()),
-        Err(e) if e.code().is_some_and(|c| c.code() == "23505" || c.code() == "42P07") => Ok(()),
+        Err(e)
+            if e.code()
+                .is_some_and(|c| c.code() == "23505" || c.code() == "42P07") =>
+        {
+            Ok(())
+        }
         Err(e) => Err(error_text(&e)),
     }
 }
@@ -1011,15 +1111,26 @@ columns = [
         let c = config("");
         c.check().unwrap();
         let sql = Sql::new(&c, "\"readings\"");
-        assert!(sql.write.contains("(\"device\", \"t\", \"v\", \"price\", \"idempotency_key\")"));
-        assert!(sql.write.ends_with("ON CONFLICT (\"idempotency_key\") DO NOTHING"), "{}", sql.write);
+        assert!(
+            sql.write
+                .contains("(\"device\", \"t\", \"v\", \"price\", \"idempotency_key\")")
+        );
+        assert!(
+            sql.write
+                .ends_with("ON CONFLICT (\"idempotency_key\") DO NOTHING"),
+            "{}",
+            sql.write
+        );
         assert!(sql.delete.is_none());
     }
 
     #[test]
     fn bad_settings_name_the_key() {
         let refused = |extra: &str| config(extra).check().unwrap_err();
-        assert_eq!(refused("mode = \"upsert\"\n"), "key is empty: upsert needs the columns that identify a row");
+        assert_eq!(
+            refused("mode = \"upsert\"\n"),
+            "key is empty: upsert needs the columns that identify a row"
+        );
         assert_eq!(
             refused("mode = \"upsert\"\nkey = [\"ts\"]\n"),
             "key names the column \"ts\", which is not in columns"
@@ -1028,13 +1139,19 @@ columns = [
             refused("mode = \"upsert\"\nkey = [\"device\"]\nversion = \"device\"\n"),
             "version column \"device\" is also a key column"
         );
-        assert!(refused("key = [\"device\"]\n").starts_with("key and version apply to mode = \"upsert\""));
+        assert!(
+            refused("key = [\"device\"]\n")
+                .starts_with("key and version apply to mode = \"upsert\"")
+        );
         let mut c = config("");
         c.url = "postgres://u@h:notaport/d".into();
         assert!(c.check().unwrap_err().starts_with("url does not parse"));
         c = config("");
         c.table = "a.b.c".into();
-        assert_eq!(c.check().unwrap_err(), "table: \"a.b.c\" is not a table name (name, or schema.name)");
+        assert_eq!(
+            c.check().unwrap_err(),
+            "table: \"a.b.c\" is not a table name (name, or schema.name)"
+        );
     }
 
     #[test]

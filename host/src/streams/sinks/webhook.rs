@@ -116,9 +116,13 @@ impl WebhookConfig {
             }
             _ => return Err(format!("url {:?} must start with http://", self.url)),
         }
-        let host = uri.host().ok_or_else(|| format!("url {:?} has no host", self.url))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("url {:?} has no host", self.url))?;
         let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80));
-        let path = uri.path_and_query().map_or("/".into(), |p| p.as_str().to_owned());
+        let path = uri
+            .path_and_query()
+            .map_or("/".into(), |p| p.as_str().to_owned());
         Ok(Endpoint { authority, path })
     }
 
@@ -167,7 +171,9 @@ const BODY_EXCERPT: usize = 4096;
 /// Judges an answer with `status`, `Retry-After` header value `retry_after`
 /// and `body`.
 fn judge(status: u16, retry_after: Option<&str>, body: &str, max_after: Duration) -> Answer {
-    let after = retry_after.and_then(parse_retry_after).map(|d| d.min(max_after));
+    let after = retry_after
+        .and_then(parse_retry_after)
+        .map(|d| d.min(max_after));
     let excerpt = || body.chars().take(500).collect::<String>();
     match status {
         200..=299 => Answer::Accepted,
@@ -183,11 +189,16 @@ fn judge(status: u16, retry_after: Option<&str>, body: &str, max_after: Duration
         },
         401 | 403 => Answer::Hold {
             code: "unauthorized",
-            why: format!("the endpoint answered {status}: {}; fix the credentials (webhook.headers), nothing is skipped meanwhile", excerpt()),
+            why: format!(
+                "the endpoint answered {status}: {}; fix the credentials (webhook.headers), nothing is skipped meanwhile",
+                excerpt()
+            ),
         },
         300..=399 => Answer::Hold {
             code: "http-redirect",
-            why: format!("the endpoint answered {status} (a redirect, not followed): set webhook.url to where it points"),
+            why: format!(
+                "the endpoint answered {status} (a redirect, not followed): set webhook.url to where it points"
+            ),
         },
         _ => Answer::Refused {
             status,
@@ -240,7 +251,11 @@ impl WebhookWriter {
     }
 
     /// The sink `sink`'s positions in `topic`, from redb.
-    pub(crate) fn positions(&self, sink: &str, topic: &str) -> Result<BTreeMap<u32, u64>, SinkError> {
+    pub(crate) fn positions(
+        &self,
+        sink: &str,
+        topic: &str,
+    ) -> Result<BTreeMap<u32, u64>, SinkError> {
         let txn = self.db.begin_read().map_err(StorageError::from)?;
         let table = match txn.open_table(POSITIONS) {
             Ok(t) => t,
@@ -259,7 +274,12 @@ impl WebhookWriter {
     }
 
     /// Moves positions back to `targets`, durably.
-    pub(crate) fn rewind(&self, sink: &str, topic: &str, targets: &BTreeMap<u32, u64>) -> Result<(), SinkError> {
+    pub(crate) fn rewind(
+        &self,
+        sink: &str,
+        topic: &str,
+        targets: &BTreeMap<u32, u64>,
+    ) -> Result<(), SinkError> {
         let current = self.positions(sink, topic)?;
         let txn = self.db.begin_write().map_err(LogError::from)?;
         for (p, at) in targets {
@@ -289,11 +309,20 @@ impl WebhookWriter {
         let mut letters: Vec<(u64, Record)> = Vec::new();
         let handled = match self.config.format {
             Format::Record => self.each(ctx, records, backoff, &mut d, &mut letters).await,
-            Format::Array => self.array(ctx, records, backoff, &mut d, &mut letters).await,
+            Format::Array => {
+                self.array(ctx, records, backoff, &mut d, &mut letters)
+                    .await
+            }
         };
-        let next = records.get(handled).map_or_else(|| records.last().map_or(ctx.from, |r| r.offset + 1), |r| r.offset);
+        let next = records.get(handled).map_or_else(
+            || records.last().map_or(ctx.from, |r| r.offset + 1),
+            |r| r.offset,
+        );
         d.dead_lettered = letters.len() as u64;
-        if !ctx.dead_letters.write(ctx.sink, ctx.topic, ctx.partition, letters, ctx.stop)? {
+        if !ctx
+            .dead_letters
+            .write(ctx.sink, ctx.topic, ctx.partition, letters, ctx.stop)?
+        {
             return Ok(Outcome::Stopped(d));
         }
         if next > ctx.from {
@@ -357,8 +386,12 @@ impl WebhookWriter {
                 }
                 Err(e) => {
                     d.count("mapping");
-                    let msg = format!("the value is not JSON, and format = \"array\" sends JSON: {e}");
-                    letters.push((r.offset, dead_letter(r, "mapping", &msg, ctx.sink, "webhook", 0)));
+                    let msg =
+                        format!("the value is not JSON, and format = \"array\" sends JSON: {e}");
+                    letters.push((
+                        r.offset,
+                        dead_letter(r, "mapping", &msg, ctx.sink, "webhook", 0),
+                    ));
                 }
             }
         }
@@ -383,7 +416,10 @@ impl WebhookWriter {
                 let done = self.each(ctx, &good, backoff, d, letters).await;
                 letters.sort_by_key(|(o, _)| *o);
                 if done < good.len() {
-                    records.iter().position(|r| r.offset == good[done].offset).unwrap_or(0)
+                    records
+                        .iter()
+                        .position(|r| r.offset == good[done].offset)
+                        .unwrap_or(0)
                 } else {
                     records.len()
                 }
@@ -407,9 +443,12 @@ impl WebhookWriter {
                 return Sent::Stopped;
             }
             let answer = match self.post(key, record, body.clone()).await {
-                Ok((status, retry_after, text)) => {
-                    judge(status, retry_after.as_deref(), &text, self.config.max_retry_after)
-                }
+                Ok((status, retry_after, text)) => judge(
+                    status,
+                    retry_after.as_deref(),
+                    &text,
+                    self.config.max_retry_after,
+                ),
                 Err(why) => {
                     self.sender = None;
                     Answer::Retry {
@@ -454,7 +493,10 @@ impl WebhookWriter {
         let request = self.request(key, record, body)?;
         let exchange = async {
             let sender = self.sender().await?;
-            let resp = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            let resp = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()
@@ -467,11 +509,18 @@ impl WebhookWriter {
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
-            Ok((status, retry_after, String::from_utf8_lossy(&bytes).into_owned()))
+            Ok((
+                status,
+                retry_after,
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer from {} within {timeout:?}", self.endpoint.authority)),
+            Err(_) => Err(format!(
+                "no answer from {} within {timeout:?}",
+                self.endpoint.authority
+            )),
         }
     }
 
@@ -499,7 +548,8 @@ impl WebhookWriter {
         for (k, v) in &self.config.headers {
             req = req.header(k, v);
         }
-        req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())
+        req.body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())
     }
 
     /// The kept-alive connection, or a new one.
@@ -513,9 +563,10 @@ impl WebhookWriter {
                 .await
                 .map_err(|e| format!("cannot connect to {at}: {e}"))?;
             let _ = stream.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("{at}: {e}"))?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("{at}: {e}"))?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -529,10 +580,18 @@ impl WebhookWriter {
 
 /// The dead letter of a record the endpoint refused with `status` and `body`.
 fn refused_letter(sink: &str, r: &LogRecord, status: u16, body: &str) -> Record {
-    let mut letter = dead_letter(r, "http-4xx", &format!("{status}: {body}"), sink, "webhook", 1);
-    letter
-        .headers
-        .push((dlq_headers::HTTP_STATUS.to_owned(), status.to_string().into_bytes()));
+    let mut letter = dead_letter(
+        r,
+        "http-4xx",
+        &format!("{status}: {body}"),
+        sink,
+        "webhook",
+        1,
+    );
+    letter.headers.push((
+        dlq_headers::HTTP_STATUS.to_owned(),
+        status.to_string().into_bytes(),
+    ));
     letter
 }
 
@@ -549,10 +608,35 @@ mod tests {
             judge(429, Some("1"), "slow down", MAX),
             Answer::Retry { code: "http-429", after: Some(d), .. } if d == Duration::from_secs(1)
         ));
-        assert!(matches!(judge(503, None, "", MAX), Answer::Retry { code: "http-5xx", after: None, .. }));
-        assert!(matches!(judge(401, None, "no", MAX), Answer::Hold { code: "unauthorized", .. }));
-        assert!(matches!(judge(403, None, "no", MAX), Answer::Hold { code: "unauthorized", .. }));
-        assert!(matches!(judge(301, None, "", MAX), Answer::Hold { code: "http-redirect", .. }));
+        assert!(matches!(
+            judge(503, None, "", MAX),
+            Answer::Retry {
+                code: "http-5xx",
+                after: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(401, None, "no", MAX),
+            Answer::Hold {
+                code: "unauthorized",
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(403, None, "no", MAX),
+            Answer::Hold {
+                code: "unauthorized",
+                ..
+            }
+        ));
+        assert!(matches!(
+            judge(301, None, "", MAX),
+            Answer::Hold {
+                code: "http-redirect",
+                ..
+            }
+        ));
         assert_eq!(
             judge(400, None, "bad field", MAX),
             Answer::Refused {
@@ -576,7 +660,10 @@ mod tests {
         );
         let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
         let d = parse_retry_after(&later).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
@@ -596,8 +683,21 @@ mod tests {
                 path: "/hook?x=1".into()
             }
         );
-        assert_eq!(c("http://example.com").endpoint().unwrap().authority, "example.com:80");
-        assert!(c("https://example.com/").check().unwrap_err().contains("https is not supported yet"));
-        assert!(c("ftp://example.com/").check().unwrap_err().contains("must start with http://"));
+        assert_eq!(
+            c("http://example.com").endpoint().unwrap().authority,
+            "example.com:80"
+        );
+        assert!(
+            c("https://example.com/")
+                .check()
+                .unwrap_err()
+                .contains("https is not supported yet")
+        );
+        assert!(
+            c("ftp://example.com/")
+                .check()
+                .unwrap_err()
+                .contains("must start with http://")
+        );
     }
 }
