@@ -67,7 +67,8 @@ fn rows() -> (Vec<Record>, String) {
         let celsius = 15.0 + (i % 997) as f64 / 100.0;
         let humidity = 40.0 + (i % 613) as f64 / 10.0;
         let key = format!("{device}/{ts}");
-        let value = json!({"device": device, "ts": ts, "seq": i, "celsius": celsius, "humidity": humidity});
+        let value =
+            json!({"device": device, "ts": ts, "seq": i, "celsius": celsius, "humidity": humidity});
         records.push(Record {
             value: Some(value.to_string().into_bytes()),
             headers: vec![("idempotency-key".into(), key.clone().into_bytes())],
@@ -147,7 +148,9 @@ fn copy_run(url: &str, table: &str, csv: &std::path::Path) -> Duration {
 
 fn main() {
     let Some(base) = server() else {
-        println!("postgres bench: no PostgreSQL (make pg-up, or make bench which starts one); nothing measured");
+        println!(
+            "postgres bench: no PostgreSQL (make pg-up, or make bench which starts one); nothing measured"
+        );
         return;
     };
     let db = format!(
@@ -178,7 +181,11 @@ fn main() {
         for (mode, pk) in [("append", "idempotency_key"), ("upsert", "device, ts")] {
             let table = format!("sink_{mode}_{run}");
             keep(
-                if mode == "append" { "sink append" } else { "sink upsert" },
+                if mode == "append" {
+                    "sink append"
+                } else {
+                    "sink upsert"
+                },
                 sink_run(&log, &url, &format!("bench-{mode}-{run}"), &table, mode),
             );
             let copy_table = format!("copy_{mode}_{run}");
@@ -190,14 +197,21 @@ fn main() {
                 ),
             );
             keep(
-                if mode == "append" { "copy append" } else { "copy upsert" },
+                if mode == "append" {
+                    "copy append"
+                } else {
+                    "copy upsert"
+                },
                 copy_run(&url, &copy_table, &csv_file),
             );
         }
     }
     let rate = |k: &str| ROWS as f64 / best[k].as_secs_f64();
     println!("PostgreSQL sink, {ROWS} rows, batches of 1000, best of {RUNS}:");
-    println!("{:<10} {:>12} {:>12} {:>8}", "mode", "sink rows/s", "COPY rows/s", "ratio");
+    println!(
+        "{:<10} {:>12} {:>12} {:>8}",
+        "mode", "sink rows/s", "COPY rows/s", "ratio"
+    );
     let mut report = serde_json::Map::new();
     for mode in ["append", "upsert"] {
         let (s, c) = (rate(&format!("sink {mode}")), rate(&format!("copy {mode}")));

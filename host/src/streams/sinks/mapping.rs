@@ -29,8 +29,9 @@ pub enum SqlType {
     Double,
     /// `boolean`: `true`/`false`, or the strings `"true"`/`"false"`.
     Boolean,
-    /// `timestamptz`: an RFC 3339 string (`2016-02-15T00:00:00Z`), or a
-    /// JSON integer of milliseconds since the Unix epoch.
+    /// `timestamptz`: an RFC 3339 string (`2016-02-15T00:00:00Z`), a date
+    /// and time without an offset (`2010-03-24 09:51:00`, taken as UTC), or
+    /// a JSON integer of milliseconds since the Unix epoch.
     Timestamptz,
     /// `jsonb`: any JSON value, stored as it is.
     Jsonb,
@@ -454,13 +455,24 @@ fn convert_text(s: &str, t: SqlType) -> Result<SqlValue, String> {
             s.parse::<f64>().map_err(|_| bad())?;
             SqlValue::Numeric(s.to_owned())
         }
-        SqlType::Timestamptz => SqlValue::Timestamptz(
-            DateTime::parse_from_rfc3339(s.trim())
-                .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))?
-                .with_timezone(&Utc),
-        ),
+        SqlType::Timestamptz => SqlValue::Timestamptz(parse_time(s.trim()).ok_or_else(|| {
+            format!("{s:?} is not a time (RFC 3339, or YYYY-MM-DD HH:MM:SS[.fff] taken as UTC)")
+        })?),
         SqlType::Jsonb => SqlValue::Jsonb(serde_json::from_str(s).map_err(|_| bad())?),
     })
+}
+
+/// An RFC 3339 time, or a date and time without an offset (`T` or a space
+/// between them, optional fractions of a second), taken as UTC, as devices
+/// and CSV files often write it.
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+        .map(|t| t.and_utc())
 }
 
 /// Groups `items` by their key text and keeps one per key, as `wins(old,
@@ -593,6 +605,24 @@ mod tests {
             "column \"n\" (pointer /n): an array does not convert to integer"
         );
         assert!(err("not json").starts_with("the value is not JSON"));
+    }
+
+    #[test]
+    fn times_without_an_offset_are_utc() {
+        let utc = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(
+            parse_time("2010-03-24 09:51:00"),
+            Some(utc("2010-03-24T09:51:00Z"))
+        );
+        assert_eq!(
+            parse_time("2010-03-24T09:51:00.250"),
+            Some(utc("2010-03-24T09:51:00.25Z"))
+        );
+        assert_eq!(
+            parse_time("2016-02-15T01:00:00+01:00"),
+            Some(utc("2016-02-15T00:00:00Z"))
+        );
+        assert_eq!(parse_time("24/03/2010"), None);
     }
 
     #[test]

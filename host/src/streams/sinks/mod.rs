@@ -518,6 +518,8 @@ impl SinkTask {
         }
         let topic = self.config.topic.clone();
         let Some(partitions) = self.input.partitions(&topic)? else {
+            // Nothing was written to it yet: nothing to deliver.
+            self.input.set_caught_up(true);
             return Ok(Step::Idle);
         };
         for i in 0..partitions {
