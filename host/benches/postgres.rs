@@ -107,7 +107,7 @@ fn sink_run(log: &Log, url: &str, name: &str, table: &str, mode: &str) -> Durati
         config,
         Input::embedded(log.clone()),
         dlq,
-        Destination::Postgres(writer),
+        Destination::Postgres(Box::new(writer)),
         control,
     );
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -65,6 +65,14 @@ impl Db {
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
     }
 
+    fn table_exists(&self, table: &str) -> bool {
+        let n: i64 = self.rows(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}'"
+        ))[0]
+            .get(0);
+        n == 1
+    }
+
     fn count(&self, table: &str) -> i64 {
         self.rows(&format!("SELECT count(*) FROM {table}"))[0].get(0)
     }
@@ -325,13 +333,11 @@ fn sigkill_while_writing_100000_records_then_restarting_gives_the_table_of_a_cle
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let rows = db
-            .rows("SELECT count(*) FROM information_schema.tables WHERE table_name = 'events_log'")
-            [0]
-        .get::<_, i64>(0)
-        .eq(&1)
-        .then(|| db.count("events_log"))
-        .unwrap_or(0);
+        let rows = if db.table_exists("events_log") {
+            db.count("events_log")
+        } else {
+            0
+        };
         if rows > 0 && rows < N as i64 {
             mid_run_kills += 1;
         }
@@ -544,11 +550,7 @@ columns = [
     let db = Db::connect(&url).unwrap();
     let started = Instant::now();
     let at_stop = loop {
-        let exists: i64 = db
-            .rows("SELECT count(*) FROM information_schema.tables WHERE table_name = 'events_log'")
-            [0]
-        .get(0);
-        let rows = if exists == 1 {
+        let rows = if db.table_exists("events_log") {
             db.count("events_log")
         } else {
             0

@@ -111,9 +111,9 @@ pub(super) fn sinks(config: &Config, host: &Host) -> Result<Vec<SinkTask>, RunEr
             ),
         };
         let destination = match (&s.postgres, &s.webhook) {
-            (Some(pg), _) => Destination::Postgres(
+            (Some(pg), _) => Destination::Postgres(Box::new(
                 PostgresWriter::new(&s.name, &s.topic, pg.clone()).map_err(fail)?,
-            ),
+            )),
             (None, Some(w)) => {
                 Destination::Webhook(WebhookWriter::new(w.clone(), host.db.clone()).map_err(fail)?)
             }

@@ -399,7 +399,7 @@ pub(crate) enum Outcome {
 /// Where a sink delivers: PostgreSQL or a webhook.
 pub enum Destination {
     /// A table, written in transactions with the position.
-    Postgres(postgres::PostgresWriter),
+    Postgres(Box<postgres::PostgresWriter>),
     /// An HTTP endpoint; the position is kept in redb.
     Webhook(webhook::WebhookWriter),
 }

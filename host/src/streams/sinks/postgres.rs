@@ -444,7 +444,7 @@ impl PostgresWriter {
         pg.connect_timeout(config.connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
-            .application_name(&format!("tidewater sink {sink}"));
+            .application_name(format!("tidewater sink {sink}"));
         let target = describe_target(&pg);
         let table = quote_table(&config.table)?;
         let mapping = config.mapping()?;
