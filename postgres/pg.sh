@@ -12,8 +12,9 @@
 # stops its server starts one of its own this way).
 #
 # `up` prints the connection URL and writes it to target/postgres/url
-# (postgres://tidewater@127.0.0.1:PORT/tidewater, trust authentication on
-# 127.0.0.1 only). The port is a free one chosen at the first `up` and kept.
+# (postgres://tidewater@127.0.0.1:PORT/tidewater: the user tidewater needs
+# no password, on 127.0.0.1 only; any other role signs in with its password,
+# scram-sha-256, so a wrong password is refused as in production). The port is a free one chosen at the first `up` and kept.
 # The server runs as the user `postgres` when this runs as root (initdb
 # refuses root), else as the calling user.
 set -euo pipefail
@@ -87,14 +88,32 @@ synchronous_commit = on
 CONF
 }
 
+# Who may sign in: tidewater without a password, every other role with its
+# password (scram-sha-256); on 127.0.0.1 and the server's own socket only.
+authenticate() {
+  cat > "$data/pg_hba.conf" <<HBA
+local all all trust
+host all tidewater 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+HBA
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$data/pg_hba.conf"
+  fi
+}
+
 up() {
   install
   configure
   if running; then
+    if ! grep -qx "host all all 127.0.0.1/32 scram-sha-256" "$data/pg_hba.conf"; then
+      authenticate
+      as_owner "$bin/pg_ctl" -D "$data" reload >/dev/null
+    fi
     cat "$dir/url"
     return 0
   fi
   init
+  authenticate
   if [ "$(id -u)" = 0 ]; then
     chown postgres: "$dir/run"
   fi

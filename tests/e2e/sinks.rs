@@ -511,7 +511,7 @@ fn pg_sh(dir: &Path, action: &str) -> String {
 }
 
 #[test]
-fn postgres_stopped_for_10_s_mid_run_loses_and_doubles_nothing() {
+fn postgres_stopped_silence10_s_mid_run_loses_and_doubles_nothing() {
     if server().is_none() {
         return;
     }
@@ -620,6 +620,8 @@ enum Reply {
     RetryAfter(u16, &'static str),
     /// 200, once the test releases it.
     HeldOk,
+    /// No answer for this long (recorded on arrival with status 0), then 200.
+    Silent(Duration),
 }
 
 #[derive(Default)]
@@ -652,21 +654,34 @@ fn endpoint(script: Vec<Reply>) -> (Arc<Endpoint>, String) {
         if let Reply::HeldOk = reply {
             e.release.notified().await;
         }
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if let Reply::Silent(silence) = reply {
+            // Seen now: the sink gives up on the answer before it comes.
+            e.seen.lock().unwrap().push(Delivery {
+                body: body.clone(),
+                key: key.clone(),
+                status: 0,
+                at: Instant::now(),
+            });
+            tokio::time::sleep(silence).await;
+        }
         let (status, text, after) = match reply {
             Reply::Status(s, t) => (s, t, None),
             Reply::RetryAfter(s, a) => (s, "slow down", Some(a)),
-            Reply::HeldOk => (200, "ok", None),
+            Reply::HeldOk | Reply::Silent(_) => (200, "ok", None),
         };
-        e.seen.lock().unwrap().push(Delivery {
-            body,
-            key: headers
-                .get("idempotency-key")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            status,
-            at: Instant::now(),
-        });
+        if !matches!(reply, Reply::Silent(_)) {
+            e.seen.lock().unwrap().push(Delivery {
+                body,
+                key,
+                status,
+                at: Instant::now(),
+            });
+        }
         let mut resp = (StatusCode::from_u16(status).unwrap(), text.to_owned()).into_response();
         if let Some(a) = after {
             resp.headers_mut().insert("retry-after", a.parse().unwrap());
@@ -691,6 +706,11 @@ fn endpoint(script: Vec<Reply>) -> (Arc<Endpoint>, String) {
 }
 
 fn webhook_env(url: &str) -> (Env, PathBuf) {
+    webhook_env_with(url, "20s")
+}
+
+/// As [`webhook_env`], with the webhook's `timeout`.
+fn webhook_env_with(url: &str, timeout: &str) -> (Env, PathBuf) {
     let env = Env::new();
     env.produce(
         "readings",
@@ -707,7 +727,7 @@ retry_backoff = "50ms"
 max_backoff = "200ms"
 [sink.webhook]
 url = "{url}"
-timeout = "20s"
+timeout = "{timeout}"
 "#
     ));
     (env, config)
@@ -860,5 +880,42 @@ fn a_webhook_answering_429_with_retry_after_gets_the_record_again_no_sooner() {
         (Some(3), Some(0))
     );
     assert_eq!(s["codes"], json!({"http-429": 1}));
+    assert!(env.records("hook.dlq").is_empty());
+}
+
+#[test]
+fn a_webhook_answering_500_then_not_answering_in_time_gets_the_record_again_until_it_accepts() {
+    let (hook, url) = endpoint(vec![
+        Reply::Status(200, "ok"),
+        Reply::Status(500, "database down"),
+        Reply::Silent(Duration::from_secs(5)),
+        Reply::Status(503, "starting"),
+    ]);
+    let (env, config) = webhook_env_with(&url, "300ms");
+    let summary = ok_summary(
+        &env.cmd()
+            .args(["run", "--until-idle", "--format", "json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap(),
+    );
+    // 0: the request that got no answer within the 300 ms timeout.
+    assert_eq!(
+        seen(&hook),
+        [d(1, 200), d(2, 500), d(2, 0), d(2, 503), d(2, 200), d(3, 200)]
+    );
+    let s = &sink(&summary, "hook")["delivered"];
+    assert_eq!(
+        (
+            s["records"].as_u64(),
+            s["changed"].as_u64(),
+            s["dead_lettered"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0))
+    );
+    assert_eq!(
+        s["codes"],
+        json!({"http-5xx": 2, "http-connection": 1})
+    );
     assert!(env.records("hook.dlq").is_empty());
 }

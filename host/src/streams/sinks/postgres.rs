@@ -351,7 +351,7 @@ fn classify(e: &tokio_postgres::Error) -> Failure {
     let Some(db) = e.as_db_error() else {
         return Failure::Retry {
             code: "connection",
-            message: e.to_string(),
+            message: error_text(e),
             reconnect: true,
         };
     };
@@ -1024,12 +1024,21 @@ fn describe_target(pg: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{}", pg.get_dbname().unwrap_or(""))
 }
 
-/// An error's text with PostgreSQL's own message and SQLSTATE when it has them.
+/// An error's text with PostgreSQL's own message and SQLSTATE when it has
+/// them, else with its causes (tokio-postgres's own text alone, "error
+/// connecting to server" or "invalid configuration", does not say why).
 fn error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn failure_text(target: &str, f: &Failure) -> String {
