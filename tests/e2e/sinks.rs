@@ -902,7 +902,14 @@ fn a_webhook_answering_500_then_not_answering_in_time_gets_the_record_again_unti
     // 0: the request that got no answer within the 300 ms timeout.
     assert_eq!(
         seen(&hook),
-        [d(1, 200), d(2, 500), d(2, 0), d(2, 503), d(2, 200), d(3, 200)]
+        [
+            d(1, 200),
+            d(2, 500),
+            d(2, 0),
+            d(2, 503),
+            d(2, 200),
+            d(3, 200)
+        ]
     );
     let s = &sink(&summary, "hook")["delivered"];
     assert_eq!(
@@ -913,9 +920,115 @@ fn a_webhook_answering_500_then_not_answering_in_time_gets_the_record_again_unti
         ),
         (Some(3), Some(3), Some(0))
     );
-    assert_eq!(
-        s["codes"],
-        json!({"http-5xx": 2, "http-connection": 1})
-    );
+    assert_eq!(s["codes"], json!({"http-5xx": 2, "http-connection": 1}));
     assert!(env.records("hook.dlq").is_empty());
+}
+
+#[test]
+fn a_sink_that_cannot_use_its_database_is_refused_at_start_saying_why() {
+    let Some(server) = server() else { return };
+    let url = fresh_database(&server);
+    let db = Db::connect(&url).unwrap();
+    let role = unique("pw");
+    db.exec(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'right'; CREATE TABLE temps (device text PRIMARY KEY, celsius text)"
+    ));
+    let env = Env::new();
+    env.produce(
+        "temps",
+        vec![json_record(json!({"device": "A", "celsius": 20.5}), "a")],
+    );
+    let config = |create: bool| {
+        env.config(&format!(
+            r#"
+[[sink]]
+name = "temps"
+topic = "temps"
+[sink.postgres]
+table = "temps"
+mode = "upsert"
+key = ["device"]
+create_table = {create}
+connect_timeout = "5s"
+columns = [
+  {{ name = "device", type = "text", pointer = "/device" }},
+  {{ name = "celsius", type = "double", pointer = "/celsius" }},
+]
+"#
+        ))
+    };
+    let (checked, created) = (config(false), config(true));
+    let (base, dbname) = url.rsplit_once('/').unwrap();
+    let port = base.rsplit_once(':').unwrap().1;
+    let refused = |config: &Path, url: &str| -> String {
+        let out = run_sinks(&env, config, url);
+        assert!(!out.status.success(), "{url} was not refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line: {err}"));
+        assert!(!line.contains("right") && !line.contains("wrong"), "{line}");
+        line.to_owned()
+    };
+    let at = format!("127.0.0.1:{port}/{dbname}");
+    assert_eq!(
+        refused(&checked, "postgres://tidewater@127.0.0.1:1/x"),
+        "error: sink \"temps\": cannot connect to PostgreSQL at 127.0.0.1:1/x: error connecting to server: Connection refused (os error 111)"
+    );
+    assert_eq!(
+        refused(
+            &checked,
+            &format!("postgres://{role}:wrong@127.0.0.1:{port}/{dbname}")
+        ),
+        format!(
+            "error: sink \"temps\": cannot connect to PostgreSQL at {at}: password authentication failed for user \"{role}\" (SQLSTATE 28P01)"
+        )
+    );
+    assert_eq!(
+        refused(
+            &checked,
+            &format!("postgres://{role}@127.0.0.1:{port}/{dbname}")
+        ),
+        format!(
+            "error: sink \"temps\": cannot connect to PostgreSQL at {at}: invalid configuration: password missing"
+        )
+    );
+    assert_eq!(
+        refused(&checked, &format!("{base}/{dbname}_missing")),
+        format!(
+            "error: sink \"temps\": cannot connect to PostgreSQL at 127.0.0.1:{port}/{dbname}_missing: database \"{dbname}_missing\" does not exist (SQLSTATE 3D000)"
+        )
+    );
+    assert_eq!(
+        refused(&checked, &url),
+        "error: sink \"temps\": column \"celsius\" of table temps is text, but the mapping writes double precision"
+    );
+    // create_table does not alter a table that is there: it is checked the same.
+    assert_eq!(
+        refused(&created, &url),
+        "error: sink \"temps\": column \"celsius\" of table temps is text, but the mapping writes double precision"
+    );
+    db.exec("DROP TABLE temps");
+    assert_eq!(
+        refused(&checked, &url),
+        format!(
+            "error: sink \"temps\": table temps does not exist at {at}: create it, or set create_table = true"
+        )
+    );
+    // The right password, and the table created: delivered.
+    db.exec(&format!(
+        "GRANT CREATE ON SCHEMA public TO {role}; GRANT ALL ON tidewater_sink_offsets TO {role}"
+    ));
+    let s = ok_summary(&run_sinks(
+        &env,
+        &created,
+        &format!("postgres://{role}:right@127.0.0.1:{port}/{dbname}"),
+    ));
+    assert_eq!(sink(&s, "temps")["delivered"]["changed"], 1);
+    let row = &db.rows("SELECT device, celsius FROM temps")[0];
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, f64>(1)),
+        ("A".to_owned(), 20.5)
+    );
 }
