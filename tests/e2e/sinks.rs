@@ -511,7 +511,7 @@ fn pg_sh(dir: &Path, action: &str) -> String {
 }
 
 #[test]
-fn postgres_stopped_silence10_s_mid_run_loses_and_doubles_nothing() {
+fn postgres_stopped_for_10_s_mid_run_loses_and_doubles_nothing() {
     if server().is_none() {
         return;
     }
@@ -938,8 +938,9 @@ fn a_sink_that_cannot_use_its_database_is_refused_at_start_saying_why() {
         "temps",
         vec![json_record(json!({"device": "A", "celsius": 20.5}), "a")],
     );
+    // Env::config writes one file: each config gets a name of its own.
     let config = |create: bool| {
-        env.config(&format!(
+        let written = env.config(&format!(
             r#"
 [[sink]]
 name = "temps"
@@ -955,7 +956,10 @@ columns = [
   {{ name = "celsius", type = "double", pointer = "/celsius" }},
 ]
 "#
-        ))
+        ));
+        let own = written.with_file_name(format!("create-table-{create}.toml"));
+        std::fs::rename(&written, &own).unwrap();
+        own
     };
     let (checked, created) = (config(false), config(true));
     let (base, dbname) = url.rsplit_once('/').unwrap();
