@@ -8,6 +8,8 @@
 #   make compare run every language's enrich on the same real data, side by side
 #   make demo-kafka  the main job through a real Apache Kafka broker
 #   make kafka-up / kafka-down   a local single-node Kafka (KRaft) on 127.0.0.1
+#   make demo-postgres  the demo's results into PostgreSQL tables (readings, alerts)
+#   make pg-up / pg-down   a local PostgreSQL 15 on 127.0.0.1 (data in target/postgres)
 #
 # Everything is built with one profile (release): the binary, the tests and
 # the benches share one build of wasmtime.
@@ -53,12 +55,13 @@ DATA_DIR ?= $(ROOT)/.tidewater
 TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 
 KAFKA := kafka/kafka.sh
+PG := postgres/pg.sh
 
 .SECONDEXPANSION:
-.PHONY: help demo demo-kafka test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-ts plugins-zig plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down ts-check zig-test
+.PHONY: help demo demo-kafka demo-postgres pg-up pg-down test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-ts plugins-zig plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down ts-check zig-test
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Toolchain: the wasm32-wasip2 target (rustup), rustfmt and clippy.
 tools:
@@ -272,6 +275,23 @@ kafka-up:
 kafka-down:
 	@$(KAFKA) down
 
+## PostgreSQL 15 (Debian's, installed with apt when missing) on 127.0.0.1, data in target/postgres.
+pg-up:
+	@$(PG) up
+
+pg-down:
+	@$(PG) down
+
+## The demo, then its results into PostgreSQL: readings-enriched → readings, alerts → alerts.
+demo-postgres: demo
+	@url=$$($(PG) up) && \
+	echo "== delivering readings-enriched and alerts into PostgreSQL at $$url" && \
+	TIDEWATER_LOG=$${TIDEWATER_LOG:-warn} $(TW) run --config demo/postgres.toml --postgres-url "$$url" --until-idle && \
+	echo "== try it:" && \
+	echo "psql $$url -c \"SELECT device, count(*) AS readings, min(ts), max(ts), (SELECT count(*) FROM alerts a WHERE a.device = r.device) AS alerts FROM readings r GROUP BY device ORDER BY device\"" && \
+	psql "$$url" -c "SELECT device, count(*) AS readings, min(ts), max(ts), (SELECT count(*) FROM alerts a WHERE a.device = r.device) AS alerts FROM readings r GROUP BY device ORDER BY device" && \
+	echo "(server still running: 'make pg-down' stops it; run 'make demo-postgres' again: no row changes)"
+
 test: tools plugins
 	cargo fmt --all -- --check
 	cd plugins && cargo fmt --all -- --check
@@ -289,7 +309,9 @@ test: tools plugins
 	$(MAKE) -s zig-test
 	cargo build --release --locked --workspace --all-targets
 	@$(KAFKA) up >/dev/null
-	status=0; TIDEWATER_REQUIRE_KAFKA=1 cargo test --release --locked --workspace || status=$$?; $(KAFKA) down; exit $$status
+	@$(PG) up >/dev/null || { $(KAFKA) down; exit 1; }
+	status=0; TIDEWATER_REQUIRE_KAFKA=1 TIDEWATER_REQUIRE_POSTGRES=1 cargo test --release --locked --workspace || status=$$?; \
+	  $(KAFKA) down; $(PG) down; exit $$status
 
 ## The fuzz tests (host/src/fuzz.rs: the component validator, CSV and JSON
 ## ingest, the log and idempotency store against a model), with many cases.
@@ -323,7 +345,10 @@ bench: tools plugins
 	cargo bench --locked -p tidewater-host --bench swap
 	@$(KAFKA) up >/dev/null
 	status=0; cargo bench --locked -p tidewater-host --bench kafka || status=$$?; $(KAFKA) down; exit $$status
+	@$(PG) up >/dev/null
+	status=0; cargo bench --locked -p tidewater-host --bench postgres || status=$$?; $(PG) down; exit $$status
 
 clean:
 	-$(KAFKA) reset
+	-$(PG) reset
 	rm -rf $(CARGO_TARGET_DIR) $(PLUGIN_DIR) plugins/target $(DATA_DIR) $(KDATA_DIR)

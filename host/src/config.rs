@@ -51,6 +51,17 @@
 //! [device_time]                   # which timestamp a device's record gets (docs/device-data.md)
 //! max_ahead = "15m"               # device time up to this far ahead of the ingest clock is kept
 //! max_behind = "20y"              # and up to this far behind; else the ingest time, device time in a header
+//! [[sink]]                        # optional: deliver a topic to PostgreSQL or a webhook (streams::sinks)
+//! name = "readings-db"
+//! topic = "readings-enriched"
+//! [sink.postgres]
+//! url = "postgres://tidewater@127.0.0.1:5432/tidewater"
+//! table = "readings"
+//! mode = "upsert"
+//! key = ["device", "ts"]
+//! create_table = true
+//! columns = [{ name = "device", type = "text", pointer = "/device" },
+//!            { name = "ts", type = "timestamptz", pointer = "/ts" }]
 //!
 //! [kafka]                         # optional: use Apache Kafka instead of the embedded log
 //! brokers = "127.0.0.1:9092"
@@ -135,6 +146,9 @@ pub struct Config {
     /// Which timestamp a record from a device gets, on every way in.
     #[serde(default)]
     pub device_time: crate::streams::ingest::DeviceTimePolicy,
+    /// Topics delivered to outside systems (PostgreSQL, webhooks).
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<crate::streams::sinks::SinkConfig>,
 }
 
 impl Config {
@@ -204,6 +218,17 @@ impl Config {
             k.check()?;
         }
         self.check_forwards()?;
+        for sink in &self.sinks {
+            sink.check()
+                .map_err(|m| format!("[[sink]] {:?}: {m}", sink.name))?;
+            // Counters, status and positions are kept by name.
+            if !names.insert(sink.name.as_str()) {
+                return Err(format!(
+                    "[[sink]] {:?}: the name is used by another processor or sink",
+                    sink.name
+                ));
+            }
+        }
         if let Some(cycle) = self.cycle() {
             return Err(format!(
                 "the processors form a cycle ({}): each would read what the next writes, for ever",
@@ -423,6 +448,27 @@ output = "x"
         );
         let err = Config::parse(&format!("{MINIMAL}{f}kafka.colour = 1\n")).unwrap_err();
         assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn sinks_are_checked_with_the_rest() {
+        let sink = "[[sink]]\nname = \"p\"\ntopic = \"out\"\n[sink.webhook]\nurl = \"http://127.0.0.1:9/h\"\n";
+        let err = Config::parse(&format!("{MINIMAL}{sink}"))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "[[sink]] \"p\": the name is used by another processor or sink"
+        );
+        let c = Config::parse(&format!("{MINIMAL}{}", sink.replace("\"p\"", "\"hook\""))).unwrap();
+        c.check().unwrap();
+        assert_eq!(c.sinks[0].dead_letter_topic(), "hook.dlq");
+        let err = Config::parse(&format!("{MINIMAL}{}", sink.replace("http://", "https://")))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(err.starts_with("[[sink]] \"p\": webhook.url"), "{err}");
     }
 
     #[test]

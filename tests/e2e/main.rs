@@ -17,5 +17,6 @@ mod new;
 #[path = "../support/plugins.rs"]
 mod plugins;
 mod roundtrip;
+mod sinks;
 #[path = "../support/wasm.rs"]
 mod wasm;

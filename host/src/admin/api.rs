@@ -19,7 +19,7 @@ use crate::control::{CanaryPlan, Replay, ReplayFrom, Swap};
 
 /// An error of the API: an HTTP status, a stable code and a message.
 ///
-/// Codes: `unauthorized`, `no-such-processor`, `no-such-version`, `bad-version`,
+/// Codes: `unauthorized`, `no-such-processor`, `no-such-sink`, `no-such-version`, `bad-version`,
 /// `component-too-large`, `not-webassembly`, `core-module`,
 /// `world-mismatch`, `invalid-component`, `init-failed`, `bad-request`,
 /// `no-previous-version`, `version-active`, `no-shadow`,
@@ -58,6 +58,12 @@ impl From<UploadError> for ApiError {
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<crate::streams::embedded::LogError> for ApiError {
+    fn from(e: crate::streams::embedded::LogError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
     }
 }
 
@@ -116,6 +122,11 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/v1/processors/{name}/pause", post(pause))
         .route("/v1/processors/{name}/resume", post(resume))
         .route("/v1/processors/{name}/replay", post(replay))
+        .route("/v1/sinks", get(sinks))
+        .route("/v1/sinks/{name}", get(sink))
+        .route("/v1/sinks/{name}/pause", post(sink_pause))
+        .route("/v1/sinks/{name}/resume", post(sink_resume))
+        .route("/v1/sinks/{name}/replay", post(sink_replay))
         .layer(axum::middleware::from_fn_with_state(
             admin.clone(),
             authorize,
@@ -442,6 +453,75 @@ async fn resume(State(admin): State<Arc<Admin>>, UrlPath(name): UrlPath<String>)
     Ok(axum::Json(json!({"processor": name, "paused": false})))
 }
 
+async fn sinks(State(admin): State<Arc<Admin>>) -> ApiResult {
+    blocking(move || {
+        let stats = crate::processing::stats::read_all(&admin.log)?;
+        let sinks: Vec<Value> = admin
+            .sinks
+            .values()
+            .map(|s| admin.sink_json(s, stats.get(s.name())))
+            .collect();
+        Ok(axum::Json(json!({ "sinks": sinks })))
+    })
+    .await
+}
+
+async fn sink(State(admin): State<Arc<Admin>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || {
+        let s = admin.sink(&name)?;
+        let stats = crate::processing::stats::read_all(&admin.log)?;
+        Ok(axum::Json(admin.sink_json(s, stats.get(&name))))
+    })
+    .await
+}
+
+async fn sink_pause(State(admin): State<Arc<Admin>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    admin.sink(&name)?.set_paused(true);
+    Ok(axum::Json(json!({"sink": name, "paused": true})))
+}
+
+async fn sink_resume(State(admin): State<Arc<Admin>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    admin.sink(&name)?.set_paused(false);
+    Ok(axum::Json(json!({"sink": name, "paused": false})))
+}
+
+/// A sink's replay: its positions go back; records are delivered again with
+/// their idempotency keys (the destination decides: PostgreSQL's `ON
+/// CONFLICT`, the endpoint's `Idempotency-Key`).
+async fn sink_replay(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult {
+    let b: ReplayBody = json_body(&body)?;
+    let s = admin.sink(&name)?;
+    if b.reprocess {
+        return Err(ApiError::bad_request(
+            "a sink has no idempotency epoch to reprocess under: replay it without reprocess, and its records are delivered again with their idempotency keys",
+        ));
+    }
+    let from = replay_from(&b)?;
+    s.request_replay(from);
+    Ok(axum::Json(json!({"sink": name, "from": from})))
+}
+
+fn replay_from(b: &ReplayBody) -> Result<ReplayFrom, ApiError> {
+    match (b.from_offset, &b.from_time) {
+        (Some(o), None) => Ok(ReplayFrom::Offset(o)),
+        (None, Some(t)) => {
+            let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "from_time {t:?} is not an RFC 3339 time (e.g. 2026-11-30T12:00:00Z): {e}"
+                ))
+            })?;
+            Ok(ReplayFrom::TimeMs(at.timestamp_millis()))
+        }
+        _ => Err(ApiError::bad_request(
+            "give exactly one of from_offset and from_time",
+        )),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct ReplayBody {
     from_offset: Option<u64>,
@@ -457,22 +537,7 @@ async fn replay(
     body: Bytes,
 ) -> ApiResult {
     let b: ReplayBody = json_body(&body)?;
-    let from = match (b.from_offset, &b.from_time) {
-        (Some(o), None) => ReplayFrom::Offset(o),
-        (None, Some(t)) => {
-            let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
-                ApiError::bad_request(format!(
-                    "from_time {t:?} is not an RFC 3339 time (e.g. 2026-11-30T12:00:00Z): {e}"
-                ))
-            })?;
-            ReplayFrom::TimeMs(at.timestamp_millis())
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "give exactly one of from_offset and from_time",
-            ));
-        }
-    };
+    let from = replay_from(&b)?;
     blocking(move || {
         let m = admin.processor(&name)?;
         if !m.can_replay {
@@ -572,6 +637,11 @@ mod tests {
             "/v1/processors/{name}/pause",
             "/v1/processors/{name}/resume",
             "/v1/processors/{name}/replay",
+            "/v1/sinks",
+            "/v1/sinks/{name}",
+            "/v1/sinks/{name}/pause",
+            "/v1/sinks/{name}/resume",
+            "/v1/sinks/{name}/replay",
         ] {
             assert!(paths.contains_key(p), "{p} is not documented");
         }

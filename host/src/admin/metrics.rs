@@ -1,5 +1,5 @@
 //! `/metrics`: the Prometheus text format (prometheus-client), per
-//! processor and version.
+//! processor and version, and per sink.
 
 use std::sync::Arc;
 
@@ -124,6 +124,30 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
         "shadow_different",
         "Events on which the shadow differed",
         shadow_diff,
+    );
+    let sink_lag = Family::<Labels, Gauge>::default();
+    let sink_healthy = Family::<Labels, Gauge>::default();
+    for (n, sink) in &admin.sinks {
+        let l = vec![
+            ("sink".to_owned(), n.clone()),
+            ("kind".to_owned(), sink.kind().to_owned()),
+        ];
+        sink_lag
+            .get_or_create(&l)
+            .set(stats.get(n).map_or(0, |s| s.lag) as i64);
+        sink_healthy
+            .get_or_create(&l)
+            .set(i64::from(sink.status().unhealthy.is_none()));
+    }
+    reg.register(
+        "sink_lag",
+        "Records in a sink's topic not yet delivered (sinks count in the families above under processor=<sink>)",
+        sink_lag,
+    );
+    reg.register(
+        "sink_healthy",
+        "1 while a sink delivers, 0 while it holds its position (401/403, database unreachable)",
+        sink_healthy,
     );
     let live = Gauge::<i64>::default();
     live.set(admin.registry.runtime().live_instances() as i64);

@@ -1,5 +1,6 @@
 //! The admin HTTP API of `tidewater run`: upload versions, list processors
-//! and versions, activate, roll back, shadow, pause, resume, replay;
+//! and versions, activate, roll back, shadow, pause, resume, replay; list,
+//! pause, resume and replay sinks (`/v1/sinks`);
 //! `/metrics` (Prometheus text format), `/healthz`, and the OpenAPI document
 //! at `/openapi.json`.
 //!
@@ -43,6 +44,7 @@ use crate::processing::stats::ProcessorStats;
 use crate::processing::{Handler, WasmHandler};
 use crate::runtime::{Limits, LoadedComponent};
 use crate::streams::embedded::Log;
+use crate::streams::sinks::SinkControl;
 
 /// Why the admin API could not start: for people.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +159,7 @@ pub struct Admin {
     pub(super) registry: Registry,
     pub(super) log: Log,
     pub(super) processors: BTreeMap<String, Managed>,
+    pub(super) sinks: BTreeMap<String, Arc<SinkControl>>,
     pub(super) token: String,
     pub(super) max_upload_bytes: usize,
 }
@@ -167,6 +170,7 @@ impl Admin {
         registry: Registry,
         log: Log,
         processors: BTreeMap<String, Managed>,
+        sinks: Vec<Arc<SinkControl>>,
         token: String,
         max_upload_bytes: usize,
     ) -> Arc<Self> {
@@ -174,8 +178,49 @@ impl Admin {
             registry,
             log,
             processors,
+            sinks: sinks
+                .into_iter()
+                .map(|s| (s.name().to_owned(), s))
+                .collect(),
             token,
             max_upload_bytes,
+        })
+    }
+
+    pub(super) fn sink(&self, name: &str) -> Result<&Arc<SinkControl>, ApiError> {
+        self.sinks.get(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no-such-sink",
+                format!(
+                    "no sink {name:?} runs here (running: {})",
+                    self.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+
+    pub(super) fn sink_json(&self, s: &SinkControl, stats: Option<&ProcessorStats>) -> Value {
+        let st = s.status();
+        let state = match (&st.unhealthy, s.paused()) {
+            _ if st.state != "running" => st.state.clone(),
+            (_, true) => "paused".to_owned(),
+            (Some(_), false) => "unhealthy".to_owned(),
+            (None, false) => "running".to_owned(),
+        };
+        json!({
+            "name": s.name(),
+            "kind": s.kind(),
+            "topic": s.topic(),
+            "state": state,
+            "paused": s.paused(),
+            "healthy": st.unhealthy.is_none(),
+            "unhealthy": st.unhealthy,
+            "lag": stats.map_or(0, |x| x.lag),
+            "counters": stats.map(|x| x.counters).unwrap_or_default(),
+            "error_codes": stats.map(|x| x.error_codes.clone()).unwrap_or_default(),
+            "replays": st.replays,
+            "last_replay_error": st.last_replay_error,
         })
     }
 
@@ -392,7 +437,8 @@ impl Running {
 }
 
 /// Starts the admin API (when `options.listen` is set) and the plugins-dir
-/// watcher (when `options.watch` is set) for the processors in `managed`.
+/// watcher (when `options.watch` is set) for the processors in `managed`
+/// and the `sinks`.
 ///
 /// # Errors
 ///
@@ -404,6 +450,7 @@ pub async fn start(
     registry: Registry,
     log: Log,
     managed: BTreeMap<String, Managed>,
+    sinks: Vec<Arc<SinkControl>>,
 ) -> Result<Running, StartError> {
     let fail = StartError;
     let token = match &options.token {
@@ -414,6 +461,7 @@ pub async fn start(
         registry,
         log,
         managed,
+        sinks,
         token.clone(),
         options.max_upload_bytes,
     );

@@ -120,7 +120,7 @@ pub struct RollbackArgs {
 pub struct NameArgs {
     #[command(flatten)]
     admin: AdminArgs,
-    /// The processor.
+    /// The processor or sink.
     #[arg(value_parser = processor_name)]
     name: String,
 }
@@ -131,7 +131,8 @@ pub struct NameArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     admin: AdminArgs,
-    /// The processor.
+    /// The processor or sink (a sink delivers the records again, with
+    /// their idempotency keys).
     #[arg(value_parser = processor_name)]
     name: String,
     /// Read again from this offset of every partition of its inputs.
@@ -249,13 +250,42 @@ pub async fn rollback(data_dir: &Path, a: RollbackArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tidewater pause` (`pause = true`) and `tidewater resume`.
+/// POSTs `body` to the processor's `action` route, or the sink's when no
+/// processor has that name.
+async fn post_to_processor_or_sink(
+    client: &Client,
+    name: &str,
+    action: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    match client
+        .post(&format!("/v1/processors/{name}/{action}"), body)
+        .await
+    {
+        Err(tidewater::admin::client::ClientError::Api { code, .. })
+            if code == "no-such-processor" =>
+        {
+            match client
+                .post(&format!("/v1/sinks/{name}/{action}"), body)
+                .await
+            {
+                Err(tidewater::admin::client::ClientError::Api { code, .. })
+                    if code == "no-such-sink" =>
+                {
+                    bail!("no processor or sink {name:?} runs there")
+                }
+                other => Ok(other?),
+            }
+        }
+        other => Ok(other?),
+    }
+}
+
+/// `tidewater pause` (`pause = true`) and `tidewater resume`: a processor or a sink.
 pub async fn pause(data_dir: &Path, a: NameArgs, pause: bool) -> anyhow::Result<ExitCode> {
     let what = if pause { "pause" } else { "resume" };
-    a.admin
-        .client(data_dir)?
-        .post(&format!("/v1/processors/{}/{what}", a.name), &json!({}))
-        .await?;
+    let client = a.admin.client(data_dir)?;
+    post_to_processor_or_sink(&client, &a.name, what, &json!({})).await?;
     outln!("{}: {}", a.name, if pause { "paused" } else { "resumed" })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -268,15 +298,11 @@ pub async fn replay(data_dir: &Path, a: ReplayArgs) -> anyhow::Result<ExitCode> 
         (None, Some(t)) => body["from_time"] = json!(t),
         _ => bail!("give exactly one of --from-offset and --from-time"),
     }
-    let v = a
-        .admin
-        .client(data_dir)?
-        .post(&format!("/v1/processors/{}/replay", a.name), &body)
-        .await?;
-    outln!(
-        "{}: replaying, idempotency epoch {}",
-        a.name,
-        v["epoch"].as_u64().unwrap_or_default()
-    )?;
+    let client = a.admin.client(data_dir)?;
+    let v = post_to_processor_or_sink(&client, &a.name, "replay", &body).await?;
+    match v["epoch"].as_u64() {
+        Some(epoch) => outln!("{}: replaying, idempotency epoch {epoch}", a.name)?,
+        None => outln!("{}: replaying (sink)", a.name)?,
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -101,11 +101,11 @@ enum Command {
     Activate(ActivateArgs),
     /// Go back to the previous version, or to the one named.
     Rollback(RollbackArgs),
-    /// Pause a processor at the next batch boundary.
+    /// Pause a processor or a sink at the next batch boundary.
     Pause(NameArgs),
-    /// Resume a paused processor.
+    /// Resume a paused processor or sink.
     Resume(NameArgs),
-    /// Read a processor's inputs again from an offset or a time.
+    /// Read a processor's inputs (or a sink's topic) again from an offset or a time.
     Replay(ReplayArgs),
     /// Work with a processor's dead-letter topic.
     #[command(subcommand)]

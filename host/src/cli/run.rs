@@ -15,8 +15,9 @@ pub(super) struct RunArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
     /// The TOML config: [[processor]] sections, and optional [log], [[topic]],
-    /// [kafka] (run on Kafka) and [[forward]] (ship embedded-log topics to
-    /// Kafka). Every key is documented in host/src/config.rs.
+    /// [kafka] (run on Kafka), [[forward]] (ship embedded-log topics to
+    /// Kafka) and [[sink]] (deliver a topic to PostgreSQL or a webhook).
+    /// Every key is documented in host/src/config.rs.
     #[arg(long, short, env = "TIDEWATER_CONFIG")]
     config: PathBuf,
     /// Stop once every input has been read and nothing is left to do, then
@@ -34,6 +35,11 @@ pub(super) struct RunArgs {
     /// deployed and activated; overrides [admin] watch_dir.
     #[arg(long)]
     watch: Option<PathBuf>,
+    /// The PostgreSQL URL of every [[sink]] whose [sink.postgres] has no
+    /// url (postgres://user[:password]@host:port/database), so the
+    /// password need not be in the config file.
+    #[arg(long, env = "TIDEWATER_POSTGRES_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
     /// Start every processor paused; `tidewater resume NAME` starts it (to
     /// set up a shadow or a canary before the first event).
     #[arg(long)]
@@ -47,6 +53,14 @@ pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Resul
             Some(k) => k.brokers = brokers,
             None => config.kafka = Some(KafkaConfig::new(brokers)),
         }
+    }
+    if let Some(url) = &a.postgres_url {
+        for pg in config.sinks.iter_mut().filter_map(|s| s.postgres.as_mut()) {
+            if pg.url.is_empty() {
+                pg.url = url.clone();
+            }
+        }
+        config.check().map_err(anyhow::Error::msg)?;
     }
     let options = tidewater::RunOptions {
         data_dir: data_dir.to_owned(),
@@ -102,6 +116,20 @@ pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Resul
                     f.status
                 )?;
             }
+            for s in &summary.sinks {
+                let d = &s.delivered;
+                outln!(
+                    "sink {} ({}) from {}: {} records, {} changed, {} unchanged, {} dead-lettered, {}",
+                    s.name,
+                    s.kind,
+                    s.topic,
+                    d.records,
+                    d.changed,
+                    d.unchanged,
+                    d.dead_lettered,
+                    s.status
+                )?;
+            }
             outln!("elapsed: {:.1} s", summary.elapsed_ms as f64 / 1000.0)?;
         }
     }
@@ -110,6 +138,7 @@ pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Resul
         .iter()
         .map(|p| &p.status)
         .chain(summary.forwards.iter().map(|f| &f.status))
+        .chain(summary.sinks.iter().map(|s| &s.status))
         .any(|s| s.starts_with("failed") || s.starts_with("paused"));
     Ok(if failed {
         ExitCode::FAILURE

@@ -40,40 +40,10 @@ use crate::db::{StorageError, now_ms};
 use crate::runtime::{
     CallError, Event, EventResult, LoadError, ProcessError, Runtime, StateOverlay,
 };
+use crate::streams::LogRecord;
 use crate::streams::embedded::{Log, LogError, append_in};
-use crate::streams::{LogRecord, Record};
 
-pub use crate::streams::dlq_headers;
-
-/// The dead-letter record for `input`: its key, value and headers byte for
-/// byte, then the `tidewater-*` headers of [`dlq_headers`].
-pub fn dead_letter(
-    input: &LogRecord,
-    kind: &str,
-    message: &str,
-    processor: &str,
-    version: &str,
-    attempts: u32,
-) -> Record {
-    use dlq_headers as h;
-    let mut record = input.record.clone();
-    let extra: [(&str, String); 8] = [
-        (h::KIND, kind.to_owned()),
-        (h::MESSAGE, message.to_owned()),
-        (h::PROCESSOR, processor.to_owned()),
-        (h::VERSION, version.to_owned()),
-        (h::ATTEMPTS, attempts.to_string()),
-        (h::TOPIC, input.topic.clone()),
-        (h::PARTITION, input.partition.to_string()),
-        (h::OFFSET, input.offset.to_string()),
-    ];
-    record.headers.extend(
-        extra
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.into_bytes())),
-    );
-    record
-}
+pub use crate::streams::dead_letter::{dead_letter, dlq_headers};
 
 /// (processor, dead-letter topic, partition, offset) → postcard [`Replayed`]
 const REPLAYED: TableDefinition<(&str, &str, u32, u64), &[u8]> =
@@ -443,6 +413,7 @@ fn call_each_on_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streams::Record;
 
     #[test]
     fn original_takes_off_exactly_the_dead_letter_headers() {

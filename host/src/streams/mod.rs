@@ -9,22 +9,27 @@
 //! - [`kafka`]: Apache Kafka through rdkafka: consumer, producer, outbox and
 //!   transactions, topic admin.
 //! - [`forward`]: store-and-forward of embedded-log topics to Kafka.
+//! - [`sinks`]: `[[sink]]`s delivering a topic to PostgreSQL or a webhook.
+//! - [`dead_letter`]: the dead-letter record format (processors and sinks).
 //! - [`ingest`]: turning outside data (CSV files) into records.
 //!
 //! `embedded` and `kafka` never name each other; what both need lives here.
 
+pub mod dead_letter;
 pub mod embedded;
 pub mod forward;
 pub mod ingest;
 pub mod kafka;
 pub mod positions;
 pub mod record;
+pub mod sinks;
 pub mod topic;
 
 use redb::WriteTransaction;
 use serde::Serialize;
 
-pub use record::{Header, LogRecord, Record, dlq_headers};
+pub use dead_letter::dlq_headers;
+pub use record::{Header, LogRecord, Record};
 
 use crate::db::StorageError;
 

@@ -42,28 +42,3 @@ pub struct LogRecord {
     /// What the producer wrote.
     pub record: Record,
 }
-
-/// Header names on dead-lettered records, a processor's or a forward's
-/// (the original headers come first, unchanged).
-pub mod dlq_headers {
-    /// Why: `invalid`, `trap`, `timeout`, `memory-limit`, `transient`,
-    /// `contract`, `output-count-limit`, `output-bytes-limit`,
-    /// `state-key-limit`, `state-value-limit`, `state-bytes-limit`,
-    /// `duplicate-key-different-payload`, `no-idempotency-key` (a
-    /// processor's dead-letter topic); `refused-by-broker` (a forward's).
-    pub const KIND: &str = "tidewater-error-kind";
-    /// The error message or trap text.
-    pub const MESSAGE: &str = "tidewater-error-message";
-    /// The processor's name.
-    pub const PROCESSOR: &str = "tidewater-processor";
-    /// The SHA-256 of the component version that failed.
-    pub const VERSION: &str = "tidewater-version";
-    /// How many calls were made for the event.
-    pub const ATTEMPTS: &str = "tidewater-attempts";
-    /// The input topic.
-    pub const TOPIC: &str = "tidewater-source-topic";
-    /// The input partition.
-    pub const PARTITION: &str = "tidewater-source-partition";
-    /// The input offset.
-    pub const OFFSET: &str = "tidewater-source-offset";
-}

@@ -1,9 +1,9 @@
-//! Starting, supervising and stopping processors and forwards: `tidewater
-//! run` as a library call ([`run`], [`run_with`]).
+//! Starting, supervising and stopping processors, forwards and sinks:
+//! `tidewater run` as a library call ([`run`], [`run_with`]).
 //!
 //! - `start`: validate the config, open the data dir, load every component
 //!   and start its instance, prepare the streams, build the run loops.
-//! - `threads`: each processor and forward on a thread of its own.
+//! - `threads`: each processor, forward and sink on a thread of its own.
 //! - `supervise`: maintenance, idle detection, stopping.
 
 mod start;
@@ -45,7 +45,7 @@ pub struct RunOptions {
 #[non_exhaustive]
 pub enum RunError {
     /// The config asks for nothing to run.
-    #[error("the config has no [[processor]] and no [[forward]] section: nothing to run")]
+    #[error("the config has no [[processor]], [[forward]] or [[sink]] section: nothing to run")]
     NoProcessors,
     /// The database could not be opened.
     #[error(transparent)]
@@ -78,6 +78,10 @@ pub enum RunError {
     /// A `[[forward]]` cannot run.
     #[error("{0}")]
     Forward(String),
+    /// A `[[sink]]` cannot run: its destination cannot be reached, or does
+    /// not fit its config (a missing column, no unique index for its key).
+    #[error("{0}")]
+    Sink(String),
     /// The admin API cannot listen where asked.
     #[error("admin API: {0}")]
     Admin(#[from] StartError),
@@ -136,6 +140,21 @@ pub struct ForwardSummary {
     pub status: String,
 }
 
+/// What one `[[sink]]` did during a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SinkSummary {
+    /// Its name.
+    pub name: String,
+    /// `postgres` or `webhook`.
+    pub kind: String,
+    /// The topic it reads.
+    pub topic: String,
+    /// What it delivered during this run.
+    pub delivered: crate::streams::sinks::Delivered,
+    /// `stopped`, or `failed: <reason>`.
+    pub status: String,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunSummary {
@@ -143,6 +162,8 @@ pub struct RunSummary {
     pub processors: Vec<ProcessorSummary>,
     /// Per `[[forward]]`, in config order.
     pub forwards: Vec<ForwardSummary>,
+    /// Per `[[sink]]`, in config order.
+    pub sinks: Vec<SinkSummary>,
     /// Wall time from start to stop, in ms.
     pub elapsed_ms: u64,
     /// The host's peak resident memory, in bytes (Linux; `None` elsewhere).
@@ -203,6 +224,7 @@ pub async fn run_with(
     let loaded = start::load_processors(&config, &host, admin.start_paused)?;
     // Only now that every processor loaded and started: create the topics.
     start::prepare_streams(&config, &host).await?;
+    let sinks = start::sinks(&config, &host)?;
     let pipelines = start::build_pipelines(&config, &host, loaded.ready, &loaded.managed)?;
     let mut admin_server = crate::admin::start(
         &mut admin,
@@ -210,6 +232,7 @@ pub async fn run_with(
         host.registry.clone(),
         host.log.clone(),
         loaded.managed,
+        sinks.iter().map(|s| s.control().clone()).collect(),
     )
     .await?;
     let before = stats::read_all(&host.log)?;
@@ -229,15 +252,21 @@ pub async fn run_with(
         .into_iter()
         .map(|f| threads::spawn_forward(f, host.log.clone(), flags.clone()))
         .collect();
+    let sinks: Vec<_> = sinks
+        .into_iter()
+        .map(|s| threads::spawn_sink(s, host.db.clone(), flags.clone()))
+        .collect();
     tracing::info!(
         processors = processors.len(),
         forwards = forwards.len(),
+        sinks = sinks.len(),
         "processors running"
     );
     supervise::maintain(&host.log).await;
     let watched = supervise::Watched {
         processors: &processors,
         forwards: &forwards,
+        sinks: &sinks,
         flags: &flags,
         until_idle: options.until_idle,
         quiet_needed: if config.kafka.is_some() { 20 } else { 3 },
@@ -260,6 +289,10 @@ pub async fn run_with(
     for t in forwards {
         forward_summaries.push(supervise::join_forward(t).await);
     }
+    let mut sink_summaries = Vec::new();
+    for t in sinks {
+        sink_summaries.push(supervise::join_sink(t).await);
+    }
     let after = stats::read_all(&host.log)?;
     let processors = ended
         .into_iter()
@@ -278,6 +311,7 @@ pub async fn run_with(
     Ok(RunSummary {
         processors,
         forwards: forward_summaries,
+        sinks: sink_summaries,
         elapsed_ms: started.elapsed().as_millis() as u64,
         peak_rss_bytes: stats::peak_rss_bytes(),
     })

@@ -18,6 +18,9 @@ use crate::runtime::{CallError, LoadedComponent, Runtime};
 use crate::streams::embedded::{EmbeddedSink, EmbeddedSource, Log};
 use crate::streams::forward::Forwarder;
 use crate::streams::kafka::KafkaStream;
+use crate::streams::sinks::postgres::PostgresWriter;
+use crate::streams::sinks::webhook::WebhookWriter;
+use crate::streams::sinks::{DeadLetters, Destination, Input, SinkControl, SinkTask};
 use crate::streams::{Sink, Source, positions};
 
 /// What every part of a run shares: the data dir's database, the embedded
@@ -53,7 +56,7 @@ pub(super) struct Loaded<'c> {
 ///
 /// [`RunError::NoProcessors`], [`RunError::Invalid`], [`RunError::Admin`].
 pub(super) fn validate(config: &Config, admin: &AdminOptions) -> Result<(), RunError> {
-    if config.processors.is_empty() && config.forwards.is_empty() {
+    if config.processors.is_empty() && config.forwards.is_empty() && config.sinks.is_empty() {
         return Err(RunError::NoProcessors);
     }
     config.check().map_err(RunError::Invalid)?;
@@ -79,6 +82,62 @@ pub(super) fn forwarders(config: &Config) -> Result<Vec<Forwarder>, RunError> {
                 .map_err(|e| RunError::Forward(format!("[[forward]] from {:?}: {e}", f.from)))
         })
         .collect()
+}
+
+/// One [`SinkTask`] per `[[sink]]`, its destination connected and checked
+/// (a PostgreSQL table created, or checked against the mapping), reading
+/// Kafka when the config has `[kafka]`, else the embedded log.
+///
+/// # Errors
+///
+/// [`RunError::Sink`] naming the sink and what does not fit.
+pub(super) fn sinks(config: &Config, host: &Host) -> Result<Vec<SinkTask>, RunError> {
+    let mut tasks = Vec::new();
+    for s in &config.sinks {
+        let fail = |m: String| RunError::Sink(format!("[[sink]] {:?}: {m}", s.name));
+        let control = SinkControl::new(&s.name, s.kind(), &s.topic);
+        let (input, dead_letters) = match &config.kafka {
+            Some(k) => (
+                Input::kafka(k, &s.name, &s.topic).map_err(|e| fail(e.to_string()))?,
+                DeadLetters::kafka(host.db.clone(), s.dead_letter_topic(), k)
+                    .map_err(|e| fail(e.to_string()))?,
+            ),
+            None => (
+                Input::embedded(host.log.clone()),
+                DeadLetters::embedded(
+                    host.db.clone(),
+                    s.dead_letter_topic(),
+                    config.log.default_partitions,
+                ),
+            ),
+        };
+        let destination = match (&s.postgres, &s.webhook) {
+            (Some(pg), _) => Destination::Postgres(Box::new(
+                PostgresWriter::new(&s.name, &s.topic, pg.clone()).map_err(fail)?,
+            )),
+            (None, Some(w)) => {
+                Destination::Webhook(WebhookWriter::new(w.clone(), host.db.clone()).map_err(fail)?)
+            }
+            (None, None) => return Err(fail("no destination".into())),
+        };
+        let mut task = SinkTask::new(s.clone(), input, dead_letters, destination, control);
+        // On a thread of its own: the sink's calls run on a runtime of their own.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| RunError::Sink(format!("a runtime for the sink: {e}")))?;
+                    task.prepare(&rt).map_err(|e| RunError::Sink(e.to_string()))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(RunError::Sink("the sink's check panicked".into())))
+        })?;
+        stats::set_status(&host.db, &s.name, "running")?;
+        tasks.push(task);
+    }
+    Ok(tasks)
 }
 
 /// Opens the data dir: the database, the log, the runtime (with the

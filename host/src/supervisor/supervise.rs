@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::threads::{Flags, ForwardThread, ProcessorThread};
-use super::{ForwardSummary, STOP_GRACE};
+use super::threads::{Flags, ForwardThread, ProcessorThread, SinkThread};
+use super::{ForwardSummary, STOP_GRACE, SinkSummary};
 use crate::db::now_ms;
 use crate::processing::idempotency;
 use crate::streams::embedded::Log;
@@ -18,6 +18,7 @@ const TICK: Duration = Duration::from_millis(50);
 pub(super) struct Watched<'a> {
     pub processors: &'a [ProcessorThread],
     pub forwards: &'a [ForwardThread],
+    pub sinks: &'a [SinkThread],
     pub flags: &'a Flags,
     /// Stop once every input is drained.
     pub until_idle: bool,
@@ -65,6 +66,7 @@ pub(super) async fn supervise(w: Watched<'_>, log: &Log, shutdown: impl Future<O
         }
         if w.processors.iter().all(|t| t.handle.is_finished())
             && w.forwards.iter().all(|t| t.handle.is_finished())
+            && w.sinks.iter().all(|t| t.handle.is_finished())
         {
             break;
         }
@@ -88,6 +90,7 @@ fn all_idle(w: &Watched<'_>, progress: u64) -> bool {
         .iter()
         .map(|t| (&t.shared.idle_at, &t.handle))
         .chain(w.forwards.iter().map(|t| (&t.shared.idle_at, &t.handle)))
+        .chain(w.sinks.iter().map(|t| (&t.shared.idle_at, &t.handle)))
         .all(|(idle_at, h)| h.is_finished() || idle_at.load(Ordering::SeqCst) == progress)
 }
 
@@ -128,6 +131,30 @@ pub(super) async fn join_forward(t: ForwardThread) -> ForwardSummary {
         Some(None) => "failed: the forward thread panicked".into(),
         None => format!(
             "stopped without finishing: still waiting on the brokers after {} s",
+            STOP_GRACE.as_secs()
+        ),
+    };
+    summary
+}
+
+/// Waits up to [`STOP_GRACE`] for a sink's thread; returns its summary.
+pub(super) async fn join_sink(t: SinkThread) -> SinkSummary {
+    let SinkThread {
+        mut summary,
+        shared,
+        handle,
+    } = t;
+    let joined = join_within_grace(handle).await;
+    summary.delivered = shared
+        .delivered
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    summary.status = match joined {
+        Some(Some(status)) => status,
+        Some(None) => "failed: the sink thread panicked".into(),
+        None => format!(
+            "stopped without finishing: its batch in flight did not end within {} s",
             STOP_GRACE.as_secs()
         ),
     };

@@ -1,4 +1,4 @@
-//! Each processor and each `[[forward]]` on a thread of its own, and what
+//! Each processor, `[[forward]]` and `[[sink]]` on a thread of its own, and what
 //! they share with the supervisor: a stop flag, a progress counter (for
 //! idle detection) and how each ended.
 
@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{ForwardSummary, IDLE_POLL};
+use super::{ForwardSummary, IDLE_POLL, SinkSummary};
 use crate::control::Control;
 use crate::processing::stats;
 use crate::processing::{Pipeline, PipelineError};
 use crate::streams::embedded::Log;
 use crate::streams::forward::{Forwarder, Step};
+use crate::streams::sinks::{self, Delivered, SinkTask};
 
 /// What the supervisor and all threads share.
 #[derive(Clone, Default)]
@@ -223,5 +224,150 @@ fn nap(d: Duration, stop: &AtomicBool) {
     let until = Instant::now() + d;
     while !stop.load(Ordering::SeqCst) && Instant::now() < until {
         std::thread::sleep(IDLE_POLL);
+    }
+}
+
+/// What a `[[sink]]` thread shares with `run`.
+pub(super) struct SinkShared {
+    /// As [`Shared::idle_at`].
+    pub idle_at: AtomicU64,
+    /// What it delivered in this run.
+    pub delivered: std::sync::Mutex<Delivered>,
+}
+
+/// A running sink: its summary so far, what it shares, its thread.
+pub(super) struct SinkThread {
+    pub summary: SinkSummary,
+    pub shared: Arc<SinkShared>,
+    pub handle: JoinHandle<String>,
+}
+
+/// Starts one `[[sink]]` on its own thread, with a tokio runtime of its
+/// own. It takes part in idle detection like a processor: idle once it has
+/// delivered everything stored so far; never while it waits for its
+/// destination.
+pub(super) fn spawn_sink(mut task: SinkTask, db: Arc<redb::Database>, flags: Flags) -> SinkThread {
+    let c = task.config();
+    let summary = SinkSummary {
+        name: c.name.clone(),
+        kind: c.kind().to_owned(),
+        topic: c.topic.clone(),
+        delivered: Delivered::default(),
+        status: String::new(),
+    };
+    let shared = Arc::new(SinkShared {
+        idle_at: AtomicU64::new(u64::MAX),
+        delivered: std::sync::Mutex::new(Delivered::default()),
+    });
+    let shared2 = shared.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("sink-{}", summary.name))
+        .spawn(move || {
+            let status = deliver(&mut task, &db, &shared2, &flags);
+            shared2.idle_at.store(u64::MAX - 1, Ordering::SeqCst);
+            task.control().set_state(&status);
+            if let Err(e) = stats::set_status(&db, &task.config().name, &status) {
+                tracing::error!(sink = %task.config().name, error = %e, "cannot record the sink's status");
+            }
+            status
+        })
+        .expect("spawning a thread");
+    SinkThread {
+        summary,
+        shared,
+        handle,
+    }
+}
+
+/// The sink thread's loop: delivers until stopped or failed; returns its status.
+fn deliver(task: &mut SinkTask, db: &redb::Database, shared: &SinkShared, flags: &Flags) -> String {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return format!("failed: no runtime for the sink: {e}"),
+    };
+    let name = task.config().name.clone();
+    loop {
+        if flags.stop.load(Ordering::SeqCst) {
+            return "stopped".to_owned();
+        }
+        let seen = flags.progress.load(Ordering::SeqCst);
+        let step = task.step(&rt, &flags.stop);
+        let counts = match &step {
+            Ok(sinks::Step::Delivered(d) | sinks::Step::Waiting(d)) => Some(d.clone()),
+            _ => None,
+        };
+        if let Some(d) = counts {
+            record(db, &name, &d);
+            let mut total = shared
+                .delivered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            add(&mut total, &d);
+        }
+        match step {
+            Ok(sinks::Step::Delivered(d)) => {
+                shared.idle_at.store(u64::MAX, Ordering::SeqCst);
+                if d.dead_lettered > 0 {
+                    // Dead letters are new input for whoever reads them.
+                    flags.progress.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Ok(sinks::Step::Waiting(_)) => shared.idle_at.store(u64::MAX, Ordering::SeqCst),
+            Ok(sinks::Step::Idle) => {
+                let at = if task.caught_up() { seen } else { u64::MAX };
+                shared.idle_at.store(at, Ordering::SeqCst);
+                task.control().idle(Duration::from_millis(100));
+            }
+            Ok(sinks::Step::Paused) => {
+                shared.idle_at.store(seen, Ordering::SeqCst);
+                task.control().idle(Duration::from_millis(100));
+            }
+            Ok(sinks::Step::Stopped) => return "stopped".to_owned(),
+            Err(e) => {
+                tracing::error!(sink = %name, error = %e, "sink stopped; the others go on");
+                return format!("failed: {e}");
+            }
+        }
+    }
+}
+
+/// Adds a batch's counts to the sink's counters in redb (without an
+/// fsync: the next durable commit carries them): records read as
+/// `events_in`, new effects as `outputs`, effects already there as
+/// `duplicates`, dead letters as `dead_lettered` and `errors`.
+fn record(db: &redb::Database, name: &str, d: &Delivered) {
+    let counters = stats::Counters {
+        events_in: d.records,
+        outputs: d.changed,
+        duplicates: d.unchanged,
+        skipped: d.skipped,
+        dead_lettered: d.dead_lettered,
+        errors: d.dead_lettered,
+        ..stats::Counters::default()
+    };
+    let result = (|| {
+        let mut txn = db.begin_write()?;
+        let _ = txn.set_durability(redb::Durability::None);
+        stats::add_in(&txn, name, &counters)?;
+        stats::add_codes_in(&txn, name, &d.codes)?;
+        txn.commit()?;
+        Ok::<_, crate::db::StorageError>(())
+    })();
+    if let Err(e) = result {
+        tracing::error!(sink = %name, error = %e, "cannot count the sink's batch");
+    }
+}
+
+fn add(total: &mut Delivered, d: &Delivered) {
+    total.records += d.records;
+    total.changed += d.changed;
+    total.unchanged += d.unchanged;
+    total.skipped += d.skipped;
+    total.dead_lettered += d.dead_lettered;
+    for (code, n) in &d.codes {
+        *total.codes.entry(code).or_default() += n;
     }
 }

@@ -47,10 +47,13 @@
 //! - `consumer`: reading topics ([`read_topic`]) and rebalance callbacks.
 //! - `producer`: idempotent and transactional producers, acknowledgements.
 //! - `topics`: creating topics and reading their end offsets.
+//! - `reader`: [`PartitionReader`], a topic read from offsets the caller
+//!   keeps (the sinks').
 
 mod consumer;
 mod outbox;
 mod producer;
+mod reader;
 mod stream;
 mod topics;
 
@@ -67,6 +70,7 @@ pub use producer::{
     DeliveryContext, Refusal, deliver_patiently, patient_producer, produce_all, produce_each,
     producer,
 };
+pub use reader::PartitionReader;
 pub use stream::{KafkaSink, KafkaStream};
 pub use topics::{ensure_topics, high_watermark};
 
