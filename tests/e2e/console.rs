@@ -168,11 +168,18 @@ impl Browser {
         v.as_str().map(str::to_owned)
     }
 
+    /// Clicks `css`; finds it again if the page replaced it meanwhile
+    /// (the processor's panel refreshes every 2 s).
     fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.rt
-            .block_on(e.click())
-            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+        let start = Instant::now();
+        loop {
+            let e = self.find(css);
+            match self.rt.block_on(e.click()) {
+                Ok(()) => return,
+                Err(err) if err.to_string().contains("stale element") && start.elapsed() < PATIENCE => {}
+                Err(err) => panic!("clicking {css}: {err}"),
+            }
+        }
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -320,6 +327,8 @@ fn the_console_deploys_rolls_back_and_replays_in_a_real_browser() {
     the_overview_shows_what_the_api_and_metrics_say(&b, &host);
     deploy_activate_and_roll_back(&b, &host);
     open_a_dead_letter_and_replay_it_through_a_fix(&b, &host);
+    a_shadow_shows_its_differences_side_by_side(&b, &host);
+    a_canary_that_fails_rolls_back_by_itself(&b, &host);
     the_topic_page_tells_which_version_processed_each_record(&b, &host);
     the_languages_page_shows_the_report(&b, &host);
     b.click("header .who button");
@@ -412,7 +421,7 @@ fn upload(b: &Browser, file: &Path, then: &str, config: Option<&str>) -> String 
     b.type_into("#file", &file.display().to_string());
     b.click(&format!("input[name=then][value={then}]"));
     if let Some(c) = config {
-        b.click("#upload-form details summary");
+        b.js("document.querySelector('#upload-form details').open = true; return null");
         b.type_into("#config", c);
     }
     b.act("#upload-button")
@@ -555,6 +564,91 @@ fn open_a_dead_letter_and_replay_it_through_a_fix(b: &Browser, host: &Host) {
         assert_eq!(api["replayed"]["failed"], json!("invalid: probe fail-every 4"));
     }
     b.shot("dead-letters-after-replay");
+}
+
+/// Feeds probe its 10 inputs again, in a new idempotency epoch (through
+/// the JSON API: the console has no button for input replays yet).
+fn probe_reads_its_input_again(host: &Host) {
+    let before = host.processor("probe")["counters"]["events_in"].as_u64().unwrap();
+    host.post(
+        "/v1/processors/probe/replay",
+        json!({"from_offset": 0, "reprocess": true}),
+    );
+    host.wait_events("probe", before + 10);
+}
+
+/// Uploads a build of probe (different bytes, the same code) with `config`.
+fn upload_probe(b: &Browser, tag: &str, then: &str, config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = rebuilt(&std::fs::read(plugin("probe")).unwrap(), tag);
+    let file = dir.path().join(format!("probe-{tag}.wasm"));
+    std::fs::write(&file, &bytes).unwrap();
+    let answer = upload(b, &file, then, Some(config));
+    let sha = sha256(&bytes);
+    assert!(answer.contains(&format!("as version {}", short(&sha))), "{answer}");
+    sha
+}
+
+fn a_shadow_shows_its_differences_side_by_side(b: &Browser, host: &Host) {
+    // The candidate fails every 2nd event ("probe fail-every 2"), the
+    // active version every 4th ("... 4"): of the 10 inputs, offsets 0, 2,
+    // 4, 6 and 8 differ (an error must be the same error to be identical).
+    b.goto("/processors/probe");
+    let candidate = upload_probe(b, "shadow", "shadow", r#"{"fail-every": "2"}"#);
+    host.wait_for("probe", "the shadow to start", |p| p["shadow"]["version"] == json!(candidate));
+    probe_reads_its_input_again(host);
+    let report = host.wait_for("probe", "10 events compared", |p| p["shadow"]["compared"] == json!(10))["shadow"].clone();
+    assert_eq!((report["identical"].clone(), report["different"].clone()), (json!(5), json!(5)));
+    b.wait_text("#shadow [data-field=shadow_compared]", "the panel to show the shadow", |t| t == "10");
+    assert_eq!(b.text("#shadow [data-field=shadow_identical]"), "5");
+    assert_eq!(b.text("#shadow [data-field=shadow_different]"), "5");
+    let rows = b.all("#shadow table.sidebyside tbody tr");
+    assert_eq!(rows.len(), 5);
+    for (i, sample) in report["samples"].as_array().unwrap().iter().enumerate() {
+        let row = format!("#shadow table.sidebyside tbody tr:nth-child({})", i + 1);
+        assert_eq!(
+            b.text(&format!("{row} td:nth-child(1)")),
+            format!("probe-in/0@{}", sample["offset"])
+        );
+        assert_eq!(b.text(&format!("{row} td:nth-child(2)")), sample["active"].as_str().unwrap());
+        assert_eq!(b.text(&format!("{row} td:nth-child(3)")), "invalid: probe fail-every 2");
+        let offset = sample["offset"].as_u64().unwrap();
+        let active = sample["active"].as_str().unwrap();
+        if offset % 4 == 0 {
+            assert_eq!(active, "invalid: probe fail-every 4");
+        } else {
+            assert!(active.starts_with("ok [{topic: None"), "{active}");
+        }
+    }
+    let metrics = b.js("return fetch('/metrics').then(r => r.text())");
+    assert_eq!(metric(metrics.as_str().unwrap(), "tidewater_shadow_different_total{processor=\"probe\"}"), 5);
+    b.shot("shadow");
+    let stopped = b.act("#stop-shadow-button");
+    assert!(stopped.contains("The shadow stops"), "{stopped}");
+    host.wait_for("probe", "the shadow to stop", |p| p["shadow"].is_null());
+}
+
+fn a_canary_that_fails_rolls_back_by_itself(b: &Browser, host: &Host) {
+    let before = host.processor("probe")["active_version"].as_str().unwrap().to_owned();
+    b.goto("/processors/probe");
+    b.js("document.querySelector('#upload-form details').open = true; return null");
+    b.type_into("#upload-form input[name=canary_percent]", "10");
+    b.type_into("#upload-form input[name=canary_events]", "5");
+    // Every event fails on this build: more than 10% of 5.
+    let canary = upload_probe(b, "canary", "activate", r#"{"fail-every": "1"}"#);
+    host.wait_for("probe", "the canary to start", |p| p["canary"]["version"] == json!(canary));
+    probe_reads_its_input_again(host);
+    let p = host.wait_for("probe", "the canary rollback", |p| !p["last_rollback"].is_null());
+    assert_eq!(p["active_version"], json!(before));
+    let reason = p["last_rollback"].as_str().unwrap();
+    assert!(reason.starts_with("canary rollback: 10 of its first 10 events failed (100.0%, the limit is 10.0%)"), "{reason}");
+    let shown = b.wait_text("#last-rollback", "the rollback on the page", |t| t.contains("canary rollback"));
+    assert_eq!(shown, format!("Rolled back by its canary: {reason}"));
+    b.wait_text(&format!("#versions-table tr[data-version=\"{canary}\"]"), "the reason in the versions", |t| {
+        t.contains(&format!("rolled back by its canary: {reason}"))
+    });
+    assert_eq!(b.text("[data-field=active_version]"), short(&before));
+    b.shot("canary-rolled-back");
 }
 
 fn the_topic_page_tells_which_version_processed_each_record(b: &Browser, host: &Host) {
