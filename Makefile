@@ -1,7 +1,9 @@
 # tidewater — every target installs what it needs.
 #
 #   make demo    the main job on real sensor data, on the embedded log
-#   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts)
+#   make console the web console on the demo's data, at http://127.0.0.1:7070/
+#   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts,
+#                the console in headless chromium)
 #   make bench   criterion benchmarks (WASM vs native, batch sizes, idempotency on/off)
 #   make fuzz    the property-based fuzz tests, long (make test runs them short)
 #   make plugins build the example processors, every language, into target/plugins/
@@ -55,10 +57,10 @@ TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 KAFKA := kafka/kafka.sh
 
 .SECONDEXPANSION:
-.PHONY: help demo demo-kafka test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down
+.PHONY: help demo demo-kafka console test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools browser check-data clean kafka-up kafka-down
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Toolchain: the wasm32-wasip2 target (rustup), rustfmt and clippy.
 tools:
@@ -121,6 +123,13 @@ $(PLUGIN_DIR)/python-sandbox.wasm: plugins/testing/python-sandbox/app.py $(PY_SD
 	@mkdir -p $(PLUGIN_DIR)
 	cd plugins/testing/python-sandbox && $(COMPONENTIZE_PY) -d $(ROOT)/wit -w processor componentize -p $(ROOT)/sdk/python -p . app -o $@.tmp
 	mv $@.tmp $@
+
+## The console's browser test: Debian's chromium and chromedriver (apt, when missing).
+BROWSER_APT := chromium chromium-driver
+browser:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_APT); \
+	  else echo "error: the console's browser test needs: apt-get install $(BROWSER_APT)"; exit 1; fi; }
 
 ## C: Debian's clang-16 for wasm32-wasi (installed with apt when missing).
 c-tools:
@@ -192,6 +201,13 @@ demo: build plugins check-data
 	@$(TW) consume alerts --max 1 --format value
 	@echo "(data dir: $(DATA_DIR); run 'make demo' again: every event is a duplicate and no output changes)"
 
+## The web console on the demo's data dir (run `make demo` first for data):
+## http://$(CONSOLE_ADDR)/, the token in $(DATA_DIR)/admin.token; Ctrl-C stops.
+CONSOLE_ADDR ?= 127.0.0.1:7070
+console: build plugins
+	@echo "== the console: http://$(CONSOLE_ADDR)/ (log in with the token in $(DATA_DIR)/admin.token; Ctrl-C stops)"
+	TIDEWATER_LOG=$${TIDEWATER_LOG:-info} $(TW) run --config demo/tidewater.toml --admin $(CONSOLE_ADDR)
+
 ## A single-node Apache Kafka (KRaft) on 127.0.0.1; its jars come from Maven Central.
 kafka-up:
 	@$(KAFKA) up
@@ -199,7 +215,7 @@ kafka-up:
 kafka-down:
 	@$(KAFKA) down
 
-test: tools plugins
+test: tools plugins browser
 	cargo fmt --all -- --check
 	cd plugins && cargo fmt --all -- --check
 	cd sdk/c/bindgen && cargo fmt --all -- --check && cargo clippy --release --locked -- -D warnings
@@ -211,7 +227,9 @@ test: tools plugins
 	cd plugins/js && node --test
 	cargo build --release --locked --workspace --all-targets
 	@$(KAFKA) up >/dev/null
-	status=0; TIDEWATER_REQUIRE_KAFKA=1 cargo test --release --locked --workspace || status=$$?; $(KAFKA) down; exit $$status
+	@# The console's browser test saves a screenshot of each page here.
+	@mkdir -p $(ROOT)/target/console-screenshots
+	status=0; TIDEWATER_REQUIRE_KAFKA=1 TIDEWATER_REQUIRE_BROWSER=1 cargo test --release --locked --workspace || status=$$?; $(KAFKA) down; exit $$status
 
 ## The fuzz tests (host/src/fuzz.rs: the component validator, CSV and JSON
 ## ingest, the log and idempotency store against a model), with many cases.

@@ -69,7 +69,10 @@ impl Driver {
             .expect("starting chromedriver");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < PATIENCE, "chromedriver did not listen on port {port}");
+            assert!(
+                start.elapsed() < PATIENCE,
+                "chromedriver did not listen on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(Driver {
@@ -116,7 +119,11 @@ impl Browser {
         let caps = caps.as_object().unwrap().clone();
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let c = rt
-            .block_on(ClientBuilder::new(connector).capabilities(caps).connect(&driver.url))
+            .block_on(
+                ClientBuilder::new(connector)
+                    .capabilities(caps)
+                    .connect(&driver.url),
+            )
             .expect("a chromium session");
         let shots = root().join("target/console-screenshots");
         std::fs::create_dir_all(&shots).unwrap();
@@ -149,7 +156,9 @@ impl Browser {
     }
 
     fn all(&self, css: &str) -> Vec<Element> {
-        self.rt.block_on(self.c.find_all(Locator::Css(css))).unwrap()
+        self.rt
+            .block_on(self.c.find_all(Locator::Css(css)))
+            .unwrap()
     }
 
     /// The rendered text of the first element matching `css`, read in one
@@ -160,7 +169,8 @@ impl Browser {
     }
 
     fn try_text(&self, css: &str) -> Option<String> {
-        let script = "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null;";
+        let script =
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null;";
         let v = self
             .rt
             .block_on(self.c.execute(script, vec![json!(css)]))
@@ -176,7 +186,8 @@ impl Browser {
             let e = self.find(css);
             match self.rt.block_on(e.click()) {
                 Ok(()) => return,
-                Err(err) if err.to_string().contains("stale element") && start.elapsed() < PATIENCE => {}
+                Err(err)
+                    if err.to_string().contains("stale element") && start.elapsed() < PATIENCE => {}
                 Err(err) => panic!("clicking {css}: {err}"),
             }
         }
@@ -212,7 +223,10 @@ impl Browser {
             if start.elapsed() > PATIENCE {
                 let t = self.try_text(css);
                 self.shot("failure");
-                panic!("waited {PATIENCE:?} on {} for {what}; {css} says {t:?}", self.path());
+                panic!(
+                    "waited {PATIENCE:?} on {} for {what}; {css} says {t:?}",
+                    self.path()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -253,12 +267,16 @@ impl Browser {
     fn new_tab(&self) -> fantoccini::wd::WindowHandle {
         let here = self.rt.block_on(self.c.window()).unwrap();
         let tab = self.rt.block_on(self.c.new_window(true)).unwrap();
-        self.rt.block_on(self.c.switch_to_window(tab.handle)).unwrap();
+        self.rt
+            .block_on(self.c.switch_to_window(tab.handle))
+            .unwrap();
         here
     }
 
     fn switch(&self, to: &fantoccini::wd::WindowHandle) {
-        self.rt.block_on(self.c.switch_to_window(to.clone())).unwrap();
+        self.rt
+            .block_on(self.c.switch_to_window(to.clone()))
+            .unwrap();
     }
 }
 
@@ -326,6 +344,7 @@ fn the_console_deploys_rolls_back_and_replays_in_a_real_browser() {
     changes_need_the_pages_csrf_token(&b, &host);
     the_overview_shows_what_the_api_and_metrics_say(&b, &host);
     deploy_activate_and_roll_back(&b, &host);
+    pause_and_resume(&b, &host);
     open_a_dead_letter_and_replay_it_through_a_fix(&b, &host);
     a_shadow_shows_its_differences_side_by_side(&b, &host);
     a_canary_that_fails_rolls_back_by_itself(&b, &host);
@@ -339,19 +358,30 @@ fn the_console_deploys_rolls_back_and_replays_in_a_real_browser() {
 fn a_wrong_token_shows_an_error_and_changes_nothing(b: &Browser, host: &Host) {
     let before = host.get("/v1/processors/enrich/versions");
     b.goto("/");
-    assert_eq!(b.path(), "/login?next=%2F", "a read-only page asks to log in first");
+    assert_eq!(
+        b.path(),
+        "/login?next=%2F",
+        "a read-only page asks to log in first"
+    );
     b.shot("login");
     b.type_into("#token", "not-the-token");
     b.click("#login-button");
     let error = b.wait_text("#login-error", "the login error", |t| !t.is_empty());
-    assert!(error.contains("that is not this host's admin token; nothing was changed"), "{error}");
+    assert!(
+        error.contains("that is not this host's admin token; nothing was changed"),
+        "{error}"
+    );
     assert!(
         !b.cookie_names().contains(&"tidewater_session".to_owned()),
         "a wrong token makes no session"
     );
     b.shot("login-refused");
     b.goto("/processors/enrich");
-    assert!(b.path().starts_with("/login"), "still not logged in: {}", b.path());
+    assert!(
+        b.path().starts_with("/login"),
+        "still not logged in: {}",
+        b.path()
+    );
     assert_eq!(host.get("/v1/processors/enrich/versions"), before);
 }
 
@@ -366,12 +396,19 @@ fn log_in(b: &Browser) {
 
 fn changes_need_the_pages_csrf_token(b: &Browser, host: &Host) {
     // The session cookie alone, without the page's CSRF token: refused.
-    let status = b.js("return fetch('/processors/enrich/pause', {method: 'POST'}).then(r => r.status)");
+    let status =
+        b.js("return fetch('/processors/enrich/pause', {method: 'POST'}).then(r => r.status)");
     assert_eq!(status, json!(403));
     let forged = b.js(
         "return fetch('/processors/enrich/pause', {method: 'POST', headers: {'X-CSRF-Token': 'guess'}}).then(r => r.text())",
     );
-    assert!(forged.as_str().unwrap().contains("CSRF token is missing or stale"), "{forged}");
+    assert!(
+        forged
+            .as_str()
+            .unwrap()
+            .contains("CSRF token is missing or stale"),
+        "{forged}"
+    );
     assert_eq!(host.processor("enrich")["paused"], json!(false));
 }
 
@@ -384,7 +421,10 @@ fn the_overview_shows_what_the_api_and_metrics_say(b: &Browser, host: &Host) {
         let name = p["name"].as_str().unwrap();
         let row = format!("#live tr[data-processor=\"{name}\"]");
         let cell = |field: &str| b.text(&format!("{row} [data-field={field}]"));
-        assert_eq!(cell("active_version"), short(p["active_version"].as_str().unwrap()));
+        assert_eq!(
+            cell("active_version"),
+            short(p["active_version"].as_str().unwrap())
+        );
         assert_eq!(cell("state"), "running");
         for (field, counter) in [
             ("events_in", "events_in"),
@@ -394,14 +434,27 @@ fn the_overview_shows_what_the_api_and_metrics_say(b: &Browser, host: &Host) {
             ("errors", "errors"),
         ] {
             let shown = number(&cell(field));
-            assert_eq!(shown, p["counters"][counter].as_u64().unwrap(), "{name} {field}");
-            let m = metric(metrics, &format!("tidewater_{counter}_total{{processor=\"{name}\"}}"));
+            assert_eq!(
+                shown,
+                p["counters"][counter].as_u64().unwrap(),
+                "{name} {field}"
+            );
+            let m = metric(
+                metrics,
+                &format!("tidewater_{counter}_total{{processor=\"{name}\"}}"),
+            );
             assert_eq!(shown, m, "{name} {field} against /metrics");
         }
         assert_eq!(number(&cell("lag")), 0);
     }
-    assert_eq!(b.text("#live tr[data-processor=\"probe\"] [data-field=dead_lettered]"), "3");
-    assert_eq!(b.text("#live tr[data-processor=\"probe\"] [data-field=error_codes]"), "invalid 3");
+    assert_eq!(
+        b.text("#live tr[data-processor=\"probe\"] [data-field=dead_lettered]"),
+        "3"
+    );
+    assert_eq!(
+        b.text("#live tr[data-processor=\"probe\"] [data-field=error_codes]"),
+        "invalid 3"
+    );
     for t in host.get("/v1/topics")["topics"].as_array().unwrap() {
         let ends: Vec<String> = t["partitions"]
             .as_array()
@@ -409,7 +462,10 @@ fn the_overview_shows_what_the_api_and_metrics_say(b: &Browser, host: &Host) {
             .iter()
             .map(|p| p["end"].to_string())
             .collect();
-        let row = format!("#topics-table tr[data-topic=\"{}\"]", t["name"].as_str().unwrap());
+        let row = format!(
+            "#topics-table tr[data-topic=\"{}\"]",
+            t["name"].as_str().unwrap()
+        );
         assert_eq!(b.text(&format!("{row} [data-field=ends]")), ends.join(", "));
     }
     b.shot("overview");
@@ -428,7 +484,10 @@ fn upload(b: &Browser, file: &Path, then: &str, config: Option<&str>) -> String 
 }
 
 fn deploy_activate_and_roll_back(b: &Browser, host: &Host) {
-    let v1 = host.processor("enrich")["active_version"].as_str().unwrap().to_owned();
+    let v1 = host.processor("enrich")["active_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let dir = tempfile::tempdir().unwrap();
     // The overview stays open in this tab: it must show each change live.
     let overview = b.new_tab();
@@ -437,7 +496,13 @@ fn deploy_activate_and_roll_back(b: &Browser, host: &Host) {
     std::fs::write(&junk, "this is not a component").unwrap();
     let refused = upload(b, &junk, "activate", None);
     assert!(refused.contains("Refused not-webassembly"), "{refused}");
-    assert_eq!(host.get("/v1/processors/enrich/versions")["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        host.get("/v1/processors/enrich/versions")["versions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     b.shot("upload-refused");
 
     let v2_bytes = rebuilt(&std::fs::read(plugin("enrich")).unwrap(), "console-v2");
@@ -445,14 +510,25 @@ fn deploy_activate_and_roll_back(b: &Browser, host: &Host) {
     let file = dir.path().join("enrich-v2.wasm");
     std::fs::write(&file, &v2_bytes).unwrap();
     let kept = upload(b, &file, "keep", None);
-    assert!(kept.contains(&format!("Uploaded enrich-v2.wasm as version {}", short(&v2))), "{kept}");
+    assert!(
+        kept.contains(&format!(
+            "Uploaded enrich-v2.wasm as version {}",
+            short(&v2)
+        )),
+        "{kept}"
+    );
     assert!(kept.contains("It is kept, not running"), "{kept}");
     assert_eq!(host.processor("enrich")["active_version"], json!(v1));
 
     let row = format!("#versions-table tr[data-version=\"{v2}\"]");
-    b.wait_text(&row, "the new version in the table", |t| t.contains(short(&v2)));
+    b.wait_text(&row, "the new version in the table", |t| {
+        t.contains(short(&v2))
+    });
     let activated = b.act(&format!("{row} button.activate"));
-    assert!(activated.contains(&format!("Version {} becomes active", short(&v2))), "{activated}");
+    assert!(
+        activated.contains(&format!("Version {} becomes active", short(&v2))),
+        "{activated}"
+    );
     host.wait_for("enrich", "v2 active", |p| p["active_version"] == json!(v2));
 
     b.switch(&overview);
@@ -468,15 +544,28 @@ fn deploy_activate_and_roll_back(b: &Browser, host: &Host) {
     b.clear_result();
     b.click("#rollback-button");
     // The page asks first.
-    b.rt.block_on(b.c.accept_alert()).expect("the rollback asks to confirm");
+    b.rt.block_on(b.c.accept_alert())
+        .expect("the rollback asks to confirm");
     let back = b.result();
-    assert!(back.contains(&format!("Rolling back to version {}", short(&v1))), "{back}");
-    host.wait_for("enrich", "v1 active again", |p| p["active_version"] == json!(v1));
-    b.wait_text("#history-table tbody tr:first-child", "the rollback in the history", |t| {
-        t.contains(short(&v1)) && t.contains("rolled back to it")
+    assert!(
+        back.contains(&format!("Rolling back to version {}", short(&v1))),
+        "{back}"
+    );
+    host.wait_for("enrich", "v1 active again", |p| {
+        p["active_version"] == json!(v1)
     });
+    b.wait_text(
+        "#history-table tbody tr:first-child",
+        "the rollback in the history",
+        |t| t.contains(short(&v1)) && t.contains("rolled back to it"),
+    );
     let history = host.get("/v1/processors/enrich/versions")["history"].clone();
-    let reasons: Vec<&str> = history.as_array().unwrap().iter().map(|h| h["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons, ["start", "activate", "rollback"]);
     b.shot("processor");
     b.switch(&overview);
@@ -491,9 +580,18 @@ fn open_a_dead_letter_and_replay_it_through_a_fix(b: &Browser, host: &Host) {
     let rows = b.all("#dead-letters-table tbody tr");
     assert_eq!(rows.len(), 3);
     for item in api["items"].as_array().unwrap() {
-        let row = format!("tr[data-position=\"{}:{}\"]", item["partition"], item["offset"]);
-        assert_eq!(b.text(&format!("{row} .why")), item["message"].as_str().unwrap());
-        assert_eq!(b.text(&format!("{row} [data-field=replay]")), "not replayed yet");
+        let row = format!(
+            "tr[data-position=\"{}:{}\"]",
+            item["partition"], item["offset"]
+        );
+        assert_eq!(
+            b.text(&format!("{row} .why")),
+            item["message"].as_str().unwrap()
+        );
+        assert_eq!(
+            b.text(&format!("{row} [data-field=replay]")),
+            "not replayed yet"
+        );
     }
     assert_eq!(b.text("#kind option[value=invalid]"), "invalid (3)");
     b.shot("dead-letters");
@@ -506,7 +604,10 @@ fn open_a_dead_letter_and_replay_it_through_a_fix(b: &Browser, host: &Host) {
     std::fs::write(&file, &fix_bytes).unwrap();
     b.goto("/processors/probe");
     let kept = upload(b, &file, "keep", Some("{}"));
-    assert!(kept.contains(&format!("as version {}", short(&fix))), "{kept}");
+    assert!(
+        kept.contains(&format!("as version {}", short(&fix))),
+        "{kept}"
+    );
 
     // The dead letter of the event at probe-in offset 4.
     let item = api["items"]
@@ -516,27 +617,47 @@ fn open_a_dead_letter_and_replay_it_through_a_fix(b: &Browser, host: &Host) {
         .find(|i| i["original"]["offset"] == json!(4))
         .unwrap()
         .clone();
-    let (p, o) = (item["partition"].as_u64().unwrap(), item["offset"].as_u64().unwrap());
+    let (p, o) = (
+        item["partition"].as_u64().unwrap(),
+        item["offset"].as_u64().unwrap(),
+    );
     b.goto(&format!("/processors/probe/dead-letters/{p}/{o}"));
     assert_eq!(b.text("[data-field=kind]"), "invalid");
     assert_eq!(b.text("[data-field=message]"), "probe fail-every 4");
-    assert_eq!(b.text("pre[data-field=value]"), item["original"]["value"].as_str().unwrap());
+    assert_eq!(
+        b.text("pre[data-field=value]"),
+        item["original"]["value"].as_str().unwrap()
+    );
     assert_eq!(b.text("pre[data-field=value]"), "e4");
     b.shot("dead-letter");
     b.select("#through", &fix);
     let replayed = b.act("#replay-this");
     assert!(
-        replayed.contains(&format!("1 of 1 dead letters replayed through version {}: 1 outputs published", short(&fix))),
+        replayed.contains(&format!(
+            "1 of 1 dead letters replayed through version {}: 1 outputs published",
+            short(&fix)
+        )),
         "{replayed}"
     );
     let one = host.get(&format!("/v1/processors/probe/dead-letters/{p}/{o}"));
     assert_eq!(one["replayed"]["version"], json!(fix));
     assert_eq!(one["replayed"]["failed"], Value::Null);
     b.goto(&format!("/processors/probe/dead-letters/{p}/{o}"));
-    assert!(b.text("[data-field=replay]").starts_with(&format!("replayed by version {}", short(&fix))));
+    assert!(
+        b.text("[data-field=replay]")
+            .starts_with(&format!("replayed by version {}", short(&fix)))
+    );
     let out = host.get("/v1/topics/probe-out/records?max=50");
-    let values: Vec<&str> = out["records"].as_array().unwrap().iter().map(|r| r["record"]["value"].as_str().unwrap()).collect();
-    assert!(values.contains(&"e4"), "the replayed event's output is published: {values:?}");
+    let values: Vec<&str> = out["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"]["value"].as_str().unwrap())
+        .collect();
+    assert!(
+        values.contains(&"e4"),
+        "the replayed event's output is published: {values:?}"
+    );
     assert_eq!(values.len(), 8, "7 processed, 1 replayed: {values:?}");
 
     // The two others, through the active version (which fails on them again).
@@ -551,25 +672,92 @@ fn open_a_dead_letter_and_replay_it_through_a_fix(b: &Browser, host: &Host) {
     for pos in &others {
         b.click(&format!("input[name=pos][value=\"{pos}\"]"));
     }
-    assert_eq!(b.text("#through option:checked"), format!("the active version, {} (language not named)", short(&api["items"][0]["version"].as_str().unwrap())));
+    a_selection_with_a_wrong_position_replays_nothing(b, host, &others);
+    assert_eq!(
+        b.text("#through option:checked"),
+        format!(
+            "the active version, {} (language not named)",
+            short(&api["items"][0]["version"].as_str().unwrap())
+        )
+    );
     b.select("#through", "active");
     let again = b.act("#replay-selected");
-    assert!(again.contains("0 of 2 dead letters replayed") && again.contains("2 failed again"), "{again}");
+    assert!(
+        again.contains("0 of 2 dead letters replayed") && again.contains("2 failed again"),
+        "{again}"
+    );
     for pos in &others {
-        b.wait_text(&format!("tr[data-position=\"{pos}\"] [data-field=replay]"), "failed again", |t| {
-            t.starts_with("failed again with version")
-        });
+        b.wait_text(
+            &format!("tr[data-position=\"{pos}\"] [data-field=replay]"),
+            "failed again",
+            |t| t.starts_with("failed again with version"),
+        );
         let (p, o) = pos.split_once(':').unwrap();
         let api = host.get(&format!("/v1/processors/probe/dead-letters/{p}/{o}"));
-        assert_eq!(api["replayed"]["failed"], json!("invalid: probe fail-every 4"));
+        assert_eq!(
+            api["replayed"]["failed"],
+            json!("invalid: probe fail-every 4")
+        );
     }
     b.shot("dead-letters-after-replay");
+}
+
+/// The two dead letters of `others` (selected on the page) and a position
+/// that holds none: the replay is refused whole, in words.
+fn a_selection_with_a_wrong_position_replays_nothing(b: &Browser, host: &Host, others: &[String]) {
+    b.js("const i = document.createElement('input'); i.type = 'hidden'; i.name = 'pos'; i.value = '0:999'; i.id = 'no-such-dead-letter'; document.getElementById('replay-form').appendChild(i); return null");
+    let refused = b.act("#replay-selected");
+    assert!(
+        refused.contains("there is no dead letter at probe.dlq/0@999; nothing was replayed"),
+        "{refused}"
+    );
+    for pos in others {
+        let (p, o) = pos.split_once(':').unwrap();
+        let api = host.get(&format!("/v1/processors/probe/dead-letters/{p}/{o}"));
+        assert_eq!(api["replayed"], Value::Null, "{pos} was not replayed");
+        assert_eq!(
+            b.text(&format!("tr[data-position=\"{pos}\"] [data-field=replay]")),
+            "not replayed yet"
+        );
+    }
+    b.shot("dead-letters-replay-refused");
+    b.js("document.getElementById('no-such-dead-letter').remove(); return null");
+}
+
+/// Pausing from the processor's page stops it at a batch boundary; resuming
+/// starts it again. The panel, the API and `/metrics`-backed counters agree.
+fn pause_and_resume(b: &Browser, host: &Host) {
+    b.goto("/processors/threshold");
+    let paused = b.act("#pause-button");
+    assert!(
+        paused.contains("threshold pauses at the next batch boundary"),
+        "{paused}"
+    );
+    host.wait_for("threshold", "threshold paused", |p| {
+        p["state"] == json!("paused")
+    });
+    b.wait_text("[data-field=state]", "the panel to say paused", |t| {
+        t == "paused"
+    });
+    let resumed = b.act("#resume-button");
+    assert!(
+        resumed.contains("threshold resumes from where it paused"),
+        "{resumed}"
+    );
+    host.wait_for("threshold", "threshold running", |p| {
+        p["state"] == json!("running")
+    });
+    b.wait_text("[data-field=state]", "the panel to say running", |t| {
+        t == "running"
+    });
 }
 
 /// Feeds probe its 10 inputs again, in a new idempotency epoch (through
 /// the JSON API: the console has no button for input replays yet).
 fn probe_reads_its_input_again(host: &Host) {
-    let before = host.processor("probe")["counters"]["events_in"].as_u64().unwrap();
+    let before = host.processor("probe")["counters"]["events_in"]
+        .as_u64()
+        .unwrap();
     host.post(
         "/v1/processors/probe/replay",
         json!({"from_offset": 0, "reprocess": true}),
@@ -585,7 +773,10 @@ fn upload_probe(b: &Browser, tag: &str, then: &str, config: &str) -> String {
     std::fs::write(&file, &bytes).unwrap();
     let answer = upload(b, &file, then, Some(config));
     let sha = sha256(&bytes);
-    assert!(answer.contains(&format!("as version {}", short(&sha))), "{answer}");
+    assert!(
+        answer.contains(&format!("as version {}", short(&sha))),
+        "{answer}"
+    );
     sha
 }
 
@@ -595,11 +786,23 @@ fn a_shadow_shows_its_differences_side_by_side(b: &Browser, host: &Host) {
     // 4, 6 and 8 differ (an error must be the same error to be identical).
     b.goto("/processors/probe");
     let candidate = upload_probe(b, "shadow", "shadow", r#"{"fail-every": "2"}"#);
-    host.wait_for("probe", "the shadow to start", |p| p["shadow"]["version"] == json!(candidate));
+    host.wait_for("probe", "the shadow to start", |p| {
+        p["shadow"]["version"] == json!(candidate)
+    });
     probe_reads_its_input_again(host);
-    let report = host.wait_for("probe", "10 events compared", |p| p["shadow"]["compared"] == json!(10))["shadow"].clone();
-    assert_eq!((report["identical"].clone(), report["different"].clone()), (json!(5), json!(5)));
-    b.wait_text("#shadow [data-field=shadow_compared]", "the panel to show the shadow", |t| t == "10");
+    let report = host.wait_for("probe", "10 events compared", |p| {
+        p["shadow"]["compared"] == json!(10)
+    })["shadow"]
+        .clone();
+    assert_eq!(
+        (report["identical"].clone(), report["different"].clone()),
+        (json!(5), json!(5))
+    );
+    b.wait_text(
+        "#shadow [data-field=shadow_compared]",
+        "the panel to show the shadow",
+        |t| t == "10",
+    );
     assert_eq!(b.text("#shadow [data-field=shadow_identical]"), "5");
     assert_eq!(b.text("#shadow [data-field=shadow_different]"), "5");
     let rows = b.all("#shadow table.sidebyside tbody tr");
@@ -610,8 +813,14 @@ fn a_shadow_shows_its_differences_side_by_side(b: &Browser, host: &Host) {
             b.text(&format!("{row} td:nth-child(1)")),
             format!("probe-in/0@{}", sample["offset"])
         );
-        assert_eq!(b.text(&format!("{row} td:nth-child(2)")), sample["active"].as_str().unwrap());
-        assert_eq!(b.text(&format!("{row} td:nth-child(3)")), "invalid: probe fail-every 2");
+        assert_eq!(
+            b.text(&format!("{row} td:nth-child(2)")),
+            sample["active"].as_str().unwrap()
+        );
+        assert_eq!(
+            b.text(&format!("{row} td:nth-child(3)")),
+            "invalid: probe fail-every 2"
+        );
         let offset = sample["offset"].as_u64().unwrap();
         let active = sample["active"].as_str().unwrap();
         if offset % 4 == 0 {
@@ -621,7 +830,13 @@ fn a_shadow_shows_its_differences_side_by_side(b: &Browser, host: &Host) {
         }
     }
     let metrics = b.js("return fetch('/metrics').then(r => r.text())");
-    assert_eq!(metric(metrics.as_str().unwrap(), "tidewater_shadow_different_total{processor=\"probe\"}"), 5);
+    assert_eq!(
+        metric(
+            metrics.as_str().unwrap(),
+            "tidewater_shadow_different_total{processor=\"probe\"}"
+        ),
+        5
+    );
     b.shot("shadow");
     let stopped = b.act("#stop-shadow-button");
     assert!(stopped.contains("The shadow stops"), "{stopped}");
@@ -629,24 +844,40 @@ fn a_shadow_shows_its_differences_side_by_side(b: &Browser, host: &Host) {
 }
 
 fn a_canary_that_fails_rolls_back_by_itself(b: &Browser, host: &Host) {
-    let before = host.processor("probe")["active_version"].as_str().unwrap().to_owned();
+    let before = host.processor("probe")["active_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     b.goto("/processors/probe");
     b.js("document.querySelector('#upload-form details').open = true; return null");
     b.type_into("#upload-form input[name=canary_percent]", "10");
     b.type_into("#upload-form input[name=canary_events]", "5");
     // Every event fails on this build: more than 10% of 5.
     let canary = upload_probe(b, "canary", "activate", r#"{"fail-every": "1"}"#);
-    host.wait_for("probe", "the canary to start", |p| p["canary"]["version"] == json!(canary));
+    host.wait_for("probe", "the canary to start", |p| {
+        p["canary"]["version"] == json!(canary)
+    });
     probe_reads_its_input_again(host);
-    let p = host.wait_for("probe", "the canary rollback", |p| !p["last_rollback"].is_null());
+    let p = host.wait_for("probe", "the canary rollback", |p| {
+        !p["last_rollback"].is_null()
+    });
     assert_eq!(p["active_version"], json!(before));
     let reason = p["last_rollback"].as_str().unwrap();
-    assert!(reason.starts_with("canary rollback: 10 of its first 10 events failed (100.0%, the limit is 10.0%)"), "{reason}");
-    let shown = b.wait_text("#last-rollback", "the rollback on the page", |t| t.contains("canary rollback"));
-    assert_eq!(shown, format!("Rolled back by its canary: {reason}"));
-    b.wait_text(&format!("#versions-table tr[data-version=\"{canary}\"]"), "the reason in the versions", |t| {
-        t.contains(&format!("rolled back by its canary: {reason}"))
+    assert!(
+        reason.starts_with(
+            "canary rollback: 10 of its first 10 events failed (100.0%, the limit is 10.0%)"
+        ),
+        "{reason}"
+    );
+    let shown = b.wait_text("#last-rollback", "the rollback on the page", |t| {
+        t.contains("canary rollback")
     });
+    assert_eq!(shown, format!("Rolled back by its canary: {reason}"));
+    b.wait_text(
+        &format!("#versions-table tr[data-version=\"{canary}\"]"),
+        "the reason in the versions",
+        |t| t.contains(&format!("rolled back by its canary: {reason}")),
+    );
     assert_eq!(b.text("[data-field=active_version]"), short(&before));
     b.shot("canary-rolled-back");
 }
@@ -657,9 +888,15 @@ fn the_topic_page_tells_which_version_processed_each_record(b: &Browser, host: &
     let records = api["records"].as_array().unwrap();
     assert_eq!(records.len(), 5);
     assert_eq!(b.all("li.record").len(), 5);
-    let enrich_v1 = host.processor("enrich")["active_version"].as_str().unwrap().to_owned();
+    let enrich_v1 = host.processor("enrich")["active_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for r in records {
-        let (p, o) = (r["record"]["partition"].as_u64().unwrap(), r["record"]["offset"].as_u64().unwrap());
+        let (p, o) = (
+            r["record"]["partition"].as_u64().unwrap(),
+            r["record"]["offset"].as_u64().unwrap(),
+        );
         let summary = r["processed_by"][0]["summary"].as_str().unwrap();
         assert!(
             summary.starts_with(&format!("processed by version {}", short(&enrich_v1)))
@@ -677,7 +914,11 @@ fn the_topic_page_tells_which_version_processed_each_record(b: &Browser, host: &
             .args(["--admin", &host.url, "--token", TOKEN])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             format!("sensor-readings/{p}@{o}: {summary}")
@@ -690,15 +931,27 @@ fn the_languages_page_shows_the_report(b: &Browser, host: &Host) {
     let api = host.get("/v1/compare");
     b.goto("/languages");
     for row in api["rows"].as_array().unwrap() {
-        let tr = format!("#languages-table tr[data-language=\"{}\"]", row["language"].as_str().unwrap());
-        assert_eq!(number(&b.text(&format!("{tr} [data-field=wasm_bytes]"))), row["wasm_bytes"].as_u64().unwrap());
+        let tr = format!(
+            "#languages-table tr[data-language=\"{}\"]",
+            row["language"].as_str().unwrap()
+        );
+        assert_eq!(
+            number(&b.text(&format!("{tr} [data-field=wasm_bytes]"))),
+            row["wasm_bytes"].as_u64().unwrap()
+        );
         assert_eq!(
             number(&b.text(&format!("{tr} [data-field=events_per_s]"))),
             row["events_per_s"].as_f64().unwrap() as u64
         );
     }
-    assert_eq!(b.text("tr[data-language=\"rust\"] [data-field=identical]"), "yes");
-    assert_eq!(b.text("tr[data-language=\"python\"] [data-field=identical]"), "no: 2 records differ");
+    assert_eq!(
+        b.text("tr[data-language=\"rust\"] [data-field=identical]"),
+        "yes"
+    );
+    assert_eq!(
+        b.text("tr[data-language=\"python\"] [data-field=identical]"),
+        "no: 2 records differ"
+    );
     assert_eq!(b.all("svg.bars").len(), 5);
     b.shot("languages");
 }

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Admin;
-use crate::control::registry::UploadError;
 use super::ops::Then;
+use crate::control::registry::UploadError;
 use crate::control::{CanaryPlan, Replay, ReplayFrom};
 
 /// An error of the API: an HTTP status, a stable code and a message.
@@ -24,7 +24,10 @@ use crate::control::{CanaryPlan, Replay, ReplayFrom};
 /// `component-too-large`, `not-webassembly`, `core-module`,
 /// `world-mismatch`, `invalid-component`, `init-failed`, `bad-request`,
 /// `no-previous-version`, `version-active`, `no-shadow`,
-/// `replay-unsupported`, `storage`, `internal`.
+/// `replay-unsupported`, `no-such-topic`, `no-such-record`,
+/// `processor-not-running`, `busy`, `replay-failed`, `no-compare-report`,
+/// `bad-compare-report`, `storage`, `internal`; the console's own
+/// `forbidden` (a change without the page's CSRF token or from another origin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// The HTTP status.
@@ -283,7 +286,12 @@ async fn dead_letter(
     State(admin): State<Arc<Admin>>,
     UrlPath((name, partition, offset)): UrlPath<(String, u32, u64)>,
 ) -> ApiResult {
-    blocking(move || Ok(axum::Json(to_json(admin.dead_letter_view(&name, partition, offset)?)))).await
+    blocking(move || {
+        Ok(axum::Json(to_json(
+            admin.dead_letter_view(&name, partition, offset)?,
+        )))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,7 +345,10 @@ struct UploadQuery {
     canary_max_error_rate: Option<f64>,
 }
 
-pub(super) fn canary(events: Option<u64>, rate: Option<f64>) -> Result<Option<CanaryPlan>, ApiError> {
+pub(super) fn canary(
+    events: Option<u64>,
+    rate: Option<f64>,
+) -> Result<Option<CanaryPlan>, ApiError> {
     match (events, rate) {
         (None, None) => Ok(None),
         (Some(events), Some(max_error_rate))
@@ -468,7 +479,9 @@ async fn rollback(
     };
     blocking(move || {
         let sha = admin.rollback(&name, b.version)?;
-        Ok(axum::Json(json!({"processor": name, "version": sha, "pending": true})))
+        Ok(axum::Json(
+            json!({"processor": name, "version": sha, "pending": true}),
+        ))
     })
     .await
 }
@@ -649,6 +662,14 @@ mod tests {
             "/v1/processors/{name}/pause",
             "/v1/processors/{name}/resume",
             "/v1/processors/{name}/replay",
+            "/v1/processors/{name}/processed",
+            "/v1/processors/{name}/dead-letters",
+            "/v1/processors/{name}/dead-letters/{partition}/{offset}",
+            "/v1/processors/{name}/dead-letters/replay",
+            "/v1/topics",
+            "/v1/topics/{name}/records",
+            "/v1/rates",
+            "/v1/compare",
         ] {
             assert!(paths.contains_key(p), "{p} is not documented");
         }

@@ -323,7 +323,8 @@ impl Admin {
     /// # Errors
     ///
     /// `no-such-processor`, `no-such-version`, `init-failed`;
-    /// `replay-unsupported` on Kafka; `processor-not-running` when its
+    /// `no-such-record` when a position holds no dead letter (nothing is
+    /// replayed); `replay-unsupported` on Kafka; `processor-not-running` when its
     /// thread has ended, `busy` while another replay of it waits;
     /// `replay-failed` when the replay stopped (a `fatal` error, storage).
     pub async fn replay_dead_letters(
@@ -338,7 +339,9 @@ impl Admin {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "replay-unsupported",
-                format!("processor {name:?} reads Kafka; dead letters are replayed from the embedded log only (for now)"),
+                format!(
+                    "processor {name:?} reads Kafka; dead letters are replayed from the embedded log only (for now)"
+                ),
             ));
         }
         let state = m.control.status().state;
@@ -350,7 +353,10 @@ impl Admin {
             Some(p) if p.is_empty() => {
                 return Err(ApiError::bad_request("select at least one dead letter"));
             }
-            Some(p) => Selection::Positions(p.into_iter().collect()),
+            Some(p) => {
+                self.check_dead_letters(name, &p).await?;
+                Selection::Positions(p.into_iter().collect())
+            }
         };
         let handler = match version {
             None => None,
@@ -376,7 +382,9 @@ impl Admin {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "busy",
-                format!("a replay of {name:?}'s dead letters is waiting to run: try again when it is done"),
+                format!(
+                    "a replay of {name:?}'s dead letters is waiting to run: try again when it is done"
+                ),
             ));
         }
         match answer.await {
@@ -391,11 +399,38 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// Refuses a replay naming a position that holds no dead letter of
+    /// `name`, before anything is replayed: a selection is replayed whole
+    /// or not at all.
+    async fn check_dead_letters(
+        self: &Arc<Self>,
+        name: &str,
+        positions: &[(u32, u64)],
+    ) -> Result<(), ApiError> {
+        let (admin, name, positions) = (self.clone(), name.to_owned(), positions.to_vec());
+        api::blocking(move || {
+            for (partition, offset) in positions {
+                admin
+                    .dead_letter_view(&name, partition, offset)
+                    .map_err(|e| ApiError {
+                        message: format!("{}; nothing was replayed", e.message),
+                        ..e
+                    })?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
 fn not_running(name: &str, state: &str) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         "processor-not-running",
-        format!("processor {name:?} is not running ({state}); its dead letters are replayed on its own thread: start it again, or use `tidewater dlq replay` while no host runs"),
+        format!(
+            "processor {name:?} is not running ({state}); its dead letters are replayed on its own thread: start it again, or use `tidewater dlq replay` while no host runs"
+        ),
     )
 }
 
@@ -538,7 +573,11 @@ pub async fn start(
         let task = tokio::spawn(api::serve(admin.clone(), listener, async move {
             let _ = rx.await;
         }));
-        tracing::info!(url = %format!("http://{bound}"), "admin API listening");
+        tracing::info!(
+            url = %format!("http://{bound}/"),
+            token_file = %data_dir.join(TOKEN_FILE).display(),
+            "admin API and web console listening (log in with the admin token)"
+        );
         if let Some(b) = options.bound.take() {
             let _ = b.send(bound);
         }
@@ -586,7 +625,7 @@ mod tests {
     #[test]
     fn the_admin_section_parses_and_the_flag_and_env_win() {
         let a: AdminConfig = toml::from_str(
-            "listen = \"127.0.0.1:7070\"\nmax_upload_bytes = 1000\nwatch_dir = \"plugins\"\nwatch_interval = \"250ms\"\n",
+            "listen = \"127.0.0.1:7070\"\nmax_upload_bytes = 1000\nwatch_dir = \"plugins\"\nwatch_interval = \"250ms\"\nconsole_public = true\ncompare_report = \"../target/compare.json\"\n",
         )
         .unwrap();
         let a = &a;
@@ -599,12 +638,21 @@ mod tests {
             o.watch,
             Some((PathBuf::from("/etc/tw/plugins"), Duration::from_millis(250)))
         );
+        assert!(o.console.public);
+        assert_eq!(
+            o.console.compare_report,
+            Some(PathBuf::from("/etc/tw/../target/compare.json"))
+        );
         let o =
             AdminOptions::from_config(Some(a), Some("127.0.0.1:0"), None, Path::new(".")).unwrap();
         assert_eq!(o.listen, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(o.token, None);
         let o = AdminOptions::from_config(None, None, None, Path::new(".")).unwrap();
         assert_eq!((o.listen, o.max_upload_bytes), (None, 64 << 20));
+        assert!(
+            !o.console.public,
+            "the console asks for the token by default"
+        );
         let err =
             AdminOptions::from_config(None, Some("localhost"), None, Path::new(".")).unwrap_err();
         assert!(

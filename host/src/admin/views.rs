@@ -538,7 +538,9 @@ impl Admin {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no-such-record",
-                format!("there is no record at {topic}/{partition}@{offset} (it was never written, or retention removed it)"),
+                format!(
+                    "there is no record at {topic}/{partition}@{offset} (it was never written, or retention removed it)"
+                ),
             )
         };
         if self.log.partitions(topic)?.is_none_or(|n| partition >= n) {
@@ -555,10 +557,7 @@ impl Admin {
 
     fn processed_by_record(&self, name: &str, r: &LogRecord) -> Result<ProcessedBy, ApiError> {
         let m = self.processor(name)?;
-        let position = self
-            .log
-            .position(name, &r.topic, r.partition)?
-            .unwrap_or(0);
+        let position = self.log.position(name, &r.topic, r.partition)?.unwrap_or(0);
         let mut view = ProcessedBy {
             processor: name.to_owned(),
             topic: r.topic.clone(),
@@ -615,7 +614,9 @@ impl Admin {
             .into_iter()
             .filter(|d| kind.is_none_or(|k| d.kind == k))
             .collect();
-        items.sort_by_key(|d| std::cmp::Reverse((d.dead.append_ms, d.dead.offset, d.dead.partition)));
+        items.sort_by_key(|d| {
+            std::cmp::Reverse((d.dead.append_ms, d.dead.offset, d.dead.partition))
+        });
         items.truncate(limit);
         Ok(DeadLettersView {
             processor: name.to_owned(),
@@ -660,7 +661,8 @@ impl Admin {
     /// `no-compare-report` when none is configured or the file is not
     /// there yet; `bad-compare-report` when it does not parse.
     pub fn compare_view(&self) -> Result<CompareView, ApiError> {
-        let none = |message: String| ApiError::new(StatusCode::NOT_FOUND, "no-compare-report", message);
+        let none =
+            |message: String| ApiError::new(StatusCode::NOT_FOUND, "no-compare-report", message);
         let path = self.console.compare_report.clone().ok_or_else(|| {
             none("this host has no comparison report configured: run `make compare`, then set [admin] compare_report = \"target/compare.json\" (relative to the config file)".into())
         })?;
@@ -701,22 +703,37 @@ fn processed_summary(v: &ProcessedBy, append_ms: u64) -> String {
         );
     }
     if let Some(e) = &v.key_error {
-        return format!("read; it had no idempotency key ({e}), so what became of it is not recorded by key (see the dead letters)");
+        return format!(
+            "read; it had no idempotency key ({e}), so what became of it is not recorded by key (see the dead letters)"
+        );
     }
     let Some(first) = v.processings.first() else {
-        return "read; its key is not recorded (it expired after idempotency.ttl and was purged)".into();
+        return "read; its key is not recorded (it expired after idempotency.ttl and was purged)"
+            .into();
     };
-    let version = first.version.as_deref().map_or("an unrecorded version", short);
+    let version = first
+        .version
+        .as_deref()
+        .map_or("an unrecorded version", short);
     let when = crate::admin::views::time_text(first.recorded_ms);
     let mut text = if !first.same_payload {
-        format!("a conflict: its key was first {} by version {version} at {when} with another payload, so this record went to the dead-letter topic", first.outcome)
+        format!(
+            "a conflict: its key was first {} by version {version} at {when} with another payload, so this record went to the dead-letter topic",
+            first.outcome
+        )
     } else if first.recorded_ms < append_ms {
-        format!("a duplicate: its key was first {} by version {version} at {when}, before this record arrived, so it was skipped", first.outcome)
+        format!(
+            "a duplicate: its key was first {} by version {version} at {when}, before this record arrived, so it was skipped",
+            first.outcome
+        )
     } else {
         format!("{} by version {version} at {when}", first.outcome)
     };
     for again in &v.processings[1..] {
-        let version = again.version.as_deref().map_or("an unrecorded version", short);
+        let version = again
+            .version
+            .as_deref()
+            .map_or("an unrecorded version", short);
         text.push_str(&format!(
             "; {} again in {} by version {version} at {}",
             again.outcome,
@@ -735,6 +752,8 @@ pub fn short(sha: &str) -> &str {
 /// A time in ms since the Unix epoch as RFC 3339 UTC with milliseconds,
 /// e.g. `2026-11-30T12:00:00.123Z`.
 pub fn time_text(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    chrono::DateTime::from_timestamp_millis(ms as i64).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+    )
 }

@@ -11,9 +11,9 @@ use super::canary::{CanaryRun, canary_status};
 use super::registry::ReplayRange;
 use super::shadow::ShadowRun;
 use super::{Control, DeadLetterReplay, Replay, ShadowReport, Swap, lock};
-use crate::processing::{Settings, dlq, idempotency};
 use crate::processing::stats::Counters;
 use crate::processing::{BatchControl, Ending, Handler, PipelineError};
+use crate::processing::{Settings, dlq, idempotency};
 use crate::runtime::{Event, StateOverlay};
 use crate::streams::Source;
 use crate::streams::embedded::Log;
@@ -91,7 +91,9 @@ impl Attached {
             }
         };
         match &result {
-            Ok(s) => tracing::info!(processor = %name, version = %s.version, replayed = s.replayed, failed = s.failed, "dead letters replayed"),
+            Ok(s) => {
+                tracing::info!(processor = %name, version = %s.version, replayed = s.replayed, failed = s.failed, "dead letters replayed")
+            }
             Err(e) => tracing::error!(processor = %name, error = %e, "dead-letter replay failed"),
         }
         let _ = request.reply.send(result);

@@ -43,10 +43,10 @@ pub use canary::CanaryStatus;
 pub use registry::Registry;
 pub use shadow::{Difference, SHADOW_SAMPLES, ShadowReport};
 
-use crate::processing::{Handler, dlq};
 pub use crate::processing::config::CanaryPlan;
 #[cfg(doc)]
 use crate::processing::idempotency;
+use crate::processing::{Handler, dlq};
 pub use crate::streams::ReplayFrom;
 
 /// A version ready to run: instantiated, `init` done.
@@ -209,7 +209,10 @@ impl Control {
     /// # Errors
     ///
     /// The request itself, when another one is waiting.
-    #[expect(clippy::result_large_err, reason = "the request goes back whole, unused")]
+    #[expect(
+        clippy::result_large_err,
+        reason = "the request goes back whole, unused"
+    )]
     pub fn request_dead_letter_replay(
         &self,
         request: DeadLetterReplay,

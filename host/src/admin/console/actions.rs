@@ -49,7 +49,10 @@ fn canary_words(plan: &CanaryPlan) -> String {
 
 /// A canary from the form's `canary_events` and `canary_percent` (both
 /// empty: none).
-fn form_canary(events: Option<&str>, percent: Option<&str>) -> Result<Option<CanaryPlan>, ApiError> {
+fn form_canary(
+    events: Option<&str>,
+    percent: Option<&str>,
+) -> Result<Option<CanaryPlan>, ApiError> {
     fn blank(s: Option<&str>) -> Option<&str> {
         s.map(str::trim).filter(|s| !s.is_empty())
     }
@@ -63,9 +66,11 @@ fn form_canary(events: Option<&str>, percent: Option<&str>) -> Result<Option<Can
         .transpose()?;
     let rate = percent
         .map(|p| {
-            p.parse::<f64>()
-                .map(|p| p / 100.0)
-                .map_err(|_| ApiError::bad_request(format!("canary error rate {p:?} is not a number of percent")))
+            p.parse::<f64>().map(|p| p / 100.0).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "canary error rate {p:?} is not a number of percent"
+                ))
+            })
         })
         .transpose()?;
     canary(events, rate)
@@ -185,7 +190,10 @@ pub(super) async fn activate(
         let a = admin.clone();
         let sha = blocking(move || a.activate(&name, &version, "activate", plan)).await?;
         Ok(match plan {
-            None => format!("Version {} becomes active at the next batch boundary.", short(&sha)),
+            None => format!(
+                "Version {} becomes active at the next batch boundary.",
+                short(&sha)
+            ),
             Some(p) => format!(
                 "Version {} becomes active at the next batch boundary, {}.",
                 short(&sha),
@@ -205,12 +213,14 @@ pub(super) async fn rollback(
 ) -> Response {
     let a = admin.clone();
     let version = f.version.filter(|v| !v.is_empty());
-    let result = blocking(move || a.rollback(&name, version)).await.map(|sha| {
-        format!(
-            "Rolling back to version {} at the next batch boundary.",
-            short(&sha)
-        )
-    });
+    let result = blocking(move || a.rollback(&name, version))
+        .await
+        .map(|sha| {
+            format!(
+                "Rolling back to version {} at the next batch boundary.",
+                short(&sha)
+            )
+        });
     answer(result)
 }
 

@@ -214,7 +214,11 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 /// An HTML fragment saying why a change was refused, with `status`.
 pub fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Html(super::pages::notice_html(false, code, message))).into_response()
+    (
+        status,
+        Html(super::pages::notice_html(false, code, message)),
+    )
+        .into_response()
 }
 
 #[derive(Template)]
@@ -313,7 +317,9 @@ pub(super) async fn logout(State(admin): State<Arc<Admin>>, Changer(viewer): Cha
     let h = r.headers_mut();
     h.insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("tidewater_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        HeaderValue::from_static(
+            "tidewater_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        ),
     );
     h.insert("hx-redirect", HeaderValue::from_static("/login"));
     r
@@ -326,7 +332,10 @@ mod tests {
     #[test]
     fn the_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, "a=1; tidewater_session=abc; b=2".parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            "a=1; tidewater_session=abc; b=2".parse().unwrap(),
+        );
         assert_eq!(session_id(&h), Some("abc"));
         h.insert(header::COOKIE, "tidewater_sessionx=abc".parse().unwrap());
         assert_eq!(session_id(&h), None);

@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn lines_are_scaled_to_their_peak() {
-        assert_eq!(polyline(&[0.0, 10.0, 5.0], 10.0), "0.0,46.0 120.0,2.0 240.0,24.0");
+        assert_eq!(
+            polyline(&[0.0, 10.0, 5.0], 10.0),
+            "0.0,46.0 120.0,2.0 240.0,24.0"
+        );
         assert_eq!(polyline(&[0.0, 0.0], 0.0), "0.0,46.0 240.0,46.0");
         let svg = sparkline(&[1.0, 2.0], &[3.0, 0.0], 300);
         assert!(svg.contains("peak 2)"), "{svg}");
@@ -102,7 +105,10 @@ mod tests {
     fn bars_are_scaled_to_the_largest_and_labels_escaped() {
         let svg = bars(
             "a<b",
-            &[("rust".into(), 100.0, "100".into()), ("c&".into(), 50.0, "50".into())],
+            &[
+                ("rust".into(), 100.0, "100".into()),
+                ("c&".into(), 50.0, "50".into()),
+            ],
         );
         assert!(svg.contains(r#"width="260.0" height="16""#), "{svg}");
         assert!(svg.contains(r#"width="130.0" height="16""#), "{svg}");

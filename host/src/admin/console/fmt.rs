@@ -156,6 +156,9 @@ mod tests {
         assert_eq!(value_text(Some(b"42")), "42");
         assert_eq!(value_text(Some(&[0xff, 0x00])), "0xff00");
         let big = vec![b'x'; MAX_SHOWN_BYTES + 1];
-        assert!(bytes_text(&big).ends_with(&format!("({} bytes in all)", num(&(MAX_SHOWN_BYTES as u64 + 1)))));
+        assert!(bytes_text(&big).ends_with(&format!(
+            "({} bytes in all)",
+            num(&(MAX_SHOWN_BYTES as u64 + 1))
+        )));
     }
 }

@@ -54,7 +54,11 @@ pub fn page(t: &impl Template) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            Html(notice_html(false, "internal", &format!("cannot render the page: {e}"))),
+            Html(notice_html(
+                false,
+                "internal",
+                &format!("cannot render the page: {e}"),
+            )),
         )
             .into_response(),
     }
@@ -155,7 +159,9 @@ impl ProcessorsFragment {
 
 fn span_seconds(samples: &[Sample]) -> u64 {
     match (samples.first(), samples.last()) {
-        (Some(a), Some(b)) => (b.at_ms.saturating_sub(a.at_ms) / 1000).max(SAMPLE_INTERVAL.as_secs()),
+        (Some(a), Some(b)) => {
+            (b.at_ms.saturating_sub(a.at_ms) / 1000).max(SAMPLE_INTERVAL.as_secs())
+        }
         _ => 0,
     }
 }
@@ -487,9 +493,17 @@ struct LanguagesPage {
 /// The languages' bar charts: size, cold and cached load, events/s, p99.
 fn language_charts(v: &CompareView) -> Vec<String> {
     use super::fmt::{dec, num};
-    type Metric = (&'static str, fn(&crate::admin::views::CompareRow) -> f64, fn(f64) -> String);
+    type Metric = (
+        &'static str,
+        fn(&crate::admin::views::CompareRow) -> f64,
+        fn(f64) -> String,
+    );
     let metrics: [Metric; 5] = [
-        ("component size, bytes", |r| r.wasm_bytes as f64, |x| num(&(x as u64))),
+        (
+            "component size, bytes",
+            |r| r.wasm_bytes as f64,
+            |x| num(&(x as u64)),
+        ),
         ("cold load (compile), ms", |r| r.compile_ms, |x| dec(&x)),
         ("cached load, ms", |r| r.cached_load_ms, |x| dec(&x)),
         ("events per second", |r| r.events_per_s, |x| dec(&x)),
