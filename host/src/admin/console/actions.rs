@@ -65,12 +65,11 @@ fn form_canary(
         })
         .transpose()?;
     let rate = percent
-        .map(|p| {
-            p.parse::<f64>().map(|p| p / 100.0).map_err(|_| {
-                ApiError::bad_request(format!(
-                    "canary error rate {p:?} is not a number of percent"
-                ))
-            })
+        .map(|p| match p.parse::<f64>() {
+            Ok(x) if (0.0..=100.0).contains(&x) => Ok(x / 100.0),
+            _ => Err(ApiError::bad_request(format!(
+                "canary error rate {p:?} is not a percentage from 0 to 100"
+            ))),
         })
         .transpose()?;
     canary(events, rate)
@@ -355,6 +354,10 @@ mod tests {
         );
         assert!(form_canary(Some("100"), None).is_err());
         assert!(form_canary(Some("x"), Some("5")).is_err());
-        assert!(form_canary(Some("10"), Some("150")).is_err());
+        let e = form_canary(Some("10"), Some("150")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "canary error rate \"150\" is not a percentage from 0 to 100"
+        );
     }
 }
