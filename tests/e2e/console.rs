@@ -677,7 +677,7 @@ fn open_a_dead_letter_and_replay_it_through_a_fix(b: &Browser, host: &Host) {
         b.text("#through option:checked"),
         format!(
             "the active version, {} (language not named)",
-            short(&api["items"][0]["version"].as_str().unwrap())
+            short(api["items"][0]["version"].as_str().unwrap())
         )
     );
     b.select("#through", "active");

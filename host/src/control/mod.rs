@@ -209,10 +209,6 @@ impl Control {
     /// # Errors
     ///
     /// The request itself, when another one is waiting.
-    #[expect(
-        clippy::result_large_err,
-        reason = "the request goes back whole, unused"
-    )]
     pub fn request_dead_letter_replay(
         &self,
         request: DeadLetterReplay,

@@ -225,7 +225,7 @@ const OURS: [&str; 8] = [
 
 /// The dead letter's original headers and the values of the
 /// [`dlq_headers`] at their end; `None` when they are not there in order.
-fn split_headers(dead: &LogRecord) -> Option<(&[(String, Vec<u8>)], Vec<&str>)> {
+fn split_headers(dead: &LogRecord) -> Option<(&[crate::streams::record::Header], Vec<&str>)> {
     let headers = &dead.record.headers;
     let split = headers.len().checked_sub(OURS.len())?;
     let (theirs, ours) = headers.split_at(split);

@@ -278,9 +278,13 @@ pub(super) async fn stop_shadow(
     }))
 }
 
+/// What a replay form asks: the positions (`None`: every dead letter) and
+/// the version to replay through (`None`: the active one).
+type ReplayChoice = (Option<Vec<(u32, u64)>>, Option<String>);
+
 /// The replay form: `pos=PARTITION:OFFSET` once per selected dead letter,
 /// `scope=selected|all`, `through=active|<version>`.
-fn replay_form(body: &[u8]) -> Result<(Option<Vec<(u32, u64)>>, Option<String>), ApiError> {
+fn replay_form(body: &[u8]) -> Result<ReplayChoice, ApiError> {
     let mut positions = Vec::new();
     let (mut all, mut through) = (false, None);
     for (k, v) in form_urlencoded::parse(body) {
