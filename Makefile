@@ -1,7 +1,9 @@
 # tidewater — every target installs what it needs.
 #
 #   make demo    the main job on real sensor data, on the embedded log
-#   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts)
+#   make console the web console on the demo's data, at http://127.0.0.1:7070/
+#   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts,
+#                the console in headless chromium)
 #   make bench   criterion benchmarks (WASM vs native, batch sizes, idempotency on/off)
 #   make fuzz    the property-based fuzz tests, long (make test runs them short)
 #   make plugins build the example processors, every language, into target/plugins/
@@ -58,7 +60,7 @@ KAFKA := kafka/kafka.sh
 PG := postgres/pg.sh
 
 .SECONDEXPANSION:
-.PHONY: help demo demo-kafka demo-postgres pg-up pg-down test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-ts plugins-zig plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down ts-check zig-test
+.PHONY: help demo demo-kafka demo-postgres pg-up pg-down console test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-ts plugins-zig plugins-cpp build tools c-tools cpp-tools browser check-data clean kafka-up kafka-down ts-check zig-test
 
 help:
 	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -155,6 +157,13 @@ $(PLUGIN_DIR)/python-sandbox.wasm: plugins/testing/python-sandbox/app.py $(PY_SD
 	@mkdir -p $(PLUGIN_DIR)
 	cd plugins/testing/python-sandbox && $(COMPONENTIZE_PY) -d $(ROOT)/wit -w processor componentize -p $(ROOT)/sdk/python -p . app -o $@.tmp
 	mv $@.tmp $@
+
+## The console's browser test: Debian's chromium and chromedriver (apt, when missing).
+BROWSER_APT := chromium chromium-driver
+browser:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_APT); \
+	  else echo "error: the console's browser test needs: apt-get install $(BROWSER_APT)"; exit 1; fi; }
 
 ## C: Debian's clang-16 for wasm32-wasi (installed with apt when missing).
 c-tools:
@@ -268,6 +277,13 @@ demo: build plugins check-data
 	@$(TW) consume alerts --max 1 --format value
 	@echo "(data dir: $(DATA_DIR); run 'make demo' again: every event is a duplicate and no output changes)"
 
+## The web console on the demo's data dir (run `make demo` first for data):
+## http://$(CONSOLE_ADDR)/, the token in $(DATA_DIR)/admin.token; Ctrl-C stops.
+CONSOLE_ADDR ?= 127.0.0.1:7070
+console: build plugins
+	@echo "== the console: http://$(CONSOLE_ADDR)/ (log in with the token in $(DATA_DIR)/admin.token; Ctrl-C stops)"
+	TIDEWATER_LOG=$${TIDEWATER_LOG:-info} $(TW) run --config demo/tidewater.toml --admin $(CONSOLE_ADDR)
+
 ## A single-node Apache Kafka (KRaft) on 127.0.0.1; its jars come from Maven Central.
 kafka-up:
 	@$(KAFKA) up
@@ -292,7 +308,7 @@ demo-postgres: demo
 	psql "$$url" -c "SELECT device, count(*) AS readings, min(ts), max(ts), (SELECT count(*) FROM alerts a WHERE a.device = r.device) AS alerts FROM readings r GROUP BY device ORDER BY device" && \
 	echo "(server still running: 'make pg-down' stops it; run 'make demo-postgres' again: no row changes)"
 
-test: tools plugins
+test: tools plugins browser
 	cargo fmt --all -- --check
 	cd plugins && cargo fmt --all -- --check
 	cd sdk/c/bindgen && cargo fmt --all -- --check && cargo clippy --release --locked -- -D warnings
@@ -310,7 +326,9 @@ test: tools plugins
 	cargo build --release --locked --workspace --all-targets
 	@$(KAFKA) up >/dev/null
 	@$(PG) up >/dev/null || { $(KAFKA) down; exit 1; }
-	status=0; TIDEWATER_REQUIRE_KAFKA=1 TIDEWATER_REQUIRE_POSTGRES=1 cargo test --release --locked --workspace || status=$$?; \
+	@# The console's browser test saves a screenshot of each page here.
+	@mkdir -p $(ROOT)/target/console-screenshots
+	status=0; TIDEWATER_REQUIRE_KAFKA=1 TIDEWATER_REQUIRE_POSTGRES=1 TIDEWATER_REQUIRE_BROWSER=1 cargo test --release --locked --workspace || status=$$?; \
 	  $(KAFKA) down; $(PG) down; exit $$status
 
 ## The fuzz tests (host/src/fuzz.rs: the component validator, CSV and JSON

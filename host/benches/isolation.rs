@@ -200,6 +200,7 @@ limits.call_deadline = "{CALL_DEADLINE_MS}ms"
             bound: Some(bound_tx),
             watch: None,
             start_paused: false,
+            console: Default::default(),
         };
         let options = tidewater::RunOptions {
             data_dir: data,

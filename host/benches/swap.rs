@@ -84,6 +84,7 @@ batch.max_records = {batch}
             bound: Some(bound_tx),
             watch: None,
             start_paused: false,
+            console: Default::default(),
         };
         let options = tidewater::RunOptions {
             data_dir: data,

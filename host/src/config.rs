@@ -78,6 +78,8 @@
 //! max_upload_bytes = 67108864     # largest component accepted
 //! watch_dir = "plugins"           # a new or changed <processor>.wasm here is deployed and activated
 //! watch_interval = "1s"
+//! console_public = false          # the web console's read-only pages open without the token
+//! compare_report = "../target/compare.json"  # `make compare`'s report, for the console
 //! ```
 //!
 //! Unknown keys are refused, with the line they are on.

@@ -40,6 +40,7 @@ impl Host {
             bound: Some(bound_tx),
             watch: None,
             start_paused: false,
+            console: Default::default(),
         };
         tweak(&mut admin);
         let options = tidewater::RunOptions {

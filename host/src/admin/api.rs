@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Admin;
+use super::ops::Then;
 use crate::control::registry::UploadError;
-use crate::control::{CanaryPlan, Replay, ReplayFrom, Swap};
+use crate::control::{CanaryPlan, Replay, ReplayFrom};
 
 /// An error of the API: an HTTP status, a stable code and a message.
 ///
@@ -23,7 +24,10 @@ use crate::control::{CanaryPlan, Replay, ReplayFrom, Swap};
 /// `component-too-large`, `not-webassembly`, `core-module`,
 /// `world-mismatch`, `invalid-component`, `init-failed`, `bad-request`,
 /// `no-previous-version`, `version-active`, `no-shadow`,
-/// `replay-unsupported`, `storage`, `internal`.
+/// `replay-unsupported`, `no-such-topic`, `no-such-record`,
+/// `processor-not-running`, `busy`, `replay-failed`, `no-compare-report`,
+/// `bad-compare-report`, `storage`, `internal`; the console's own
+/// `forbidden` (a change without the page's CSRF token or from another origin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// The HTTP status.
@@ -127,10 +131,26 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/v1/sinks/{name}/pause", post(sink_pause))
         .route("/v1/sinks/{name}/resume", post(sink_resume))
         .route("/v1/sinks/{name}/replay", post(sink_replay))
+        .route("/v1/processors/{name}/processed", get(processed))
+        .route("/v1/processors/{name}/dead-letters", get(dead_letters))
+        .route(
+            "/v1/processors/{name}/dead-letters/replay",
+            post(replay_dead_letters),
+        )
+        .route(
+            "/v1/processors/{name}/dead-letters/{partition}/{offset}",
+            get(dead_letter),
+        )
+        .route("/v1/topics", get(topics))
+        .route("/v1/topics/{name}/records", get(tail))
+        .route("/v1/rates", get(rates))
+        .route("/v1/compare", get(compare))
         .layer(axum::middleware::from_fn_with_state(
             admin.clone(),
             authorize,
         ))
+        // The console checks its own session and CSRF token on every change.
+        .merge(super::console::router())
         .layer(DefaultBodyLimit::disable())
         .with_state(admin)
 }
@@ -169,7 +189,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Compares in constant time for tokens of the same length.
-fn same_token(given: &str, token: &str) -> bool {
+pub(super) fn same_token(given: &str, token: &str) -> bool {
     let (a, b) = (given.as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -193,16 +213,8 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 async fn list(State(admin): State<Arc<Admin>>) -> ApiResult {
     blocking(move || {
-        let stats = crate::processing::stats::read_all(&admin.log).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
-        })?;
-        let processors: Vec<Value> = admin
-            .processors
-            .iter()
-            .map(|(n, m)| admin.status_json(n, m, stats.get(n)))
-            .collect();
         Ok(axum::Json(json!({
-            "processors": processors,
+            "processors": admin.processors_view()?,
             "live_instances": admin.registry.runtime().live_instances(),
         })))
     })
@@ -210,38 +222,126 @@ async fn list(State(admin): State<Arc<Admin>>) -> ApiResult {
 }
 
 async fn one(State(admin): State<Arc<Admin>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || Ok(axum::Json(to_json(admin.one_processor_view(&name)?)))).await
+}
+
+async fn versions(State(admin): State<Arc<Admin>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || Ok(axum::Json(to_json(admin.versions_view(&name)?)))).await
+}
+
+pub(super) fn to_json(v: impl serde::Serialize) -> Value {
+    serde_json::to_value(v).expect("views serialise")
+}
+
+async fn topics(State(admin): State<Arc<Admin>>) -> ApiResult {
+    blocking(move || Ok(axum::Json(json!({"topics": admin.topics_view()?})))).await
+}
+
+#[derive(Debug, Deserialize)]
+struct TailQuery {
+    max: Option<usize>,
+    partition: Option<u32>,
+}
+
+async fn tail(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(topic): UrlPath<String>,
+    Query(q): Query<TailQuery>,
+) -> ApiResult {
     blocking(move || {
-        let m = admin.processor(&name)?;
-        let stats = crate::processing::stats::read_all(&admin.log).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
-        })?;
-        Ok(axum::Json(admin.status_json(&name, m, stats.get(&name))))
+        let view = admin.tail_view(&topic, q.max.unwrap_or(20), q.partition)?;
+        Ok(axum::Json(to_json(view)))
     })
     .await
 }
 
-async fn versions(State(admin): State<Arc<Admin>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+#[derive(Debug, Deserialize)]
+struct ProcessedQuery {
+    topic: String,
+    partition: u32,
+    offset: u64,
+}
+
+async fn processed(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<ProcessedQuery>,
+) -> ApiResult {
     blocking(move || {
-        let m = admin.processor(&name)?;
-        let active = m.control.status().active_version;
-        let versions: Vec<Value> = admin
-            .registry
-            .versions(&name)?
-            .into_iter()
-            .map(|v| {
-                let mut j = serde_json::to_value(&v).expect("serialisable");
-                j["active"] = Value::Bool(v.sha256 == active);
-                j
-            })
-            .collect();
-        Ok(axum::Json(json!({
-            "processor": name,
-            "active_version": active,
-            "versions": versions,
-            "history": admin.registry.history(&name)?,
-        })))
+        let view = admin.processed_by(&name, &q.topic, q.partition, q.offset)?;
+        Ok(axum::Json(to_json(view)))
     })
     .await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DeadLettersQuery {
+    pub(super) kind: Option<String>,
+    pub(super) limit: Option<usize>,
+}
+
+async fn dead_letters(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<DeadLettersQuery>,
+) -> ApiResult {
+    blocking(move || {
+        let kind = q.kind.filter(|k| !k.is_empty());
+        let view = admin.dead_letters_view(&name, kind.as_deref(), q.limit.unwrap_or(100))?;
+        Ok(axum::Json(to_json(view)))
+    })
+    .await
+}
+
+async fn dead_letter(
+    State(admin): State<Arc<Admin>>,
+    UrlPath((name, partition, offset)): UrlPath<(String, u32, u64)>,
+) -> ApiResult {
+    blocking(move || {
+        Ok(axum::Json(to_json(
+            admin.dead_letter_view(&name, partition, offset)?,
+        )))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterReplayBody {
+    /// (partition, offset) pairs in the dead-letter topic; absent: all.
+    positions: Option<Vec<(u32, u64)>>,
+    /// A kept version to replay through; absent: the active one.
+    version: Option<String>,
+}
+
+async fn replay_dead_letters(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult {
+    let b: DeadLetterReplayBody = if body.is_empty() {
+        DeadLetterReplayBody {
+            positions: None,
+            version: None,
+        }
+    } else {
+        json_body(&body)?
+    };
+    let summary = admin
+        .replay_dead_letters(&name, b.positions, b.version)
+        .await?;
+    Ok(axum::Json(to_json(summary)))
+}
+
+async fn rates(State(admin): State<Arc<Admin>>) -> ApiResult {
+    Ok(axum::Json(json!({
+        "interval_ms": super::rates::SAMPLE_INTERVAL.as_millis() as u64,
+        "samples": admin.rates.samples(),
+    })))
+}
+
+async fn compare(State(admin): State<Arc<Admin>>) -> ApiResult {
+    blocking(move || Ok(axum::Json(to_json(admin.compare_view()?)))).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,7 +356,10 @@ struct UploadQuery {
     canary_max_error_rate: Option<f64>,
 }
 
-fn canary(events: Option<u64>, rate: Option<f64>) -> Result<Option<CanaryPlan>, ApiError> {
+pub(super) fn canary(
+    events: Option<u64>,
+    rate: Option<f64>,
+) -> Result<Option<CanaryPlan>, ApiError> {
     match (events, rate) {
         (None, None) => Ok(None),
         (Some(events), Some(max_error_rate))
@@ -281,11 +384,19 @@ async fn upload(
     body: axum::body::Body,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     admin.processor(&name)?;
-    if q.activate && q.shadow {
-        return Err(ApiError::bad_request(
-            "activate and shadow exclude each other",
-        ));
-    }
+    let then = match (q.activate, q.shadow) {
+        (true, true) => {
+            return Err(ApiError::bad_request(
+                "activate and shadow exclude each other",
+            ));
+        }
+        (true, false) => Then::Activate(canary(q.canary_events, q.canary_max_error_rate)?),
+        (false, true) => Then::Shadow,
+        (false, false) => {
+            canary(q.canary_events, q.canary_max_error_rate)?;
+            Then::Keep
+        }
+    };
     let limit = admin.max_upload_bytes;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -306,41 +417,35 @@ async fn upload(
     let bytes: Bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large(declared.unwrap_or(limit as u64 + 1)))?;
-    let config = match &q.config {
-        None => None,
-        Some(text) => {
-            let map: BTreeMap<String, String> = serde_json::from_str(text).map_err(|e| {
-                ApiError::bad_request(format!("config must be a JSON object of strings: {e}"))
-            })?;
-            Some(map.into_iter().collect())
-        }
-    };
-    let plan = canary(q.canary_events, q.canary_max_error_rate)?;
+    let config = q.config.as_deref().map(parse_config).transpose()?;
+    let (activated, shadowed) = (q.activate, q.shadow);
     blocking(move || {
-        let (info, loaded) = admin.upload(&name, &bytes, config)?;
-        tracing::info!(processor = %name, version = %info.sha256, size_bytes = info.size_bytes, "version uploaded");
-        let m = admin.processor(&name)?;
-        if q.activate {
-            let handler = admin.handler(&name, m, loaded, info.config.clone())?;
-            m.control.request_swap(Swap {
-                handler,
-                reason: "activate".into(),
-                canary: plan.or(m.canary),
-            });
-        } else if q.shadow {
-            let handler = admin.handler(&name, m, loaded, info.config.clone())?;
-            m.control.set_shadow(Some(handler));
-        }
+        let info = admin.deploy(&name, &bytes, config, then)?;
         Ok((
             StatusCode::CREATED,
             axum::Json(json!({
                 "version": info,
-                "activated": q.activate,
-                "shadowed": q.shadow,
+                "activated": activated,
+                "shadowed": shadowed,
             })),
         ))
     })
     .await
+}
+
+/// A version's config as the API and the console take it: a JSON object
+/// of strings.
+///
+/// # Errors
+///
+/// `bad-request` naming what does not parse.
+pub(super) fn parse_config(text: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let map: BTreeMap<String, String> = serde_json::from_str(text).map_err(|e| {
+        ApiError::bad_request(format!(
+            "config must be a JSON object of strings, e.g. {{\"limit\": \"3\"}}: {e}"
+        ))
+    })?;
+    Ok(map.into_iter().collect())
 }
 
 #[derive(Debug, Deserialize)]
@@ -384,19 +489,10 @@ async fn rollback(
         json_body(&body)?
     };
     blocking(move || {
-        admin.processor(&name)?;
-        let target = match b.version {
-            Some(v) => v,
-            None => admin.registry.previous(&name)?.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "no-previous-version",
-                    format!("processor {name:?} has no earlier version to go back to (only ones a canary rolled back, or deleted ones): name the version"),
-                )
-            })?,
-        };
-        let sha = admin.activate(&name, &target, "rollback", None)?;
-        Ok(axum::Json(json!({"processor": name, "version": sha, "pending": true})))
+        let sha = admin.rollback(&name, b.version)?;
+        Ok(axum::Json(
+            json!({"processor": name, "version": sha, "pending": true}),
+        ))
     })
     .await
 }
@@ -411,20 +507,14 @@ async fn shadow(
         .version
         .ok_or_else(|| ApiError::bad_request("name the version: {\"version\": \"<sha256>\"}"))?;
     blocking(move || {
-        let m = admin.processor(&name)?;
-        let (info, loaded) = admin.registry.load(&name, &version)?;
-        let handler = admin.handler(&name, m, loaded, info.config)?;
-        m.control.set_shadow(Some(handler));
-        Ok(axum::Json(
-            json!({"processor": name, "shadow": info.sha256}),
-        ))
+        let sha = admin.shadow(&name, &version)?;
+        Ok(axum::Json(json!({"processor": name, "shadow": sha})))
     })
     .await
 }
 
 async fn unshadow(State(admin): State<Arc<Admin>>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    let m = admin.processor(&name)?;
-    m.control.set_shadow(None);
+    admin.processor(&name)?.control.set_shadow(None);
     Ok(axum::Json(json!({"processor": name, "shadow": null})))
 }
 
@@ -642,6 +732,14 @@ mod tests {
             "/v1/sinks/{name}/pause",
             "/v1/sinks/{name}/resume",
             "/v1/sinks/{name}/replay",
+            "/v1/processors/{name}/processed",
+            "/v1/processors/{name}/dead-letters",
+            "/v1/processors/{name}/dead-letters/{partition}/{offset}",
+            "/v1/processors/{name}/dead-letters/replay",
+            "/v1/topics",
+            "/v1/topics/{name}/records",
+            "/v1/rates",
+            "/v1/compare",
         ] {
             assert!(paths.contains_key(p), "{p} is not documented");
         }

@@ -17,13 +17,21 @@
 //!   code (see [`ApiError`]).
 //!
 //! - `api`: the routes and their handlers, authorization.
+//! - [`views`]: what the API and the console show, one function per view.
+//! - [`ops`]: what they change, one function per action.
+//! - [`rates`]: events/s and lag over the last minutes, sampled in memory.
+//! - [`console`]: the web console at `/`, on the same listener and token.
 //! - `metrics`: `/metrics`.
 //! - `watch`: the plugins-dir watcher.
 //! - [`client`]: the CLI's client of this API.
 
 mod api;
 pub mod client;
+pub mod console;
 mod metrics;
+pub mod ops;
+pub mod rates;
+pub mod views;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -41,7 +49,7 @@ pub use api::{ApiError, OPENAPI, router, serve};
 use crate::control::registry::{self, Registry};
 use crate::control::{CanaryPlan, Control, Swap};
 use crate::processing::stats::ProcessorStats;
-use crate::processing::{Handler, WasmHandler};
+use crate::processing::{Handler, Settings, WasmHandler};
 use crate::runtime::{Limits, LoadedComponent};
 use crate::streams::embedded::Log;
 use crate::streams::sinks::SinkControl;
@@ -74,6 +82,12 @@ pub struct AdminConfig {
     /// How often the watched directory is polled. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub watch_interval: Duration,
+    /// Whether the console's read-only pages open without logging in.
+    /// Default `false`: every page asks for the token. Changes always need it.
+    pub console_public: bool,
+    /// The report `make compare` writes (`target/compare.json`), shown on
+    /// the console's languages page. Relative to the config file.
+    pub compare_report: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -84,8 +98,19 @@ impl Default for AdminConfig {
             max_upload_bytes: registry::DEFAULT_MAX_UPLOAD_BYTES,
             watch_dir: None,
             watch_interval: Duration::from_secs(1),
+            console_public: false,
+            compare_report: None,
         }
     }
+}
+
+/// How the console is served.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleOptions {
+    /// Read-only pages open without logging in (`[admin] console_public`).
+    pub public: bool,
+    /// `make compare`'s report, for the languages page (`[admin] compare_report`).
+    pub compare_report: Option<PathBuf>,
 }
 
 /// How `run` serves the admin API.
@@ -104,6 +129,8 @@ pub struct AdminOptions {
     /// Start every processor paused (resume it through the API), e.g. to
     /// set up a shadow or a canary before the first event.
     pub start_paused: bool,
+    /// The console's options.
+    pub console: ConsoleOptions,
 }
 
 impl AdminOptions {
@@ -135,6 +162,10 @@ impl AdminOptions {
             bound: None,
             watch: c.watch_dir.map(|d| (base.join(d), c.watch_interval)),
             start_paused: false,
+            console: ConsoleOptions {
+                public: c.console_public,
+                compare_report: c.compare_report.map(|p| base.join(p)),
+            },
         })
     }
 }
@@ -152,6 +183,10 @@ pub struct Managed {
     /// The canary every activation of a new version gets unless it asks for
     /// its own (`canary` in the processor's config).
     pub canary: Option<CanaryPlan>,
+    /// Its run-loop settings: key mode, output and dead-letter topics, batch sizes.
+    pub settings: Settings,
+    /// Its input topics.
+    pub inputs: Vec<String>,
 }
 
 /// What the API works on.
@@ -162,6 +197,12 @@ pub struct Admin {
     pub(super) sinks: BTreeMap<String, Arc<SinkControl>>,
     pub(super) token: String,
     pub(super) max_upload_bytes: usize,
+    pub(super) console: ConsoleOptions,
+    pub(super) sessions: console::Sessions,
+    pub(super) rates: rates::Rates,
+    /// Set when the host stops: long-lived responses (the console's
+    /// server-sent events) end then.
+    pub(super) closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Admin {
@@ -173,6 +214,7 @@ impl Admin {
         sinks: Vec<Arc<SinkControl>>,
         token: String,
         max_upload_bytes: usize,
+        console: ConsoleOptions,
     ) -> Arc<Self> {
         Arc::new(Admin {
             registry,
@@ -184,6 +226,10 @@ impl Admin {
                 .collect(),
             token,
             max_upload_bytes,
+            console,
+            sessions: console::Sessions::default(),
+            rates: rates::Rates::default(),
+            closing: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -315,38 +361,124 @@ impl Admin {
         Ok(Box::new(handler))
     }
 
-    pub(super) fn status_json(
-        &self,
+    /// Replays dead letters of processor `name` on its own thread, between
+    /// two batches: those at `positions` (partition, offset) of its
+    /// dead-letter topic, or all; through `version` (a kept version, its
+    /// `init` run with its config) or the active one. See
+    /// [`crate::processing::dlq`] for what is recorded.
+    ///
+    /// # Errors
+    ///
+    /// `no-such-processor`, `no-such-version`, `init-failed`;
+    /// `no-such-record` when a position holds no dead letter (nothing is
+    /// replayed); `replay-unsupported` on Kafka; `processor-not-running` when its
+    /// thread has ended, `busy` while another replay of it waits;
+    /// `replay-failed` when the replay stopped (a `fatal` error, storage).
+    pub async fn replay_dead_letters(
+        self: &Arc<Self>,
         name: &str,
-        m: &Managed,
-        stats: Option<&ProcessorStats>,
-    ) -> Value {
-        let st = m.control.status();
-        // A running processor paused through the API is "paused".
-        let state = if st.paused && st.state == "running" {
-            "paused"
-        } else {
-            st.state.as_str()
+        positions: Option<Vec<(u32, u64)>>,
+        version: Option<String>,
+    ) -> Result<crate::processing::dlq::ReplaySummary, ApiError> {
+        use crate::processing::dlq::Selection;
+        let m = self.processor(name)?;
+        if !m.can_replay {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "replay-unsupported",
+                format!(
+                    "processor {name:?} reads Kafka; dead letters are replayed from the embedded log only (for now)"
+                ),
+            ));
+        }
+        let state = m.control.status().state;
+        if state != "running" {
+            return Err(not_running(name, &state));
+        }
+        let selection = match positions {
+            None => Selection::All,
+            Some(p) if p.is_empty() => {
+                return Err(ApiError::bad_request("select at least one dead letter"));
+            }
+            Some(p) => {
+                self.check_dead_letters(name, &p).await?;
+                Selection::Positions(p.into_iter().collect())
+            }
         };
-        json!({
-            "name": name,
-            "state": state,
-            "active_version": st.active_version,
-            "pending_version": st.pending_version,
-            "paused": st.paused,
-            "lag": stats.map_or(0, |s| s.lag),
-            "counters": stats.map(|s| s.counters).unwrap_or_default(),
-            "swaps": st.swaps,
-            "epoch": st.epoch,
-            "replays": st.replays,
-            "shadow": st.shadow,
-            "canary": st.canary,
-            "last_rollback": st.last_rollback,
-            "last_replay_error": st.last_replay_error,
-            "last_swap_pause_us": st.last_swap_pause_us,
-            "max_swap_pause_us": st.max_swap_pause_us,
-        })
+        let handler = match version {
+            None => None,
+            Some(v) => {
+                let (admin, name) = (self.clone(), name.to_owned());
+                Some(
+                    api::blocking(move || {
+                        let m = admin.processor(&name)?;
+                        let (info, loaded) = admin.registry.load(&name, &v)?;
+                        admin.handler(&name, m, loaded, info.config)
+                    })
+                    .await?,
+                )
+            }
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = crate::control::DeadLetterReplay {
+            handler,
+            selection,
+            reply,
+        };
+        if m.control.request_dead_letter_replay(request).is_err() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "busy",
+                format!(
+                    "a replay of {name:?}'s dead letters is waiting to run: try again when it is done"
+                ),
+            ));
+        }
+        match answer.await {
+            Ok(Ok(summary)) => Ok(summary),
+            Ok(Err(message)) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "replay-failed",
+                message,
+            )),
+            Err(_) => Err(not_running(name, &m.control.status().state)),
+        }
     }
+}
+
+impl Admin {
+    /// Refuses a replay naming a position that holds no dead letter of
+    /// `name`, before anything is replayed: a selection is replayed whole
+    /// or not at all.
+    async fn check_dead_letters(
+        self: &Arc<Self>,
+        name: &str,
+        positions: &[(u32, u64)],
+    ) -> Result<(), ApiError> {
+        let (admin, name, positions) = (self.clone(), name.to_owned(), positions.to_vec());
+        api::blocking(move || {
+            for (partition, offset) in positions {
+                admin
+                    .dead_letter_view(&name, partition, offset)
+                    .map_err(|e| ApiError {
+                        message: format!("{}; nothing was replayed", e.message),
+                        ..e
+                    })?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn not_running(name: &str, state: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "processor-not-running",
+        format!(
+            "processor {name:?} is not running ({state}); its dead letters are replayed on its own thread: start it again, or use `tidewater dlq replay` while no host runs"
+        ),
+    )
 }
 
 /// A random token: 32 bytes of the OS's randomness, hex.
@@ -400,6 +532,7 @@ pub struct Running {
         tokio::task::JoinHandle<()>,
         Arc<std::sync::atomic::AtomicBool>,
     )>,
+    sampler: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -428,7 +561,12 @@ impl Running {
             task.abort();
             let _ = task.await;
         }
+        if let Some(task) = self.sampler.take() {
+            task.abort();
+            let _ = task.await;
+        }
         if let Some((task, tx)) = self.server.take() {
+            self.admin.closing.send_replace(true);
             let _ = tx.send(());
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
             remove_discovery(data_dir);
@@ -464,6 +602,7 @@ pub async fn start(
         sinks,
         token.clone(),
         options.max_upload_bytes,
+        options.console.clone(),
     );
     let mut server = None;
     if let Some(addr) = options.listen {
@@ -484,7 +623,11 @@ pub async fn start(
         let task = tokio::spawn(api::serve(admin.clone(), listener, async move {
             let _ = rx.await;
         }));
-        tracing::info!(url = %format!("http://{bound}"), "admin API listening");
+        tracing::info!(
+            url = %format!("http://{bound}/"),
+            token_file = %data_dir.join(TOKEN_FILE).display(),
+            "admin API and web console listening (log in with the admin token)"
+        );
         if let Some(b) = options.bound.take() {
             let _ = b.send(bound);
         }
@@ -498,10 +641,14 @@ pub async fn start(
             stop,
         )
     });
+    let sampler = server
+        .is_some()
+        .then(|| tokio::spawn(rates::sample_forever(admin.clone())));
     Ok(Running {
         admin,
         server,
         watcher,
+        sampler,
     })
 }
 
@@ -528,7 +675,7 @@ mod tests {
     #[test]
     fn the_admin_section_parses_and_the_flag_and_env_win() {
         let a: AdminConfig = toml::from_str(
-            "listen = \"127.0.0.1:7070\"\nmax_upload_bytes = 1000\nwatch_dir = \"plugins\"\nwatch_interval = \"250ms\"\n",
+            "listen = \"127.0.0.1:7070\"\nmax_upload_bytes = 1000\nwatch_dir = \"plugins\"\nwatch_interval = \"250ms\"\nconsole_public = true\ncompare_report = \"../target/compare.json\"\n",
         )
         .unwrap();
         let a = &a;
@@ -541,12 +688,21 @@ mod tests {
             o.watch,
             Some((PathBuf::from("/etc/tw/plugins"), Duration::from_millis(250)))
         );
+        assert!(o.console.public);
+        assert_eq!(
+            o.console.compare_report,
+            Some(PathBuf::from("/etc/tw/../target/compare.json"))
+        );
         let o =
             AdminOptions::from_config(Some(a), Some("127.0.0.1:0"), None, Path::new(".")).unwrap();
         assert_eq!(o.listen, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(o.token, None);
         let o = AdminOptions::from_config(None, None, None, Path::new(".")).unwrap();
         assert_eq!((o.listen, o.max_upload_bytes), (None, 64 << 20));
+        assert!(
+            !o.console.public,
+            "the console asks for the token by default"
+        );
         let err =
             AdminOptions::from_config(None, Some("localhost"), None, Path::new(".")).unwrap_err();
         assert!(

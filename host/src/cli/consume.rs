@@ -4,9 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use base64::Engine as _;
 use clap::{Args, ValueEnum};
 use tidewater::streams::kafka::KafkaConfig;
+use tidewater::streams::record::bytes_json;
 
 use super::{KafkaArgs, open_existing_log, out};
 
@@ -38,27 +38,6 @@ pub(super) enum ConsumeFormat {
     Value,
 }
 
-pub(super) fn bytes_json(b: &[u8]) -> serde_json::Value {
-    match std::str::from_utf8(b) {
-        Ok(s) => serde_json::Value::from(s),
-        Err(_) => {
-            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) })
-        }
-    }
-}
-
-/// One line of `consume --format jsonl`, fields in this order.
-#[derive(serde::Serialize)]
-pub(super) struct JsonRecord<'a> {
-    topic: &'a str,
-    partition: u32,
-    offset: u64,
-    timestamp_ms: i64,
-    key: Option<serde_json::Value>,
-    headers: Vec<(&'a str, serde_json::Value)>,
-    value: Option<serde_json::Value>,
-}
-
 pub(super) fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -70,21 +49,7 @@ pub(super) fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Res
         }
         left -= 1;
         let line = match a.format {
-            ConsumeFormat::Jsonl => serde_json::to_string(&JsonRecord {
-                topic: &r.topic,
-                partition: r.partition,
-                offset: r.offset,
-                timestamp_ms: r.record.timestamp_ms,
-                key: r.record.key.as_deref().map(bytes_json),
-                headers: r
-                    .record
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), bytes_json(v)))
-                    .collect(),
-                value: r.record.value.as_deref().map(bytes_json),
-            })
-            .unwrap_or_default(),
+            ConsumeFormat::Jsonl => serde_json::to_string(&r.as_json()).unwrap_or_default(),
             ConsumeFormat::Value => match r.record.value.as_deref().map(bytes_json) {
                 Some(serde_json::Value::String(s)) => s,
                 Some(other) => other.to_string(),

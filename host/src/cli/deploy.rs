@@ -1,5 +1,6 @@
 //! The commands that talk to a running host's admin API: `deploy`,
-//! `versions`, `activate`, `rollback`, `pause`, `resume`, `replay`.
+//! `versions`, `activate`, `rollback`, `pause`, `resume`, `replay`,
+//! `processed-by`.
 
 use super::out::outln;
 use std::path::{Path, PathBuf};
@@ -148,6 +149,28 @@ pub struct ReplayArgs {
     reprocess: bool,
 }
 
+/// `processed-by`.
+#[derive(Debug, Args)]
+pub struct ProcessedByArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The processor.
+    #[arg(value_parser = processor_name)]
+    name: String,
+    /// The input topic of the record.
+    #[arg(long)]
+    topic: String,
+    /// Its partition.
+    #[arg(long)]
+    partition: u32,
+    /// Its offset.
+    #[arg(long)]
+    offset: u64,
+    /// table for people, json for scripts.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
@@ -287,6 +310,31 @@ pub async fn pause(data_dir: &Path, a: NameArgs, pause: bool) -> anyhow::Result<
     let client = a.admin.client(data_dir)?;
     post_to_processor_or_sink(&client, &a.name, what, &json!({})).await?;
     outln!("{}: {}", a.name, if pause { "paused" } else { "resumed" })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tidewater processed-by`: which version processed an input record, and when.
+pub async fn processed_by(data_dir: &Path, a: ProcessedByArgs) -> anyhow::Result<ExitCode> {
+    let topic: String = form_urlencoded::byte_serialize(a.topic.as_bytes()).collect();
+    let v = a
+        .admin
+        .client(data_dir)?
+        .get(&format!(
+            "/v1/processors/{}/processed?topic={topic}&partition={}&offset={}",
+            a.name, a.partition, a.offset
+        ))
+        .await?;
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}/{}@{}: {}",
+            a.topic,
+            a.partition,
+            a.offset,
+            v["summary"].as_str().unwrap_or_default()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

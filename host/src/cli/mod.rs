@@ -19,7 +19,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tidewater::streams::embedded::Log;
 
 use consume::ConsumeArgs;
-use deploy::{ActivateArgs, DeployArgs, NameArgs, ReplayArgs, RollbackArgs, VersionsArgs};
+use deploy::{
+    ActivateArgs, DeployArgs, NameArgs, ProcessedByArgs, ReplayArgs, RollbackArgs, VersionsArgs,
+};
 use dlq::DlqCommand;
 use forward::ForwardArgs;
 use inspect::StatsArgs;
@@ -107,6 +109,13 @@ enum Command {
     Resume(NameArgs),
     /// Read a processor's inputs (or a sink's topic) again from an offset or a time.
     Replay(ReplayArgs),
+    /// Tell which version of a processor processed an input record, and when.
+    ///
+    /// Derives the record's idempotency key as the processor does and reads
+    /// what was recorded under it: the version, the time and the outcome
+    /// (processed, dead-lettered, skipped); a duplicate or a conflict says
+    /// so; a record not read yet, too. Through the admin API of `run --admin`.
+    ProcessedBy(ProcessedByArgs),
     /// Work with a processor's dead-letter topic.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -246,6 +255,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(a) => deploy::pause(&cli.data_dir, a, true).await,
         Command::Resume(a) => deploy::pause(&cli.data_dir, a, false).await,
         Command::Replay(a) => deploy::replay(&cli.data_dir, a).await,
+        Command::ProcessedBy(a) => deploy::processed_by(&cli.data_dir, a).await,
         Command::Dlq(DlqCommand::Replay(a)) => dlq::dlq_replay(&cli.data_dir, a).await,
     }
 }

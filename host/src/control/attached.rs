@@ -10,12 +10,13 @@ use redb::Database;
 use super::canary::{CanaryRun, canary_status};
 use super::registry::ReplayRange;
 use super::shadow::ShadowRun;
-use super::{Control, Replay, ShadowReport, Swap, lock};
-use crate::processing::idempotency;
+use super::{Control, DeadLetterReplay, Replay, ShadowReport, Swap, lock};
 use crate::processing::stats::Counters;
 use crate::processing::{BatchControl, Ending, Handler, PipelineError};
+use crate::processing::{Settings, dlq, idempotency};
 use crate::runtime::{Event, StateOverlay};
 use crate::streams::Source;
+use crate::streams::embedded::Log;
 
 /// The processor thread's side of a [`Control`]: what it holds between
 /// batches (the shadow's instance, the previous version during a canary).
@@ -27,6 +28,9 @@ pub struct Attached {
     scope: Arc<str>,
     /// Where the current epoch's replay ends, per (topic, partition).
     range_ends: HashMap<String, HashMap<u32, u64>>,
+    /// The embedded log and the processor's settings, for replaying its
+    /// dead letters; `None` on Kafka.
+    dead_letters: Option<(Log, Settings)>,
 }
 
 impl Attached {
@@ -53,7 +57,46 @@ impl Attached {
             epoch,
             scope,
             range_ends,
+            dead_letters: None,
         }
+    }
+
+    /// Lets this processor's thread replay dead letters from `log` (the
+    /// embedded log), with the processor's `settings`.
+    #[must_use]
+    pub fn with_dead_letters(mut self, log: Log, settings: Settings) -> Self {
+        self.dead_letters = Some((log, settings));
+        self
+    }
+
+    /// Replays dead letters as `request` asks, through its version or the
+    /// active one (`handler`), and sends back the summary or why it failed.
+    fn apply_dead_letter_replay(
+        &mut self,
+        mut request: DeadLetterReplay,
+        handler: &mut Box<dyn Handler>,
+    ) {
+        let name = &self.control.name;
+        let result = match &self.dead_letters {
+            None => Err(format!(
+                "processor {name:?} reads Kafka; dead letters are replayed from the embedded log only (for now)"
+            )),
+            Some((log, settings)) => {
+                let through: &mut dyn Handler = match request.handler.as_deref_mut() {
+                    Some(h) => h,
+                    None => handler.as_mut(),
+                };
+                dlq::replay_with(log, through, settings, &request.selection)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        match &result {
+            Ok(s) => {
+                tracing::info!(processor = %name, version = %s.version, replayed = s.replayed, failed = s.failed, "dead letters replayed")
+            }
+            Err(e) => tracing::error!(processor = %name, error = %e, "dead-letter replay failed"),
+        }
+        let _ = request.reply.send(result);
     }
 
     /// Makes `swap`'s version the active one: the old instance is dropped
@@ -170,7 +213,7 @@ impl Attached {
 
 impl BatchControl for Attached {
     /// Applies what was asked since the last batch: a swap, a shadow
-    /// change, a replay, in that order. Returns `false` when the processor
+    /// change, a replay, a dead-letter replay, in that order. Returns `false` when the processor
     /// is paused (no batch now).
     fn begin_step(
         &mut self,
@@ -188,6 +231,10 @@ impl BatchControl for Attached {
         }
         if let Some(replay) = lock(&c.replay).take() {
             self.apply_replay(replay, source)?;
+            c.applied.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(request) = lock(&c.dead_letters).take() {
+            self.apply_dead_letter_replay(request, handler);
             c.applied.fetch_add(1, Ordering::SeqCst);
         }
         Ok(!c.paused.load(Ordering::SeqCst))

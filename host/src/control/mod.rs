@@ -43,10 +43,10 @@ pub use canary::CanaryStatus;
 pub use registry::Registry;
 pub use shadow::{Difference, SHADOW_SAMPLES, ShadowReport};
 
-use crate::processing::Handler;
 pub use crate::processing::config::CanaryPlan;
 #[cfg(doc)]
 use crate::processing::idempotency;
+use crate::processing::{Handler, dlq};
 pub use crate::streams::ReplayFrom;
 
 /// A version ready to run: instantiated, `init` done.
@@ -67,6 +67,18 @@ pub struct Replay {
     /// The idempotency epoch to process under: the current one (events
     /// already processed are duplicates) or a new one (they are processed again).
     pub epoch: u64,
+}
+
+/// A request to replay dead letters, served by the processor's own thread
+/// between two batches (see [`crate::processing::dlq::replay_with`]).
+pub struct DeadLetterReplay {
+    /// The version to replay through (instantiated, `init` done); `None`:
+    /// the active one.
+    pub handler: Option<Box<dyn Handler>>,
+    /// Which dead letters.
+    pub selection: dlq::Selection,
+    /// Where the summary, or why it failed, goes.
+    pub reply: tokio::sync::oneshot::Sender<Result<dlq::ReplaySummary, String>>,
 }
 
 /// What the API shows of a processor's control state.
@@ -109,6 +121,7 @@ pub struct Control {
     pending: Mutex<Option<Swap>>,
     shadow_change: Mutex<Option<Option<Box<dyn Handler>>>>,
     replay: Mutex<Option<Replay>>,
+    dead_letters: Mutex<Option<DeadLetterReplay>>,
     paused: AtomicBool,
     status: Mutex<ControlStatus>,
     applied: AtomicU64,
@@ -126,6 +139,7 @@ impl Control {
             pending: Mutex::default(),
             shadow_change: Mutex::default(),
             replay: Mutex::default(),
+            dead_letters: Mutex::default(),
             paused: AtomicBool::new(false),
             status: Mutex::new(ControlStatus {
                 state: "running".into(),
@@ -188,9 +202,35 @@ impl Control {
         self.notify();
     }
 
+    /// Asks the processor's thread to replay dead letters at the next
+    /// batch boundary (paused or not); the summary comes through
+    /// `request.reply`. Hands the request back when one is still waiting.
+    ///
+    /// # Errors
+    ///
+    /// The request itself, when another one is waiting.
+    pub fn request_dead_letter_replay(
+        &self,
+        request: DeadLetterReplay,
+    ) -> Result<(), DeadLetterReplay> {
+        let mut slot = lock(&self.dead_letters);
+        if slot.is_some() {
+            return Err(request);
+        }
+        *slot = Some(request);
+        drop(slot);
+        self.notify();
+        Ok(())
+    }
+
     /// Records how the processor's thread ended (`stopped`, `failed: ...`).
+    /// A dead-letter replay still waiting is dropped then: its caller hears
+    /// that the processor stopped.
     pub fn set_state(&self, state: &str) {
         lock(&self.status).state = state.to_owned();
+        if state != "running" {
+            lock(&self.dead_letters).take();
+        }
     }
 
     /// A copy of the status.

@@ -159,37 +159,186 @@ replay_from_redb!(
     redb::StorageError
 );
 
-/// The original event of a dead letter: the [`dlq_headers`] taken off the
-/// end of its headers, its topic, partition and offset read from them.
-/// `None` when `dead` is not a dead letter tidewater wrote.
-pub fn original(dead: &LogRecord) -> Option<LogRecord> {
-    use dlq_headers as h;
-    const OURS: [&str; 8] = [
-        h::KIND,
-        h::MESSAGE,
-        h::PROCESSOR,
-        h::VERSION,
-        h::ATTEMPTS,
-        h::TOPIC,
-        h::PARTITION,
-        h::OFFSET,
-    ];
+/// The [`dlq_headers`] in the order [`dead_letter`] appends them.
+const OURS: [&str; 8] = [
+    dlq_headers::KIND,
+    dlq_headers::MESSAGE,
+    dlq_headers::PROCESSOR,
+    dlq_headers::VERSION,
+    dlq_headers::ATTEMPTS,
+    dlq_headers::TOPIC,
+    dlq_headers::PARTITION,
+    dlq_headers::OFFSET,
+];
+
+/// The dead letter's original headers and the values of the
+/// [`dlq_headers`] at their end; `None` when they are not there in order.
+fn split_headers(dead: &LogRecord) -> Option<(&[crate::streams::record::Header], Vec<&str>)> {
     let headers = &dead.record.headers;
     let split = headers.len().checked_sub(OURS.len())?;
     let (theirs, ours) = headers.split_at(split);
     if ours.iter().map(|(n, _)| n.as_str()).ne(OURS) {
         return None;
     }
-    let text = |i: usize| std::str::from_utf8(&ours[i].1).ok();
+    let values = ours
+        .iter()
+        .map(|(_, v)| std::str::from_utf8(v).ok())
+        .collect::<Option<Vec<&str>>>()?;
+    Some((theirs, values))
+}
+
+/// The original event of a dead letter: the [`dlq_headers`] taken off the
+/// end of its headers, its topic, partition and offset read from them.
+/// `None` when `dead` is not a dead letter tidewater wrote.
+pub fn original(dead: &LogRecord) -> Option<LogRecord> {
+    let (theirs, ours) = split_headers(dead)?;
     let mut record = dead.record.clone();
     record.headers = theirs.to_vec();
     Some(LogRecord {
-        topic: text(5)?.to_owned(),
-        partition: text(6)?.parse().ok()?,
-        offset: text(7)?.parse().ok()?,
+        topic: ours[5].to_owned(),
+        partition: ours[6].parse().ok()?,
+        offset: ours[7].parse().ok()?,
         append_ms: dead.append_ms,
         record,
     })
+}
+
+/// One record of a dead-letter topic, read back with what a replay made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The record as the dead-letter topic holds it (its topic, partition
+    /// and offset are the dead letter's position).
+    pub dead: LogRecord,
+    /// The event that failed (see [`original`]); `None` when the record is
+    /// not a dead letter tidewater wrote.
+    pub original: Option<LogRecord>,
+    /// Why, in a stable code (`tidewater-error-kind`); empty when unknown.
+    pub kind: String,
+    /// The message (`tidewater-error-message`).
+    pub message: String,
+    /// The version that failed on it (`tidewater-version`).
+    pub version: String,
+    /// Calls made for the event (`tidewater-attempts`).
+    pub attempts: u32,
+    /// Whether a new version can change its fate: not for conflicts, events
+    /// without a key, or records tidewater did not write.
+    pub replayable: bool,
+    /// What a replay made of it, if one did.
+    pub replayed: Option<Replayed>,
+}
+
+/// The dead letters of `processor` in `topic`, partition by partition, in
+/// offset order, reading at most `max_records` (the rest is left unread;
+/// `truncated` says so).
+///
+/// # Errors
+///
+/// Log and storage errors.
+pub fn dead_letters(
+    log: &Log,
+    processor: &str,
+    topic: &str,
+    max_records: usize,
+) -> Result<(Vec<DeadLetter>, bool), ReplayError> {
+    let Some(info) = log.topics()?.into_iter().find(|t| t.name == topic) else {
+        return Ok((Vec::new(), false));
+    };
+    let mut out = Vec::new();
+    let mut truncated = false;
+    'partitions: for (partition, bounds) in info.partitions.iter().enumerate() {
+        let mut next = bounds.start;
+        while next < bounds.end {
+            if out.len() >= max_records {
+                truncated = true;
+                break 'partitions;
+            }
+            let chunk = log.read(topic, partition as u32, next, 1024, 8 << 20)?;
+            let Some(last) = chunk.last() else { break };
+            next = last.offset + 1;
+            let room = max_records - out.len();
+            out.extend(chunk.into_iter().take(room));
+        }
+    }
+    Ok((describe(log, processor, out)?, truncated))
+}
+
+/// The dead letter at `partition`/`offset` of `topic`, if there is one.
+///
+/// # Errors
+///
+/// Log and storage errors.
+pub fn dead_letter_at(
+    log: &Log,
+    processor: &str,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Result<Option<DeadLetter>, ReplayError> {
+    if log.partitions(topic)?.is_none_or(|n| partition >= n) {
+        return Ok(None);
+    }
+    let record = log
+        .read(topic, partition, offset, 1, usize::MAX)?
+        .into_iter()
+        .find(|r| r.offset == offset);
+    Ok(describe(log, processor, record.into_iter().collect())?.pop())
+}
+
+/// Reads each dead letter's headers and replay record.
+fn describe(
+    log: &Log,
+    processor: &str,
+    records: Vec<LogRecord>,
+) -> Result<Vec<DeadLetter>, ReplayError> {
+    let snapshot = log.db().begin_read()?;
+    let done = match snapshot.open_table(REPLAYED) {
+        Ok(t) => Some(t),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::with_capacity(records.len());
+    for dead in records {
+        let ours = split_headers(&dead).map(|(_, o)| o);
+        let field = |i: usize| ours.as_ref().map_or("", |o| o[i]).to_owned();
+        let kind = field(0);
+        let replayed = match &done {
+            Some(t) => t
+                .get((processor, dead.topic.as_str(), dead.partition, dead.offset))?
+                .and_then(|v| postcard::from_bytes::<Replayed>(v.value()).ok()),
+            None => None,
+        };
+        let original = original(&dead);
+        out.push(DeadLetter {
+            replayable: original.is_some() && !NOT_REPLAYABLE.contains(&kind.as_str()),
+            message: field(1),
+            version: field(3),
+            attempts: field(4).parse().unwrap_or(0),
+            kind,
+            original,
+            replayed,
+            dead,
+        });
+    }
+    Ok(out)
+}
+
+/// Which dead letters a replay takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Selection {
+    /// Every dead letter in the topic.
+    #[default]
+    All,
+    /// Only these, by (partition, offset) in the dead-letter topic.
+    Positions(std::collections::BTreeSet<(u32, u64)>),
+}
+
+impl Selection {
+    fn takes(&self, partition: u32, offset: u64) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Positions(p) => p.contains(&(partition, offset)),
+        }
+    }
 }
 
 /// Replays the dead letters of `processor` (its `dead_letter_topic`)
@@ -216,8 +365,8 @@ pub fn replay(
     let loaded = Arc::new(runtime.load(component)?);
     let mut handler = WasmHandler::new(
         runtime,
-        loaded.clone(),
-        name.clone(),
+        loaded,
+        name,
         processor.limits.runtime_limits(),
         processor.init_config(),
     )
@@ -225,11 +374,29 @@ pub fn replay(
         processor: processor.name.clone(),
         error,
     })?;
-    let topic = processor.dead_letter_topic();
+    replay_with(log, &mut handler, &settings, &Selection::All)
+}
+
+/// Replays the `selection` of the dead letters in `settings`'
+/// dead-letter topic through `handler`, with the bookkeeping of the module
+/// docs. A running host calls this on the processor's own thread between
+/// two batches (so no batch of the processor commits state meanwhile);
+/// `tidewater dlq replay` while no host runs.
+///
+/// # Errors
+///
+/// As [`replay`], but for loading.
+pub fn replay_with(
+    log: &Log,
+    handler: &mut dyn Handler,
+    settings: &Settings,
+    selection: &Selection,
+) -> Result<ReplaySummary, ReplayError> {
+    let topic = settings.dead_letter_topic.clone();
     let mut summary = ReplaySummary {
-        processor: processor.name.clone(),
+        processor: settings.name.to_string(),
         topic: topic.clone(),
-        version: loaded.sha256.clone(),
+        version: handler.version().to_owned(),
         ..ReplaySummary::default()
     };
     let Some(info) = log.topics()?.into_iter().find(|t| t.name == topic) else {
@@ -250,9 +417,11 @@ pub fn replay(
             next = last.offset + 1;
             let chunk: Vec<LogRecord> = chunk
                 .into_iter()
-                .filter(|r| r.offset < bounds.end)
+                .filter(|r| r.offset < bounds.end && selection.takes(r.partition, r.offset))
                 .collect();
-            replay_chunk(log, &mut handler, &settings, &chunk, &mut summary)?;
+            if !chunk.is_empty() {
+                replay_chunk(log, handler, settings, &chunk, &mut summary)?;
+            }
         }
     }
     Ok(summary)
@@ -261,7 +430,7 @@ pub fn replay(
 /// Replays one chunk of dead letters in one transaction.
 fn replay_chunk(
     log: &Log,
-    handler: &mut WasmHandler,
+    handler: &mut dyn Handler,
     settings: &Settings,
     chunk: &[LogRecord],
     summary: &mut ReplaySummary,
@@ -278,12 +447,14 @@ fn replay_chunk(
         };
         for dead in chunk {
             summary.dead_letters += 1;
-            let kind = dead.record.header(dlq_headers::KIND).unwrap_or_default();
+            // The kind is the one our headers at the end name (the original
+            // may carry a header of the same name).
+            let kind = split_headers(dead).map_or("", |(_, ours)| ours[0]);
             let Some(orig) = original(dead) else {
                 summary.not_replayable += 1;
                 continue;
             };
-            if NOT_REPLAYABLE.iter().any(|k| k.as_bytes() == kind) {
+            if NOT_REPLAYABLE.contains(&kind) {
                 summary.not_replayable += 1;
                 continue;
             }
@@ -364,7 +535,7 @@ fn replay_chunk(
 /// on each event alone, so that only the events that make it fail fail.
 /// `transient` results are retried as `limits.transient_retries` says.
 fn call_each_on_failure(
-    handler: &mut WasmHandler,
+    handler: &mut dyn Handler,
     events: &[Event],
     state: &mut StateOverlay,
     settings: &Settings,

@@ -408,6 +408,66 @@ pub fn versions(
     Ok(out)
 }
 
+/// What redb knows of the first event that recorded a key: when, what
+/// became of it, which version processed it, and whether a payload matches it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FirstProcessing {
+    /// The key scope: the processor's name, or `<name>#<epoch>` after a
+    /// replay with reprocessing.
+    pub scope: String,
+    /// When the key was recorded (the batch's commit), ms since the Unix epoch.
+    pub recorded_ms: u64,
+    /// What became of the event: `processed`, `dead-lettered` or `skipped`.
+    pub outcome: &'static str,
+    /// The version (component SHA-256) that processed it; `None` for keys
+    /// recorded before versions were noted.
+    pub version: Option<String>,
+    /// Whether the payload asked about is the one the key was recorded with
+    /// (same fingerprint): `false` means a conflict.
+    pub same_payload: bool,
+}
+
+impl Outcome {
+    /// The outcome's name: `processed`, `dead-lettered` or `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Processed => "processed",
+            Outcome::DeadLettered => "dead-lettered",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// The first processing of `key` in `scope`, as of `txn`, compared with a
+/// payload's `fingerprint`; `None` when the key was never recorded (or
+/// expired and was purged).
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn first_processing(
+    txn: &ReadTransaction,
+    scope: &str,
+    key: &[u8],
+    fingerprint: &[u8; 16],
+) -> Result<Option<FirstProcessing>, StorageError> {
+    let Some(record) = lookup(txn, scope, key)? else {
+        return Ok(None);
+    };
+    let version = match txn.open_table(VERSIONS) {
+        Ok(t) => t.get((scope, key))?.map(|g| g.value().to_owned()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(FirstProcessing {
+        scope: scope.to_owned(),
+        recorded_ms: record.recorded_ms,
+        outcome: record.outcome.as_str(),
+        version,
+        same_payload: &record.fingerprint == fingerprint,
+    }))
+}
+
 /// Removes every key that expired before `now_ms`, in one transaction.
 /// Returns how many were removed.
 ///
@@ -642,6 +702,46 @@ mod tests {
         let r = db.begin_read().unwrap();
         assert_eq!(lookup(&r, "p", b"a").unwrap(), None);
         assert_eq!(lookup(&r, "p", b"b").unwrap(), Some(rec(2, 300)));
+    }
+
+    #[test]
+    fn first_processing_names_the_version_the_time_and_the_payload_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let txn = db.begin_write().unwrap();
+        let rec = KeyRecord {
+            fingerprint: [7; 16],
+            recorded_ms: 1234,
+            expires_ms: 9999,
+            outcome: Outcome::DeadLettered,
+        };
+        mark_in(&txn, "p", b"k", &rec).unwrap();
+        mark_version_in(&txn, "p", b"k", "abc").unwrap();
+        // The first version noted wins, as the first record does.
+        mark_version_in(&txn, "p", b"k", "def").unwrap();
+        mark_in(&txn, "p", b"old", &rec).unwrap();
+        txn.commit().unwrap();
+        let r = db.begin_read().unwrap();
+        assert_eq!(
+            first_processing(&r, "p", b"k", &[7; 16]).unwrap(),
+            Some(FirstProcessing {
+                scope: "p".into(),
+                recorded_ms: 1234,
+                outcome: "dead-lettered",
+                version: Some("abc".into()),
+                same_payload: true,
+            })
+        );
+        let other = first_processing(&r, "p", b"k", &[8; 16]).unwrap().unwrap();
+        assert!(!other.same_payload);
+        assert_eq!(
+            first_processing(&r, "p", b"old", &[7; 16])
+                .unwrap()
+                .unwrap()
+                .version,
+            None
+        );
+        assert_eq!(first_processing(&r, "p#1", b"k", &[7; 16]).unwrap(), None);
     }
 
     #[test]

@@ -236,6 +236,8 @@ pub(super) fn load_processors<'c>(
                 config: p.init_config(),
                 can_replay: config.kafka.is_none(),
                 canary: p.canary,
+                settings: settings.clone(),
+                inputs: p.inputs.clone(),
             },
         );
         warn_missing_inputs(config, host, p)?;
@@ -398,10 +400,14 @@ pub(super) fn build_pipelines(
             ),
         };
         let epoch = host.registry.epoch(&p.name)?;
+        let control = managed[&p.name].control.clone();
+        let mut attached = Attached::new(control, epoch);
+        if config.kafka.is_none() {
+            attached = attached.with_dead_letters(host.log.clone(), settings.clone());
+        }
         let mut pipeline =
             Pipeline::new(settings, host.db.clone(), source, sink, Box::new(handler));
-        let control = managed[&p.name].control.clone();
-        pipeline.attach(Box::new(Attached::new(control, epoch)));
+        pipeline.attach(Box::new(attached));
         pipelines.push(pipeline);
     }
     Ok(pipelines)
