@@ -55,25 +55,78 @@ pub trait ApplyState {
 impl ApplyState for StateOverlay {
     fn apply_in(self, txn: &WriteTransaction) -> Result<(), StorageError> {
         let (scope, writes) = self.into_writes();
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let mut table = txn.open_table(STATE)?;
-        for (k, v) in &writes {
-            match v {
-                Some(v) => {
-                    table.insert((&*scope, k.as_slice()), v.as_slice())?;
-                }
-                None => {
-                    table.remove((&*scope, k.as_slice()))?;
-                }
-            }
-        }
-        Ok(())
+        apply_writes_in(txn, &scope, &writes)
     }
 }
 
-/// Every state entry of `processor`, sorted by key.
+/// Applies `writes` to `scope`'s state inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn apply_writes_in(
+    txn: &WriteTransaction,
+    scope: &str,
+    writes: &crate::runtime::Writes,
+) -> Result<(), StorageError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(STATE)?;
+    for (k, v) in writes {
+        match v {
+            Some(v) => {
+                table.insert((scope, k.as_slice()), v.as_slice())?;
+            }
+            None => {
+                table.remove((scope, k.as_slice()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets `key` of `scope` to `value` inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn put_in(
+    txn: &WriteTransaction,
+    scope: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), StorageError> {
+    txn.open_table(STATE)?.insert((scope, key), value)?;
+    Ok(())
+}
+
+/// Removes `key` of `scope` inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn remove_in(txn: &WriteTransaction, scope: &str, key: &[u8]) -> Result<(), StorageError> {
+    txn.open_table(STATE)?.remove((scope, key))?;
+    Ok(())
+}
+
+/// Removes every entry of `scope` inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn clear_scope_in(txn: &WriteTransaction, scope: &str) -> Result<(), StorageError> {
+    let mut end = scope.to_owned();
+    end.push('\0');
+    let (lo, hi): (&[u8], &[u8]) = (&[], &[]);
+    txn.open_table(STATE)?
+        .retain_in((scope, lo)..(end.as_str(), hi), |_, _| false)?;
+    Ok(())
+}
+
+/// Every state entry of `processor` (a state scope: a processor's name, or
+/// on Kafka a partition's), sorted by key.
 ///
 /// # Errors
 ///

@@ -14,4 +14,4 @@ mod source;
 pub use config::{LogConfig, TopicConfig, check_log_config};
 pub use log::{Log, LogError, PartitionInfo, TopicInfo, append_in, ensure_topic_in};
 pub use sink::EmbeddedSink;
-pub use source::EmbeddedSource;
+pub use source::{EmbeddedSource, offset_for_time};
