@@ -16,7 +16,7 @@ use tidewater::streams::kafka::KafkaConfig;
 use crate::common::*;
 
 /// The shared broker, or `None` (and a note) when there is none and none is required.
-fn broker() -> Option<String> {
+pub fn broker() -> Option<String> {
     if let Ok(b) = std::env::var("TIDEWATER_TEST_BROKERS") {
         return Some(b);
     }
@@ -39,7 +39,7 @@ fn broker() -> Option<String> {
 }
 
 /// A name no other test uses on the shared broker.
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -53,7 +53,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Every record of `topic`, as read_committed consumers see them.
-fn read_all(brokers: &str, topic: &str) -> Vec<LogRecord> {
+pub fn read_all(brokers: &str, topic: &str) -> Vec<LogRecord> {
     let mut out = Vec::new();
     tidewater::streams::kafka::read_topic(&KafkaConfig::new(brokers), topic, None, 0, |r| {
         out.push(r.clone());
@@ -63,7 +63,7 @@ fn read_all(brokers: &str, topic: &str) -> Vec<LogRecord> {
     out
 }
 
-fn distinct_keys(records: &[LogRecord]) -> BTreeSet<String> {
+pub fn distinct_keys(records: &[LogRecord]) -> BTreeSet<String> {
     records
         .iter()
         .map(|r| header(r, "idempotency-key").unwrap())
@@ -72,7 +72,7 @@ fn distinct_keys(records: &[LogRecord]) -> BTreeSet<String> {
 
 /// The demo's processors on topics and groups of their own (`tag`), with
 /// `extra` added to each processor section.
-fn demo_config(env: &Env, brokers: &str, tag: &str, extra: &str) -> PathBuf {
+pub fn demo_config(env: &Env, brokers: &str, tag: &str, extra: &str) -> PathBuf {
     let text = demo_config_text()
         .replace("\"sensor-readings\"", &format!("\"{tag}-in\""))
         .replace("\"readings-enriched\"", &format!("\"{tag}-enriched\""))
@@ -211,9 +211,19 @@ fn kill_after(env: &Env, config: &Path, line: &str, n: usize) -> bool {
     seen == n
 }
 
-/// threshold's state: per device and measurement, the count of readings.
+/// threshold's state: per device and measurement, the count of readings
+/// (from every input partition's scope the host caches).
 fn threshold_state(env: &Env) -> Vec<(Vec<u8>, Vec<u8>)> {
-    env.with_log(|log| tidewater::processing::state::dump(log.db(), "threshold").unwrap())
+    let mut state: Vec<(Vec<u8>, Vec<u8>)> = env.with_log(|log| {
+        tidewater::processing::state::dump_partitions(log.db(), "threshold")
+            .unwrap()
+            .into_iter()
+            .map(|(_, k, v)| (k, v))
+            .collect()
+    });
+    state.sort();
+    assert!(!state.is_empty(), "threshold has state");
+    state
 }
 
 #[test]
@@ -343,7 +353,11 @@ fn the_host_rides_out_a_broker_restart() {
     // Keep draining stderr so the host never blocks on it.
     std::thread::spawn(move || for _ in lines {});
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let enriched = read_all(&brokers, &format!("{tag}-enriched"));
     assert_eq!(distinct_keys(&enriched).len(), 1268 + 509, "{summary}");
@@ -621,7 +635,7 @@ fn a_broker_that_stays_away_fails_the_processor_within_the_flush_timeout() {
 }
 
 /// A child process that is killed if the test ends (or fails) before it does.
-struct KillOnDrop(std::process::Child);
+pub struct KillOnDrop(pub std::process::Child);
 
 impl std::ops::Deref for KillOnDrop {
     type Target = std::process::Child;

@@ -16,5 +16,6 @@ mod new;
 #[path = "../support/plugins.rs"]
 mod plugins;
 mod roundtrip;
+mod scaleout;
 #[path = "../support/wasm.rs"]
 mod wasm;

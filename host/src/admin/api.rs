@@ -23,7 +23,7 @@ use crate::control::{CanaryPlan, Replay, ReplayFrom, Swap};
 /// `component-too-large`, `not-webassembly`, `core-module`,
 /// `world-mismatch`, `invalid-component`, `init-failed`, `bad-request`,
 /// `no-previous-version`, `version-active`, `no-shadow`,
-/// `replay-unsupported`, `storage`, `internal`.
+/// `storage`, `internal`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// The HTTP status.
@@ -475,13 +475,6 @@ async fn replay(
     };
     blocking(move || {
         let m = admin.processor(&name)?;
-        if !m.can_replay {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "replay-unsupported",
-                format!("processor {name:?} reads Kafka, and replay works on the embedded log only (for now)"),
-            ));
-        }
         let epoch = if b.reprocess {
             admin.registry.bump_epoch(&name)?
         } else {

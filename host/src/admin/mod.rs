@@ -145,8 +145,9 @@ pub struct Managed {
     pub limits: Limits,
     /// Its config from the TOML file (`init`'s pairs), the default config of a new version.
     pub config: Vec<(String, String)>,
-    /// Whether its source can replay (the embedded log can; Kafka not yet).
-    pub can_replay: bool,
+    /// The changelog records a restore in progress still has to read (Kafka;
+    /// 0 when none runs).
+    pub restore_lag: Arc<std::sync::atomic::AtomicU64>,
     /// The canary every activation of a new version gets unless it asks for
     /// its own (`canary` in the processor's config).
     pub canary: Option<CanaryPlan>,

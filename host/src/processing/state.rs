@@ -152,6 +152,38 @@ pub fn dump(db: &redb::Database, processor: &str) -> Result<Vec<Entry>, StorageE
     Ok(out)
 }
 
+/// Every state entry of `processor`'s partition scopes (Kafka: one per
+/// input partition, see [`super::idempotency::partition_scope`]) that this
+/// data dir caches, as (scope, key, value), sorted.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn dump_partitions(
+    db: &redb::Database,
+    processor: &str,
+) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>, StorageError> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(STATE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let prefix = format!("{processor}@");
+    let lo: (&str, &[u8]) = (&prefix, &[]);
+    let mut out = Vec::new();
+    for e in table.range(lo..)? {
+        let (k, v) = e?;
+        let (scope, key) = k.value();
+        if !scope.starts_with(&prefix) {
+            break;
+        }
+        out.push((scope.to_owned(), key.to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,7 +203,13 @@ pub async fn run_with(
     let loaded = start::load_processors(&config, &host, admin.start_paused)?;
     // Only now that every processor loaded and started: create the topics.
     start::prepare_streams(&config, &host).await?;
-    let pipelines = start::build_pipelines(&config, &host, loaded.ready, &loaded.managed)?;
+    let pipelines = start::build_pipelines(
+        &config,
+        &host,
+        loaded.ready,
+        &loaded.managed,
+        &options.data_dir,
+    )?;
     let mut admin_server = crate::admin::start(
         &mut admin,
         &options.data_dir,

@@ -17,7 +17,8 @@ use crate::processing::{Pipeline, Settings, WasmHandler};
 use crate::runtime::{CallError, LoadedComponent, Runtime};
 use crate::streams::embedded::{EmbeddedSink, EmbeddedSource, Log};
 use crate::streams::forward::Forwarder;
-use crate::streams::kafka::KafkaStream;
+use crate::processing::changes::PartitionStore;
+use crate::streams::kafka::{KafkaConfig, KafkaStream, StreamSetup};
 use crate::streams::{Sink, Source, positions};
 
 /// What every part of a run shares: the data dir's database, the embedded
@@ -174,7 +175,7 @@ pub(super) fn load_processors<'c>(
                 control,
                 limits,
                 config: p.init_config(),
-                can_replay: config.kafka.is_none(),
+                restore_lag: Arc::default(),
                 canary: p.canary,
             },
         );
@@ -261,7 +262,7 @@ pub(super) async fn prepare_streams(config: &Config, host: &Host) -> Result<(), 
             topics.insert(t.name.clone(), t.partitions);
         }
         crate::streams::kafka::ensure_topics(k, &topics).await?;
-        return Ok(());
+        return prepare_changelogs(config, k).await;
     }
     let log = &host.log;
     for t in &config.topics {
@@ -292,6 +293,22 @@ pub(super) async fn prepare_streams(config: &Config, host: &Host) -> Result<(), 
     Ok(())
 }
 
+/// Creates each processor's changelog (compacted, one partition per input
+/// partition: as many as its widest input has) and replays topic.
+///
+/// # Errors
+///
+/// Kafka errors; a changelog with too few partitions.
+async fn prepare_changelogs(config: &Config, k: &KafkaConfig) -> Result<(), RunError> {
+    for p in &config.processors {
+        let counts = crate::streams::kafka::partition_counts(k, &p.inputs)?;
+        let widest = counts.values().copied().max().unwrap_or(1).max(1);
+        crate::streams::kafka::ensure_compacted(k, &p.changelog_topic(), widest).await?;
+        crate::streams::kafka::ensure_compacted(k, &p.replays_topic(), 1).await?;
+    }
+    Ok(())
+}
+
 /// A run loop per ready processor, on Kafka or on the embedded log, under
 /// its control (in the idempotency epoch the registry has).
 ///
@@ -303,6 +320,7 @@ pub(super) fn build_pipelines(
     host: &Host,
     ready: Vec<Ready<'_>>,
     managed: &BTreeMap<String, Managed>,
+    data_dir: &std::path::Path,
 ) -> Result<Vec<Pipeline>, RunError> {
     let mut pipelines = Vec::new();
     for Ready {
@@ -313,15 +331,22 @@ pub(super) fn build_pipelines(
     {
         let (source, sink): (Box<dyn Source>, Box<dyn Sink>) = match &config.kafka {
             Some(k) => {
-                let group = p.group.clone().unwrap_or_else(|| p.name.clone());
-                let stream = KafkaStream::connect(
-                    k,
-                    settings.name.clone(),
-                    &group,
-                    &p.inputs,
-                    p.exactly_once,
-                    host.db.clone(),
-                )?;
+                let group = p.group();
+                let host_id = k.host_id(data_dir);
+                let setup = StreamSetup {
+                    processor: settings.name.clone(),
+                    group: &group,
+                    inputs: &p.inputs,
+                    exactly_once: p.exactly_once,
+                    changelog_topic: p.changelog_topic(),
+                    replays_topic: p.replays_topic(),
+                    host_id: &host_id,
+                    db: host.db.clone(),
+                    store: PartitionStore::new(settings.name.clone()),
+                    restore_lag: managed[&p.name].restore_lag.clone(),
+                };
+                tracing::info!(processor = %p.name, %group, %host_id, "joining the consumer group");
+                let stream = KafkaStream::connect(k, setup)?;
                 (stream.source(), stream.sink())
             }
             None => (

@@ -1,22 +1,39 @@
 //! Writing to Kafka: idempotent (and transactional) producers that report
 //! every record the broker did not acknowledge.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use super::consumer::log_client_error;
 use super::{BrokerError, Client, KafkaConfig, kafka, lock};
 use crate::streams::Record;
 
-/// Counts the records the broker did not acknowledge.
+/// Counts the records the broker did not acknowledge, and remembers the
+/// highest offset acknowledged per topic and partition (a changelog's
+/// checkpoint comes from it).
 #[derive(Default)]
 pub struct DeliveryContext {
     pub(super) errors: Mutex<Vec<String>>,
+    pub(super) offsets: Mutex<HashMap<String, HashMap<i32, i64>>>,
+}
+
+impl DeliveryContext {
+    /// The highest offset acknowledged in `topic`/`partition` since the
+    /// last [`DeliveryContext::forget_offsets`].
+    pub(super) fn acknowledged(&self, topic: &str, partition: i32) -> Option<i64> {
+        lock(&self.offsets).get(topic)?.get(&partition).copied()
+    }
+
+    /// Forgets the acknowledged offsets.
+    pub(super) fn forget_offsets(&self) {
+        lock(&self.offsets).clear();
+    }
 }
 
 impl ClientContext for DeliveryContext {
@@ -29,8 +46,17 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            lock(&self.errors).push(e.to_string());
+        match result {
+            Err((e, _)) => lock(&self.errors).push(e.to_string()),
+            Ok(m) => {
+                let mut offsets = lock(&self.offsets);
+                let per_topic = match offsets.get_mut(m.topic()) {
+                    Some(t) => t,
+                    None => offsets.entry(m.topic().to_owned()).or_default(),
+                };
+                let o = per_topic.entry(m.partition()).or_insert(-1);
+                *o = (*o).max(m.offset());
+            }
         }
     }
 }
@@ -40,6 +66,17 @@ impl ProducerContext for DeliveryContext {
 fn send_one(
     producer: &BaseProducer<DeliveryContext>,
     topic: &str,
+    r: &Record,
+    keep_trying: impl Fn() -> bool,
+) -> Result<(), BrokerError> {
+    send_to(producer, topic, None, r, keep_trying)
+}
+
+/// As [`send_one`], to partition `partition` when given (else by key).
+pub(super) fn send_to(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    partition: Option<i32>,
     r: &Record,
     keep_trying: impl Fn() -> bool,
 ) -> Result<(), BrokerError> {
@@ -58,6 +95,41 @@ fn send_one(
     }
     if let Some(v) = &r.value {
         record = record.payload(v.as_slice());
+    }
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if keep_trying() =>
+            {
+                record = back;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => return Err(kafka(format!("producing to {topic}"))(e)),
+        }
+    }
+}
+
+/// Hands a changelog record (`key`, `value`; `None` is a tombstone) for
+/// `topic`/`partition` to the producer, stamped with the wall clock; while
+/// its queue is full, waits as long as `keep_trying` says.
+pub(super) fn send_change(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    value: Option<&[u8]>,
+    keep_trying: impl Fn() -> bool,
+) -> Result<(), BrokerError> {
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+        .partition(partition)
+        .key(key)
+        .timestamp(crate::db::now_ms() as i64);
+    if let Some(v) = value {
+        record = record.payload(v);
     }
     loop {
         match producer.send(record) {
@@ -90,9 +162,7 @@ pub fn produce_all<'a>(
         let deadline = Instant::now() + timeout;
         send_one(producer, topic, r, || Instant::now() < deadline)?;
     }
-    producer
-        .flush(timeout)
-        .map_err(kafka("waiting for acknowledgements"))?;
+    wait_for_acks(producer, timeout).map_err(kafka("waiting for acknowledgements"))?;
     let errors = lock(&producer.context().errors);
     if let Some(first) = errors.first() {
         return Err(BrokerError::NotAcknowledged {
@@ -102,6 +172,29 @@ pub fn produce_all<'a>(
         });
     }
     Ok(total)
+}
+
+/// Waits until every record handed to `producer` is acknowledged (or
+/// failed), up to `timeout`. rdkafka's `flush` polls in steps of up to
+/// 100 ms and, once its own poll has served the last acknowledgement, waits
+/// that whole step for another: a batch then costs 100 ms more. This polls
+/// in 1 ms steps.
+///
+/// # Errors
+///
+/// [`KafkaError::Flush`] when records are still in flight at `timeout`.
+pub(super) fn wait_for_acks(
+    producer: &BaseProducer<DeliveryContext>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// An idempotent producer (`acks=all`, murmur2 partitioner); transactional
@@ -127,18 +220,22 @@ pub fn producer(
             config.flush_timeout.as_millis().max(1).to_string(),
         );
     if let Some(id) = transactional_id {
-        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
-        c.set("transactional.id", id).set(
-            "transaction.timeout.ms",
-            config.flush_timeout.as_millis().max(1000).to_string(),
-        );
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms;
+        // a batch that cannot be acknowledged in time is tried again in a
+        // new transaction (until flush_timeout).
+        let t = config.transaction_timeout.as_millis().max(1000).to_string();
+        c.set("transactional.id", id)
+            .set("transaction.timeout.ms", &t)
+            .set("message.timeout.ms", &t);
     }
     let p: BaseProducer<DeliveryContext> = c
         .create_with_context(DeliveryContext::default())
         .map_err(kafka("creating the producer"))?;
-    if transactional_id.is_some() {
+    if let Some(id) = transactional_id {
+        // Fences a previous producer with this id (this host's previous
+        // run) and aborts what it left open.
         p.init_transactions(config.flush_timeout)
-            .map_err(kafka("initialising transactions"))?;
+            .map_err(kafka(format!("initialising transactions of {id}")))?;
     }
     Ok(p)
 }
