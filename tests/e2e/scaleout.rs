@@ -529,12 +529,12 @@ fn replay_on_kafka_asked_of_any_host_counts_as_on_the_embedded_log() {
         .unwrap();
     let producer = tidewater::streams::kafka::producer(&config, None).unwrap();
     let input = format!("{tag}-in");
+    let mut events = numbered(EVENTS as usize);
+    // librdkafka stamps a record whose timestamp is 0 with the wall clock.
+    events[0].timestamp_ms = 1;
     tidewater::streams::kafka::produce_all(
         &producer,
-        numbered(EVENTS as usize)
-            .iter()
-            .map(|r| (input.as_str(), r))
-            .collect::<Vec<_>>(),
+        events.iter().map(|r| (input.as_str(), r)),
         Duration::from_secs(30),
     )
     .unwrap();
