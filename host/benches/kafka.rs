@@ -16,10 +16,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
+use tidewater::processing::changes::PartitionStore;
 use tidewater::processing::{Pipeline, Settings, WasmHandler};
 use tidewater::runtime::{Limits, Runtime};
 use tidewater::streams::Record;
-use tidewater::processing::changes::PartitionStore;
 use tidewater::streams::kafka::{Client, KafkaConfig, KafkaStream, StreamSetup};
 
 mod support;

@@ -186,7 +186,9 @@ impl Config {
             if !names.insert(p.name.as_str()) {
                 return Err(format!("processor {:?}: the name is used twice", p.name));
             }
-            if self.kafka.is_none() && (p.exactly_once || p.group.is_some() || p.changelog_topic.is_some()) {
+            if self.kafka.is_none()
+                && (p.exactly_once || p.group.is_some() || p.changelog_topic.is_some())
+            {
                 return Err(format!(
                     "processor {:?}: exactly_once, group and changelog_topic apply to Kafka only: add a [kafka] section or --brokers (on the embedded log, processing is already exactly-once)",
                     p.name

@@ -171,7 +171,10 @@ fn check_outputs(records: &[LogRecord], clean: &BTreeMap<String, Vec<u8>>, what:
     }
     let got: BTreeMap<String, Vec<u8>> = by_key(records);
     assert_eq!(got.len(), clean.len(), "{what}: distinct outputs");
-    assert!(got == *clean, "{what}: the outputs differ from a clean run's");
+    assert!(
+        got == *clean,
+        "{what}: the outputs differ from a clean run's"
+    );
 }
 
 /// One `tidewater run` of a scenario, as a child process.
@@ -198,7 +201,7 @@ impl HostProcess {
             .cmd()
             .env(
                 "TIDEWATER_LOG",
-                "warn,tidewater::streams::kafka=info,tidewater::processing::pipeline=debug",
+                "warn,tidewater::streams::kafka=info,tidewater::supervisor=info,tidewater::processing::pipeline=debug",
             )
             .args(["run", "--format", "json", "--host-id", &self.id, "--config"])
             .arg(config)
@@ -388,7 +391,11 @@ fn scenario_config(dir: &Path, brokers: &str, tag: &str, exactly_once: bool) -> 
 fn three_hosts_through_a_kill_a_fourth_host_and_a_lost_redb(exactly_once: bool) {
     let Some(brokers) = broker() else { return };
     let clean = clean();
-    let tag = unique(if exactly_once { "scale-eos" } else { "scale-alo" });
+    let tag = unique(if exactly_once {
+        "scale-eos"
+    } else {
+        "scale-alo"
+    });
     let dir = tempfile::tempdir().unwrap();
     let config = scenario_config(dir.path(), &brokers, &tag, exactly_once);
     produce_input(&brokers, &format!("{tag}-in"));
@@ -407,26 +414,42 @@ fn three_hosts_through_a_kill_a_fourth_host_and_a_lost_redb(exactly_once: bool) 
     wait_until("15% of the input processed", 240, &[&hosts[0]], || done(15));
     // h2 dies holding partitions; h1 and h3 take them over and restore them.
     hosts[1].kill();
-    wait_until("40% processed after the kill", 240, &[&hosts[0], &hosts[2]], || done(40));
+    wait_until(
+        "40% processed after the kill",
+        240,
+        &[&hosts[0], &hosts[2]],
+        || done(40),
+    );
     hosts[3].start(&config);
-    wait_until("the fourth host at work", 120, &[&hosts[3]], || {
-        hosts[3].count("batch committed") >= 3
-    });
+    wait_until(
+        "the fourth host at work",
+        120,
+        &[&hosts[0], &hosts[2], &hosts[3]],
+        || hosts[3].count("batch committed") >= 3,
+    );
     let fourth = hosts[3].stop();
     // h2 comes back with its redb deleted: it restores from the changelog alone.
     std::fs::remove_file(hosts[1].env.data_dir().join(tidewater::db::DB_FILE)).unwrap();
     hosts[1].start(&config);
     let threshold_group = format!("{tag}-threshold");
-    wait_until("both processors drained", 300, &[&hosts[0], &hosts[1], &hosts[2]], || {
-        drained(&brokers, &enrich_group, &input)
-            && drained(&brokers, &threshold_group, &enriched)
-    });
+    wait_until(
+        "both processors drained",
+        300,
+        &[&hosts[0], &hosts[1], &hosts[2]],
+        || {
+            drained(&brokers, &enrich_group, &input)
+                && drained(&brokers, &threshold_group, &enriched)
+        },
+    );
     let summaries: Vec<Value> = [0, 1, 2].iter().map(|i| hosts[*i].stop()).collect();
 
     for (name, s) in [("h4", &fourth), ("h2 again", &summaries[1])] {
         let t = counters(s, "threshold");
         assert!(t["restores"].as_u64().unwrap() > 0, "{name}: {s}");
-        assert!(t["events_in"].as_u64().unwrap() > 0, "{name} processed: {s}");
+        assert!(
+            t["events_in"].as_u64().unwrap() > 0,
+            "{name} processed: {s}"
+        );
     }
     assert!(
         counters(&summaries[1], "threshold")["restored_records"]
@@ -441,7 +464,11 @@ fn three_hosts_through_a_kill_a_fourth_host_and_a_lost_redb(exactly_once: bool) 
     let alerts = read_all(&brokers, &format!("{tag}-alerts"));
     check_outputs(&alerts, &clean.alerts, "alerts");
     if exactly_once {
-        assert_eq!(out.len(), distinct_keys(&out).len(), "no committed output twice");
+        assert_eq!(
+            out.len(),
+            distinct_keys(&out).len(),
+            "no committed output twice"
+        );
         assert_eq!(alerts.len(), distinct_keys(&alerts).len());
     }
     let state = state_in_changelog(&brokers, &format!("{tag}-threshold-changelog"));
@@ -594,7 +621,9 @@ fn replay_on_kafka_asked_of_any_host_counts_as_on_the_embedded_log() {
     );
     // A replay never moves a partition forward.
     other.post("/v1/processors/probe/replay", json!({"from_offset": 5000}));
-    other.wait_for("probe", "the request read", |p| p["replays"].as_u64() >= Some(5));
+    other.wait_for("probe", "the request read", |p| {
+        p["replays"].as_u64() >= Some(5)
+    });
     drop(other.stop_child());
     drop(owner.stop_child());
 
@@ -624,7 +653,11 @@ fn replay_on_kafka_asked_of_any_host_counts_as_on_the_embedded_log() {
 /// transaction; quick kills in a row do not stall it; no key is lost.
 fn a_killed_host_restarted_resumes_within_seconds(exactly_once: bool) {
     let Some(brokers) = broker() else { return };
-    let tag = unique(if exactly_once { "restart-eos" } else { "restart-alo" });
+    let tag = unique(if exactly_once {
+        "restart-eos"
+    } else {
+        "restart-alo"
+    });
     let env = Env::new();
     env.produce_csv(&format!("{tag}-in"), &SMALL_DATA, Some(&brokers));
     let text = demo_config_text()
@@ -634,7 +667,9 @@ fn a_killed_host_restarted_resumes_within_seconds(exactly_once: bool) {
         .replace("name = \"enrich\"", &format!("name = \"enrich\"\ngroup = \"{tag}-enrich\"\ndead_letter_topic = \"{tag}-enrich.dlq\"\nexactly_once = {exactly_once}\nbatch.max_records = 16"))
         .replace("name = \"threshold\"", &format!("name = \"threshold\"\ngroup = \"{tag}-threshold\"\ndead_letter_topic = \"{tag}-threshold.dlq\"\nexactly_once = {exactly_once}\nbatch.max_records = 16"));
     // The librdkafka defaults: a 45 s session.
-    let config = env.config(&format!("{text}\n[kafka]\nbrokers = \"{brokers}\"\nhost_id = \"r1\"\n"));
+    let config = env.config(&format!(
+        "{text}\n[kafka]\nbrokers = \"{brokers}\"\nhost_id = \"r1\"\n"
+    ));
     let mut host = HostProcess {
         env,
         id: "r1".into(),
@@ -644,9 +679,12 @@ fn a_killed_host_restarted_resumes_within_seconds(exactly_once: bool) {
     for round in 0..4 {
         host.start(&config);
         let started = Instant::now();
-        wait_until(&format!("round {round}: a batch committed"), 40, &[&host], || {
-            host.count("batch committed") >= 2
-        });
+        wait_until(
+            &format!("round {round}: a batch committed"),
+            40,
+            &[&host],
+            || host.count("batch committed") >= 2,
+        );
         let took = started.elapsed();
         assert!(
             took < Duration::from_secs(30),
@@ -656,7 +694,10 @@ fn a_killed_host_restarted_resumes_within_seconds(exactly_once: bool) {
     }
     // Then a run to the end: every key once, no state applied twice.
     let summary = host.env.run(&config);
-    assert!(counters(&summary, "enrich")["events_in"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        counters(&summary, "enrich")["events_in"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
     let enriched = read_all(&brokers, &format!("{tag}-enriched"));
     assert_eq!(distinct_keys(&enriched).len(), 1268 + 509);
     if exactly_once {

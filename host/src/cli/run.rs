@@ -56,7 +56,9 @@ pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Resul
     if let Some(id) = a.host_id {
         match &mut config.kafka {
             Some(k) => k.host_id = Some(id),
-            None => anyhow::bail!("--host-id applies to Kafka only: add a [kafka] section or --brokers"),
+            None => {
+                anyhow::bail!("--host-id applies to Kafka only: add a [kafka] section or --brokers")
+            }
         }
     }
     let options = tidewater::RunOptions {

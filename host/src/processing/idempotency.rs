@@ -568,7 +568,11 @@ fn scopes_with_expiry(txn: &WriteTransaction) -> Result<Vec<String>, StorageErro
     let mut after = String::new();
     loop {
         let lo: (&str, u64, &[u8]) = (&after, 0, &[]);
-        let a = keys.range(lo..)?.next().transpose()?.map(|(k, _)| k.value().0.to_owned());
+        let a = keys
+            .range(lo..)?
+            .next()
+            .transpose()?
+            .map(|(k, _)| k.value().0.to_owned());
         let lo: (&str, u64, &[u8], &[u8]) = (&after, 0, &[], &[]);
         let b = conflicts
             .range(lo..)?
@@ -606,7 +610,11 @@ pub fn expired_in_range(
             let conflicts = txn.open_table(CONFLICT_EXPIRY)?;
             let lo: (&str, u64, &[u8]) = (&from, 0, &[]);
             let hi: (&str, u64, &[u8]) = (&range.1, 0, &[]);
-            let a = keys.range(lo..hi)?.next().transpose()?.map(|(k, _)| k.value().0.to_owned());
+            let a = keys
+                .range(lo..hi)?
+                .next()
+                .transpose()?
+                .map(|(k, _)| k.value().0.to_owned());
             let lo: (&str, u64, &[u8], &[u8]) = (&from, 0, &[], &[]);
             let hi: (&str, u64, &[u8], &[u8]) = (&range.1, 0, &[], &[]);
             let b = conflicts
@@ -717,7 +725,10 @@ pub fn partition_scope_range(name: &str, topic: &str, partition: u32) -> (String
 /// # Errors
 ///
 /// Storage errors.
-pub fn clear_scopes_in(txn: &WriteTransaction, range: &(String, String)) -> Result<(), StorageError> {
+pub fn clear_scopes_in(
+    txn: &WriteTransaction,
+    range: &(String, String),
+) -> Result<(), StorageError> {
     let (lo, hi) = (range.0.as_str(), range.1.as_str());
     let empty: &[u8] = &[];
     txn.open_table(KEYS)?

@@ -475,7 +475,8 @@ impl Pipeline {
                     key,
                     value,
                 };
-                self.sink.record_change(&batch.topic, batch.partition, change);
+                self.sink
+                    .record_change(&batch.topic, batch.partition, change);
             }
         }
         if let Some(shadow) = called.shadow_state {
@@ -551,7 +552,9 @@ impl Effects<'_> {
     fn expire(&mut self, batch: &Batch, now: u64) -> Result<(), PipelineError> {
         let range =
             idempotency::partition_scope_range(&self.settings.name, &batch.topic, batch.partition);
-        for (scope, expired) in idempotency::expired_in_range(self.txn, &range, now, EXPIRE_PER_BATCH)? {
+        for (scope, expired) in
+            idempotency::expired_in_range(self.txn, &range, now, EXPIRE_PER_BATCH)?
+        {
             let epoch = scope
                 .rsplit_once('#')
                 .and_then(|(_, e)| e.parse().ok())

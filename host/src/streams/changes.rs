@@ -65,8 +65,12 @@ pub trait ChangeStore: Send + Sync {
     /// # Errors
     ///
     /// Storage errors.
-    fn clear(&self, txn: &WriteTransaction, topic: &str, partition: u32)
-    -> Result<(), StorageError>;
+    fn clear(
+        &self,
+        txn: &WriteTransaction,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), StorageError>;
 
     /// Applies one change of `topic`/`partition`.
     ///

@@ -12,12 +12,12 @@ use crate::admin::{AdminOptions, Managed};
 use crate::config::{Config, ProcessorConfig};
 use crate::control::{Attached, Control, Registry};
 use crate::db::StorageError;
+use crate::processing::changes::PartitionStore;
 use crate::processing::stats;
 use crate::processing::{Pipeline, Settings, WasmHandler};
 use crate::runtime::{CallError, LoadedComponent, Runtime};
 use crate::streams::embedded::{EmbeddedSink, EmbeddedSource, Log};
 use crate::streams::forward::Forwarder;
-use crate::processing::changes::PartitionStore;
 use crate::streams::kafka::{KafkaConfig, KafkaStream, StreamSetup};
 use crate::streams::{Sink, Source, positions};
 
@@ -293,6 +293,10 @@ pub(super) async fn prepare_streams(config: &Config, host: &Host) -> Result<(), 
     Ok(())
 }
 
+/// How long a run waits for its input topics to show in the broker's
+/// metadata before it sizes their changelogs.
+const INPUTS_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Creates each processor's changelog (compacted, one partition per input
 /// partition: as many as its widest input has) and replays topic.
 ///
@@ -301,7 +305,10 @@ pub(super) async fn prepare_streams(config: &Config, host: &Host) -> Result<(), 
 /// Kafka errors; a changelog with too few partitions.
 async fn prepare_changelogs(config: &Config, k: &KafkaConfig) -> Result<(), RunError> {
     for p in &config.processors {
-        let counts = crate::streams::kafka::partition_counts(k, &p.inputs)?;
+        // The inputs were just made sure of (maybe created, maybe by another
+        // host starting now): wait until the metadata shows them all.
+        let counts =
+            crate::streams::kafka::settled_partition_counts(k, &p.inputs, INPUTS_SETTLE).await?;
         let widest = counts.values().copied().max().unwrap_or(1).max(1);
         crate::streams::kafka::ensure_compacted(k, &p.changelog_topic(), widest).await?;
         crate::streams::kafka::ensure_compacted(k, &p.replays_topic(), 1).await?;

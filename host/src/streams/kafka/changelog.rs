@@ -99,7 +99,11 @@ pub(super) fn encode_replay(id: u64, replay: PartitionReplay) -> Vec<u8> {
 }
 
 fn decode_replay(v: &[u8]) -> Option<(u64, u64, u64)> {
-    let word = |i: usize| Some(u64::from_be_bytes(v.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+    let word = |i: usize| {
+        Some(u64::from_be_bytes(
+            v.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+        ))
+    };
     Some((word(0)?, word(1)?, word(2)?))
 }
 
@@ -131,9 +135,11 @@ pub(super) fn partition_replay(
         Err(redb::TableError::TableDoesNotExist(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    Ok(got.map_or((0, PartitionReplay::default()), |(id, epoch, end)| {
-        (id, PartitionReplay { epoch, end })
-    }))
+    Ok(
+        got.map_or((0, PartitionReplay::default()), |(id, epoch, end)| {
+            (id, PartitionReplay { epoch, end })
+        }),
+    )
 }
 
 /// Records, inside `txn`, the partition's replay.
@@ -145,8 +151,10 @@ pub(super) fn set_partition_replay_in(
     id: u64,
     replay: PartitionReplay,
 ) -> Result<(), StorageError> {
-    txn.open_table(PARTITION_REPLAYS)?
-        .insert((processor, topic, partition), (id, replay.epoch, replay.end))?;
+    txn.open_table(PARTITION_REPLAYS)?.insert(
+        (processor, topic, partition),
+        (id, replay.epoch, replay.end),
+    )?;
     Ok(())
 }
 
@@ -180,7 +188,11 @@ impl Inner {
     ///
     /// Kafka and storage errors; [`BrokerError::Stalled`] when the
     /// changelog's end is not reached in time.
-    pub(super) fn restore(&mut self, topic: &str, partition: u32) -> Result<RestoreRun, StreamError> {
+    pub(super) fn restore(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<RestoreRun, StreamError> {
         let started = Instant::now();
         let changelog = self.changelog_topic.clone();
         let p = partition as i32;
@@ -209,7 +221,8 @@ impl Inner {
         set_checkpoint_in(&txn, &self.processor, topic, partition, high)?;
         let _ = txn.set_durability(Durability::Immediate);
         txn.commit().map_err(StorageError::from)?;
-        self.restore_lag.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.restore_lag
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(RestoreRun {
             records,
             elapsed: started.elapsed(),
@@ -275,7 +288,8 @@ impl Inner {
             );
             if in_txn >= RESTORE_CHUNK {
                 set_checkpoint_in(txn, &self.processor, topic, partition, position)?;
-                let done = std::mem::replace(txn, self.db.begin_write().map_err(StorageError::from)?);
+                let done =
+                    std::mem::replace(txn, self.db.begin_write().map_err(StorageError::from)?);
                 done.commit().map_err(StorageError::from)?;
                 let _ = txn.set_durability(Durability::None);
                 in_txn = 0;

@@ -101,7 +101,9 @@ impl Inner {
         let mut outputs_sent = false;
         loop {
             let attempt = self.try_commit(&tp, next, &mut outputs_sent, deadline);
-            let Err((mut kind, message)) = attempt else { break };
+            let Err((mut kind, message)) = attempt else {
+                break;
+            };
             if matches!(kind, Failure::Retry | Failure::Membership) && !self.abort(deadline) {
                 kind = Failure::Broken;
             }
@@ -149,7 +151,9 @@ impl Inner {
         loop {
             match self.producer.abort_transaction(self.transaction_timeout) {
                 Ok(()) => return true,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 // Not in a transaction (it failed before one began): nothing to abort.
@@ -210,13 +214,22 @@ impl Inner {
             }
         }
         for (p, k, v) in &self.changes {
-            send_change(producer, &self.changelog_topic, *p, k, v.as_deref(), keep_trying)
-                .map_err(|e| retry(&e))?;
+            send_change(
+                producer,
+                &self.changelog_topic,
+                *p,
+                k,
+                v.as_deref(),
+                keep_trying,
+            )
+            .map_err(|e| retry(&e))?;
         }
         wait_for_acks(producer, self.flush_timeout)
             .map_err(|e| txn_err("waiting for acknowledgements", e))?;
         if let Some(first) = lock(&producer.context().errors).first() {
-            return Err(retry(&format!("the broker did not acknowledge a record: {first}")));
+            return Err(retry(&format!(
+                "the broker did not acknowledge a record: {first}"
+            )));
         }
         if self.exactly_once {
             tracing::debug!(processor = %self.processor, records = self.pending.len(), "outputs acknowledged");

@@ -72,12 +72,14 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use serde::Deserialize;
 
+pub use changelog::{ChangelogKey, decode_key as decode_changelog_key};
 pub use consumer::{GroupContext, read_topic};
 pub use producer::{DeliveryContext, deliver_patiently, patient_producer, produce_all, producer};
-pub use changelog::{ChangelogKey, decode_key as decode_changelog_key};
 pub use replays::offset_for_time;
 pub use stream::{KafkaSink, KafkaStream, StreamSetup};
-pub use topics::{ensure_compacted, ensure_topics, high_watermark, partition_counts};
+pub use topics::{
+    ensure_compacted, ensure_topics, high_watermark, partition_counts, settled_partition_counts,
+};
 
 use crate::db::StorageError;
 use crate::streams::StreamError;

@@ -73,7 +73,13 @@ pub fn offset_for_time(
         .config_for(Client::Consumer)
         .create_with_context(GroupContext::default())
         .map_err(kafka("creating the consumer"))?;
-    offset_for_time_with(&consumer, topic, partition as i32, time_ms, config.flush_timeout)
+    offset_for_time_with(
+        &consumer,
+        topic,
+        partition as i32,
+        time_ms,
+        config.flush_timeout,
+    )
 }
 
 fn offset_for_time_with(
@@ -150,7 +156,11 @@ impl Inner {
     /// # Errors
     ///
     /// Kafka errors writing the request.
-    pub(super) fn request_replay(&mut self, from: ReplayFrom, epoch: u64) -> Result<(), StreamError> {
+    pub(super) fn request_replay(
+        &mut self,
+        from: ReplayFrom,
+        epoch: u64,
+    ) -> Result<(), StreamError> {
         let latest = self.latest_replay.as_ref().map_or(0, |r| r.id);
         let request = ReplayRequest {
             id: (now_ms() * 1000).max(latest + 1),
@@ -168,8 +178,15 @@ impl Inner {
         let timeout = self.flush_timeout;
         let result = (|| {
             self.producer.begin_transaction()?;
-            send_change(&self.producer, &self.replays_topic, 0, REQUEST_KEY, Some(&value), || true)
-                .map_err(|_| KafkaError::Canceled)?;
+            send_change(
+                &self.producer,
+                &self.replays_topic,
+                0,
+                REQUEST_KEY,
+                Some(&value),
+                || true,
+            )
+            .map_err(|_| KafkaError::Canceled)?;
             self.producer.commit_transaction(timeout)
         })();
         if let Err(e) = result {
@@ -178,7 +195,10 @@ impl Inner {
         }
         tracing::info!(processor = %self.processor, id = request.id, ?from, epoch, "replay asked of the group");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.latest_replay.as_ref().is_none_or(|l| l.id < request.id)
+        while self
+            .latest_replay
+            .as_ref()
+            .is_none_or(|l| l.id < request.id)
             && Instant::now() < deadline
         {
             self.read_replays(Duration::from_millis(100))?;
@@ -205,7 +225,11 @@ impl Inner {
     }
 
     /// Moves `tp` back as `request` says (see the module docs).
-    fn apply_replay(&mut self, tp: &(String, i32), request: &ReplayRequest) -> Result<(), StreamError> {
+    fn apply_replay(
+        &mut self,
+        tp: &(String, i32),
+        request: &ReplayRequest,
+    ) -> Result<(), StreamError> {
         let owned = self.owned[tp];
         let target = match request.from() {
             ReplayFrom::Offset(o) => o,
@@ -238,7 +262,14 @@ impl Inner {
             .acknowledged(&self.changelog_topic, tp.1)
             .map(|o| o as u64 + 1);
         let txn = self.db.begin_write().map_err(StorageError::from)?;
-        changelog::set_partition_replay_in(&txn, &self.processor, &tp.0, partition, request.id, replay)?;
+        changelog::set_partition_replay_in(
+            &txn,
+            &self.processor,
+            &tp.0,
+            partition,
+            request.id,
+            replay,
+        )?;
         if let Some(c) = checkpoint {
             changelog::set_checkpoint_in(&txn, &self.processor, &tp.0, partition, c)?;
         }
@@ -277,8 +308,15 @@ impl Inner {
                 .map_err(|e| err("beginning a transaction", e))?;
             let key = encode_key(REPLAY_KIND, 0, &tp.0, &[]);
             let value = encode_replay(id, replay);
-            send_change(producer, &self.changelog_topic, tp.1, &key, Some(&value), || true)
-                .map_err(|e| (Failure::Retry, e.to_string()))?;
+            send_change(
+                producer,
+                &self.changelog_topic,
+                tp.1,
+                &key,
+                Some(&value),
+                || true,
+            )
+            .map_err(|e| (Failure::Retry, e.to_string()))?;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(target as i64))
                 .map_err(|e| (Failure::Retry, e.to_string()))?;

@@ -414,10 +414,12 @@ impl Inner {
     pub(super) fn seek_back(&mut self, tp: &(String, i32), offset: u64) {
         self.buffers.remove(tp);
         self.at_end.remove(tp);
-        if let Err(e) =
-            self.consumer
-                .seek(&tp.0, tp.1, Offset::Offset(offset as i64), Duration::from_secs(10))
-        {
+        if let Err(e) = self.consumer.seek(
+            &tp.0,
+            tp.1,
+            Offset::Offset(offset as i64),
+            Duration::from_secs(10),
+        ) {
             tracing::debug!(processor = %self.processor, topic = %tp.0, partition = tp.1, error = %e, "seek (the partition may be leaving)");
         }
     }

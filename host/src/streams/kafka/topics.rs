@@ -102,6 +102,38 @@ pub fn partition_counts(
         .collect())
 }
 
+/// How many partitions each of `topics` has, once the broker's metadata
+/// shows every one of them with its partitions: a topic that was just
+/// created (by this host or another starting at the same time) can be
+/// missing from the metadata for a moment, and a changelog sized from that
+/// would get one partition instead of one per input partition. Waits up
+/// to `timeout`.
+///
+/// # Errors
+///
+/// [`BrokerError::NoSuchTopic`] naming the first topic still missing at
+/// `timeout`; [`BrokerError::Kafka`] when the broker cannot be reached.
+pub async fn settled_partition_counts(
+    config: &KafkaConfig,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<BTreeMap<String, u32>, BrokerError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let counts = partition_counts(config, topics)?;
+        let missing = topics
+            .iter()
+            .find(|t| counts.get(*t).is_none_or(|n| *n == 0));
+        let Some(missing) = missing else {
+            return Ok(counts);
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BrokerError::NoSuchTopic(missing.clone()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Makes sure the compacted topic `topic` exists with at least
 /// `partitions` partitions (`cleanup.policy=compact`): a changelog gets one
 /// partition per input partition, the replays topic one.
