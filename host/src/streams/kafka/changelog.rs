@@ -216,7 +216,7 @@ impl Inner {
         };
         let mut records = 0u64;
         if start < high {
-            records = self.read_changelog(&mut txn, topic, partition, start, high)?;
+            (txn, records) = self.read_changelog(txn, topic, partition, start, high)?;
         }
         set_checkpoint_in(&txn, &self.processor, topic, partition, high)?;
         let _ = txn.set_durability(Durability::Immediate);
@@ -231,16 +231,18 @@ impl Inner {
 
     /// Applies changelog records of `topic`/`partition` from `start` until
     /// the restorer's position reaches `high`, committing every
-    /// [`RESTORE_CHUNK`] records with their checkpoint. Returns how many
-    /// records were applied.
+    /// [`RESTORE_CHUNK`] records with their checkpoint (redb has one write
+    /// transaction at a time: a chunk's is committed before the next one
+    /// begins). Returns the open transaction and how many records were
+    /// applied.
     fn read_changelog(
         &mut self,
-        txn: &mut WriteTransaction,
+        mut txn: WriteTransaction,
         topic: &str,
         partition: u32,
         start: u64,
         high: u64,
-    ) -> Result<u64, StreamError> {
+    ) -> Result<(WriteTransaction, u64), StreamError> {
         let changelog = self.changelog_topic.clone();
         let p = partition as i32;
         let mut tpl = TopicPartitionList::new();
@@ -262,7 +264,7 @@ impl Inner {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
                     position = m.offset() as u64 + 1;
-                    if self.apply_record(txn, topic, partition, m.key(), m.payload())? {
+                    if self.apply_record(&txn, topic, partition, m.key(), m.payload())? {
                         applied += 1;
                         in_txn += 1;
                     }
@@ -287,10 +289,9 @@ impl Inner {
                 std::sync::atomic::Ordering::Relaxed,
             );
             if in_txn >= RESTORE_CHUNK {
-                set_checkpoint_in(txn, &self.processor, topic, partition, position)?;
-                let done =
-                    std::mem::replace(txn, self.db.begin_write().map_err(StorageError::from)?);
-                done.commit().map_err(StorageError::from)?;
+                set_checkpoint_in(&txn, &self.processor, topic, partition, position)?;
+                txn.commit().map_err(StorageError::from)?;
+                txn = self.db.begin_write().map_err(StorageError::from)?;
                 let _ = txn.set_durability(Durability::None);
                 in_txn = 0;
             }
@@ -306,7 +307,7 @@ impl Inner {
         self.restorer
             .unassign()
             .map_err(kafka("unassigning the changelog"))?;
-        Ok(applied)
+        Ok((txn, applied))
     }
 
     fn restorer_position(&self, topic: &str, partition: i32) -> Option<u64> {
