@@ -281,8 +281,10 @@ const EXPIRY: TableDefinition<(&str, u64, &[u8]), ()> =
 /// before it was kept per scope; moved into [`EXPIRY`] by the next purge.
 const OLD_EXPIRY: TableDefinition<(u64, &str, &[u8]), ()> =
     TableDefinition::new("idempotency.expiry");
+/// A conflict in expiry order: (scope, expires_ms, key, fingerprint).
+type ConflictExpiryKey<'a> = (&'a str, u64, &'a [u8], &'a [u8]);
 /// (scope, expires_ms, key, fingerprint) → (): conflicts in expiry order.
-const CONFLICT_EXPIRY: TableDefinition<(&str, u64, &[u8], &[u8]), ()> =
+const CONFLICT_EXPIRY: TableDefinition<ConflictExpiryKey<'static>, ()> =
     TableDefinition::new("idempotency.conflict_expiry");
 
 /// The record of `key` for `processor`, if any, as of `txn`. An expired key

@@ -152,6 +152,9 @@ pub fn dump(db: &redb::Database, processor: &str) -> Result<Vec<Entry>, StorageE
     Ok(out)
 }
 
+/// One state entry of a partition scope: (scope, key, value).
+pub type ScopedEntry = (String, Vec<u8>, Vec<u8>);
+
 /// Every state entry of `processor`'s partition scopes (Kafka: one per
 /// input partition, see [`super::idempotency::partition_scope`]) that this
 /// data dir caches, as (scope, key, value), sorted.
@@ -162,7 +165,7 @@ pub fn dump(db: &redb::Database, processor: &str) -> Result<Vec<Entry>, StorageE
 pub fn dump_partitions(
     db: &redb::Database,
     processor: &str,
-) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>, StorageError> {
+) -> Result<Vec<ScopedEntry>, StorageError> {
     use redb::ReadableDatabase;
     let txn = db.begin_read()?;
     let table = match txn.open_table(STATE) {
