@@ -221,11 +221,16 @@ impl HostProcess {
     }
 
     fn count(&self, needle: &str) -> usize {
+        self.count_all(&[needle])
+    }
+
+    /// Lines that contain every one of `needles`.
+    fn count_all(&self, needles: &[&str]) -> usize {
         self.lines
             .lock()
             .unwrap()
             .iter()
-            .filter(|l| l.contains(needle))
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
             .count()
     }
 
@@ -422,10 +427,15 @@ fn three_hosts_through_a_kill_a_fourth_host_and_a_lost_redb(exactly_once: bool) 
     );
     hosts[3].start(&config);
     wait_until(
-        "the fourth host at work",
+        "the fourth host at work on both processors",
         120,
         &[&hosts[0], &hosts[2], &hosts[3]],
-        || hosts[3].count("batch committed") >= 3,
+        // Both: the checks below need threshold's restores and events on h4.
+        || {
+            ["enrich", "threshold"]
+                .iter()
+                .all(|p| hosts[3].count_all(&["batch committed", &format!("processor={p}")]) >= 2)
+        },
     );
     let fourth = hosts[3].stop();
     // h2 comes back with its redb deleted: it restores from the changelog alone.
