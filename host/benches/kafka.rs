@@ -16,10 +16,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
+use tidewater::processing::changes::PartitionStore;
 use tidewater::processing::{Pipeline, Settings, WasmHandler};
 use tidewater::runtime::{Limits, Runtime};
 use tidewater::streams::Record;
-use tidewater::streams::kafka::{Client, KafkaConfig, KafkaStream};
+use tidewater::streams::kafka::{Client, KafkaConfig, KafkaStream, StreamSetup};
 
 mod support;
 use support::root;
@@ -72,15 +73,26 @@ fn tidewater_once(
     .unwrap();
     let db = tidewater::db::open(dir.path()).unwrap();
     let name: Arc<str> = "enrich".into();
-    let stream = KafkaStream::connect(
-        config,
-        name.clone(),
-        &unique("group"),
-        std::slice::from_ref(&input),
-        false,
-        db.clone(),
-    )
-    .unwrap();
+    let group = unique("group");
+    let (changelog, replays) = (format!("{group}-changelog"), format!("{group}-replays"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for t in [&changelog, &replays] {
+        rt.block_on(tidewater::streams::kafka::ensure_compacted(config, t, 1))
+            .unwrap();
+    }
+    let setup = StreamSetup {
+        processor: name.clone(),
+        group: &group,
+        inputs: std::slice::from_ref(&input),
+        exactly_once: false,
+        changelog_topic: changelog,
+        replays_topic: replays,
+        host_id: "bench",
+        db: db.clone(),
+        store: PartitionStore::new(name.clone()),
+        restore_lag: Arc::default(),
+    };
+    let stream = KafkaStream::connect(config, setup).unwrap();
     let settings = Settings {
         name: name.clone(),
         output: unique("out"),
@@ -95,7 +107,6 @@ fn tidewater_once(
         deduplicate: true,
         on_error: tidewater::config::OnError::DeadLetter,
     };
-    let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(tidewater::streams::kafka::ensure_topics(
         config,
         &[

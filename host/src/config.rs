@@ -37,7 +37,8 @@
 //! limits.max_state_value_bytes = 1048576
 //! limits.max_state_bytes_per_batch = 16777216
 //! group = "enrich"               # Kafka: the consumer group (default: the name)
-//! exactly_once = false            # Kafka: outputs and offsets in one transaction
+//! exactly_once = false            # Kafka: outputs in the transaction of changelog and offsets
+//! changelog_topic = "enrich-changelog"  # Kafka: state and keys (default: <group>-changelog)
 //! canary = { events = 1000, max_error_rate = 0.01 }  # new versions roll back if more fail
 //! [processor.config]              # handed to the component's init, as strings
 //! "field.V1" = "temperature_c"
@@ -69,6 +70,9 @@
 //! partitions = 1                  # of the topics it creates
 //! replication_factor = 1
 //! flush_timeout = "2m"            # longest wait for the broker's acknowledgements
+//! transaction_timeout = "10s"     # a dead host's open transaction is aborted after this
+//! host_id = "node-3"              # or `run --host-id`; default <hostname>-<hash of the data dir>
+//! leave_group_on_stop = true      # a stopped host hands its partitions over at once
 //! [kafka.properties]              # passed to librdkafka as is (TLS, SASL, timeouts)
 //! "security.protocol" = "SASL_SSL"
 //!
@@ -209,9 +213,11 @@ impl Config {
             if !names.insert(p.name.as_str()) {
                 return Err(format!("processor {:?}: the name is used twice", p.name));
             }
-            if self.kafka.is_none() && (p.exactly_once || p.group.is_some()) {
+            if self.kafka.is_none()
+                && (p.exactly_once || p.group.is_some() || p.changelog_topic.is_some())
+            {
                 return Err(format!(
-                    "processor {:?}: exactly_once and group apply to Kafka only: add a [kafka] section or --brokers (on the embedded log, processing is already exactly-once)",
+                    "processor {:?}: exactly_once, group and changelog_topic apply to Kafka only: add a [kafka] section or --brokers (on the embedded log, processing is already exactly-once)",
                     p.name
                 ));
             }

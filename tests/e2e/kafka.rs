@@ -9,6 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tidewater::streams::LogRecord;
 use tidewater::streams::kafka::KafkaConfig;
@@ -63,7 +65,7 @@ pub(crate) fn read_all(brokers: &str, topic: &str) -> Vec<LogRecord> {
     out
 }
 
-fn distinct_keys(records: &[LogRecord]) -> BTreeSet<String> {
+pub fn distinct_keys(records: &[LogRecord]) -> BTreeSet<String> {
     records
         .iter()
         .map(|r| header(r, "idempotency-key").unwrap())
@@ -72,7 +74,7 @@ fn distinct_keys(records: &[LogRecord]) -> BTreeSet<String> {
 
 /// The demo's processors on topics and groups of their own (`tag`), with
 /// `extra` added to each processor section.
-fn demo_config(env: &Env, brokers: &str, tag: &str, extra: &str) -> PathBuf {
+pub fn demo_config(env: &Env, brokers: &str, tag: &str, extra: &str) -> PathBuf {
     let text = demo_config_text()
         .replace("\"sensor-readings\"", &format!("\"{tag}-in\""))
         .replace("\"readings-enriched\"", &format!("\"{tag}-enriched\""))
@@ -211,9 +213,19 @@ fn kill_after(env: &Env, config: &Path, line: &str, n: usize) -> bool {
     seen == n
 }
 
-/// threshold's state: per device and measurement, the count of readings.
+/// threshold's state: per device and measurement, the count of readings
+/// (from every input partition's scope the host caches).
 fn threshold_state(env: &Env) -> Vec<(Vec<u8>, Vec<u8>)> {
-    env.with_log(|log| tidewater::processing::state::dump(log.db(), "threshold").unwrap())
+    let mut state: Vec<(Vec<u8>, Vec<u8>)> = env.with_log(|log| {
+        tidewater::processing::state::dump_partitions(log.db(), "threshold")
+            .unwrap()
+            .into_iter()
+            .map(|(_, k, v)| (k, v))
+            .collect()
+    });
+    state.sort();
+    assert!(!state.is_empty(), "threshold has state");
+    state
 }
 
 #[test]
@@ -307,6 +319,11 @@ impl Drop for OwnBroker {
     }
 }
 
+/// How long the host may take to commit its first batches, and then to
+/// finish after the broker restart, before the test fails (and kills it).
+const RESTART_START: Duration = Duration::from_secs(180);
+const RESTART_FINISH: Duration = Duration::from_secs(300);
+
 #[test]
 fn the_host_rides_out_a_broker_restart() {
     if broker().is_none() {
@@ -317,36 +334,107 @@ fn the_host_rides_out_a_broker_restart() {
     let tag = unique("restart");
     env.produce_csv(&format!("{tag}-in"), &SMALL_DATA, Some(&brokers));
     let config = demo_config(&env, &brokers, &tag, "batch.max_records = 16");
-    let mut child = env
-        .cmd()
-        .env(
-            "TIDEWATER_LOG",
-            "tidewater::processing::pipeline=debug,warn",
-        )
-        .args(["run", "--until-idle", "--format", "json", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = 0;
-    for l in lines.by_ref() {
-        if l.unwrap().contains("batch committed") {
-            seen += 1;
-            if seen == 10 {
-                break;
-            }
-        }
-    }
+    let mut child = KillOnDrop(
+        env.cmd()
+            .env(
+                "TIDEWATER_LOG",
+                "tidewater::processing::pipeline=debug,tidewater::streams::kafka=info,warn",
+            )
+            .args(["run", "--until-idle", "--format", "json", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = LogLines::follow(child.stderr.take().unwrap());
+    let stdout = child.stdout.take().unwrap();
+    let summary_text = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    assert!(
+        log.wait_for("batch committed", 10, RESTART_START),
+        "the host did not commit 10 batches within {RESTART_START:?} of its start; its log:\n{}",
+        log.tail(60)
+    );
     own.script("restart");
-    // Keep draining stderr so the host never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let restarted = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            restarted.elapsed() < RESTART_FINISH,
+            "the host did not drain its inputs within {RESTART_FINISH:?} of the broker's restart \
+             ({} batches committed in all); its log:\n{}",
+            log.count("batch committed"),
+            log.tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let summary_text = summary_text.join().unwrap();
+    assert!(
+        status.success(),
+        "{status}: {summary_text}\n{}",
+        log.tail(60)
+    );
+    let summary: serde_json::Value = serde_json::from_str(&summary_text).unwrap();
     let enriched = read_all(&brokers, &format!("{tag}-enriched"));
     assert_eq!(distinct_keys(&enriched).len(), 1268 + 509, "{summary}");
+}
+
+/// A child's stderr, read line by line on a thread of its own (so the
+/// child never blocks on it), for waits with a deadline.
+struct LogLines {
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl LogLines {
+    fn follow(stderr: std::process::ChildStderr) -> Self {
+        let lines: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let shared = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                shared.0.lock().unwrap().push(l);
+                shared.1.notify_all();
+            }
+        });
+        LogLines { lines }
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        let lines = self.lines.0.lock().unwrap();
+        lines.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until `needle` has appeared `n` times, up to `timeout`;
+    /// returns whether it did.
+    fn wait_for(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lines.0.lock().unwrap();
+        loop {
+            if lines.iter().filter(|l| l.contains(needle)).count() >= n {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            lines = self.lines.1.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// The last `n` lines that are not "batch committed".
+    fn tail(&self, n: usize) -> String {
+        let lines = self.lines.0.lock().unwrap();
+        let mut tail: Vec<&str> = lines
+            .iter()
+            .rev()
+            .filter(|l| !l.contains("batch committed"))
+            .take(n)
+            .map(String::as_str)
+            .collect();
+        tail.reverse();
+        tail.join("\n")
+    }
 }
 
 #[test]
@@ -621,7 +709,7 @@ fn a_broker_that_stays_away_fails_the_processor_within_the_flush_timeout() {
 }
 
 /// A child process that is killed if the test ends (or fails) before it does.
-struct KillOnDrop(std::process::Child);
+pub struct KillOnDrop(pub std::process::Child);
 
 impl std::ops::Deref for KillOnDrop {
     type Target = std::process::Child;

@@ -18,6 +18,7 @@ mod new;
 #[path = "../support/plugins.rs"]
 mod plugins;
 mod roundtrip;
+mod scaleout;
 mod sinks;
 #[path = "../support/wasm.rs"]
 mod wasm;

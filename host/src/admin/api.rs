@@ -630,13 +630,6 @@ async fn replay(
     let from = replay_from(&b)?;
     blocking(move || {
         let m = admin.processor(&name)?;
-        if !m.can_replay {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "replay-unsupported",
-                format!("processor {name:?} reads Kafka, and replay works on the embedded log only (for now)"),
-            ));
-        }
         let epoch = if b.reprocess {
             admin.registry.bump_epoch(&name)?
         } else {

@@ -31,7 +31,7 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
     let mut reg = prometheus_client::registry::Registry::with_prefix("tidewater");
     type Get = fn(&crate::processing::stats::Counters) -> u64;
-    let counters: [(&str, &str, Get); 6] = [
+    let counters: [(&str, &str, Get); 9] = [
         ("events_in", "Events read from the inputs", |c| c.events_in),
         ("duplicates", "Events skipped as duplicates", |c| {
             c.duplicates
@@ -48,6 +48,21 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
             |c| c.dead_lettered,
         ),
         ("errors", "Events the component failed on", |c| c.errors),
+        (
+            "restores",
+            "Input partitions whose state and keys were restored from the changelog",
+            |c| c.restores,
+        ),
+        (
+            "restored_records",
+            "Changelog records applied by restores",
+            |c| c.restored_records,
+        ),
+        (
+            "restore_milliseconds",
+            "Time spent restoring partitions from the changelog, in ms",
+            |c| c.restore_ms,
+        ),
     ];
     for (name, help, get) in counters {
         let fam = Family::<Labels, Counter>::default();
@@ -87,6 +102,7 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
         device_time,
     );
     let lag = Family::<Labels, Gauge>::default();
+    let restore_lag = Family::<Labels, Gauge>::default();
     let swaps = Family::<Labels, Counter>::default();
     let active = Family::<Labels, Gauge>::default();
     let shadow_diff = Family::<Labels, Counter>::default();
@@ -97,6 +113,9 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
         lag.get_or_create(&l)
             .set(stats.get(p).map_or(0, |s| s.lag) as i64);
         swaps.get_or_create(&l).inc_by(st.swaps);
+        restore_lag
+            .get_or_create(&l)
+            .set(m.restore_lag.load(std::sync::atomic::Ordering::Relaxed) as i64);
         active
             .get_or_create(&vec![
                 ("processor".to_owned(), p.clone()),
@@ -109,6 +128,11 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
         }
     }
     reg.register("lag", "Records in the inputs not yet read", lag);
+    reg.register(
+        "restore_lag",
+        "Changelog records a restore in progress still has to read",
+        restore_lag,
+    );
     reg.register("swaps", "Versions swapped in since the host started", swaps);
     reg.register(
         "active_version",

@@ -178,8 +178,12 @@ pub struct Managed {
     pub limits: Limits,
     /// Its config from the TOML file (`init`'s pairs), the default config of a new version.
     pub config: Vec<(String, String)>,
-    /// Whether its source can replay (the embedded log can; Kafka not yet).
-    pub can_replay: bool,
+    /// The changelog records a restore in progress still has to read (Kafka;
+    /// 0 when none runs).
+    pub restore_lag: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether its dead letters are in the embedded log, where the admin
+    /// API can replay them (on Kafka they are in a Kafka topic: not yet).
+    pub dead_letters_local: bool,
     /// The canary every activation of a new version gets unless it asks for
     /// its own (`canary` in the processor's config).
     pub canary: Option<CanaryPlan>,
@@ -371,7 +375,7 @@ impl Admin {
     ///
     /// `no-such-processor`, `no-such-version`, `init-failed`;
     /// `no-such-record` when a position holds no dead letter (nothing is
-    /// replayed); `replay-unsupported` on Kafka; `processor-not-running` when its
+    /// replayed); `replay-unsupported` when its dead letters are on Kafka; `processor-not-running` when its
     /// thread has ended, `busy` while another replay of it waits;
     /// `replay-failed` when the replay stopped (a `fatal` error, storage).
     pub async fn replay_dead_letters(
@@ -382,7 +386,7 @@ impl Admin {
     ) -> Result<crate::processing::dlq::ReplaySummary, ApiError> {
         use crate::processing::dlq::Selection;
         let m = self.processor(name)?;
-        if !m.can_replay {
+        if !m.dead_letters_local {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "replay-unsupported",

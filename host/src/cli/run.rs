@@ -44,6 +44,12 @@ pub(super) struct RunArgs {
     /// set up a shadow or a canary before the first event).
     #[arg(long)]
     paused: bool,
+    /// Kafka: this host's id in its consumer groups and transactions (one
+    /// per host; a host restarted with the same id takes its partitions
+    /// back at once); overrides [kafka] host_id. Default
+    /// <hostname>-<hash of the data dir>.
+    #[arg(long, env = "TIDEWATER_HOST_ID")]
+    host_id: Option<String>,
 }
 
 pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -61,6 +67,14 @@ pub(super) async fn run(data_dir: &std::path::Path, a: RunArgs) -> anyhow::Resul
             }
         }
         config.check().map_err(anyhow::Error::msg)?;
+    }
+    if let Some(id) = a.host_id {
+        match &mut config.kafka {
+            Some(k) => k.host_id = Some(id),
+            None => {
+                anyhow::bail!("--host-id applies to Kafka only: add a [kafka] section or --brokers")
+            }
+        }
     }
     let options = tidewater::RunOptions {
         data_dir: data_dir.to_owned(),

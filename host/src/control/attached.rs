@@ -179,8 +179,8 @@ impl Attached {
         source: &mut dyn Source,
     ) -> Result<(), PipelineError> {
         let c = self.control.clone();
-        let ends = match source.rewind(replay.from) {
-            Ok(ends) => ends,
+        let ends = match source.rewind(replay.from, replay.epoch) {
+            Ok(rewound) => rewound.ranges,
             Err(e) => {
                 tracing::error!(processor = %c.name, error = %e, "replay refused");
                 lock(&c.status).last_replay_error = Some(e.to_string());
@@ -211,6 +211,25 @@ impl Attached {
     }
 }
 
+impl Attached {
+    /// Takes on an epoch that a replay asked of another host of the group
+    /// started, so this host's next reprocessing replay is newer still.
+    fn follow_group_epoch(&mut self, source: &dyn Source) {
+        let Some(epoch) = source.group_epoch().filter(|e| *e > self.epoch) else {
+            return;
+        };
+        let c = &self.control;
+        if let Some(r) = &c.registry
+            && let Err(e) = r.raise_epoch(&c.name, epoch)
+        {
+            tracing::error!(processor = %c.name, error = %e, "cannot record the group's epoch");
+        }
+        self.epoch = epoch;
+        self.scope = idempotency::key_scope(&c.name, epoch);
+        lock(&c.status).epoch = epoch;
+    }
+}
+
 impl BatchControl for Attached {
     /// Applies what was asked since the last batch: a swap, a shadow
     /// change, a replay, a dead-letter replay, in that order. Returns `false` when the processor
@@ -221,6 +240,7 @@ impl BatchControl for Attached {
         source: &mut dyn Source,
     ) -> Result<bool, PipelineError> {
         let c = self.control.clone();
+        self.follow_group_epoch(source);
         if let Some(swap) = lock(&c.pending).take() {
             self.apply_swap(swap, handler);
             c.applied.fetch_add(1, Ordering::SeqCst);

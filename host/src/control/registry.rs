@@ -707,6 +707,25 @@ impl Registry {
         txn.commit()?;
         Ok(next)
     }
+
+    /// Raises `processor`'s idempotency epoch to `epoch` if it is below: a
+    /// host of a Kafka group learns so of a replay asked of another host,
+    /// and its next reprocessing replay takes a newer epoch still.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn raise_epoch(&self, processor: &str, epoch: u64) -> Result<(), StorageError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(EPOCHS)?;
+            if t.get(processor)?.map_or(0, |g| g.value()) < epoch {
+                t.insert(processor, epoch)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
 }
 
 impl Registry {
@@ -843,5 +862,9 @@ mod tests {
         assert_eq!(r.bump_epoch("p").unwrap(), 1);
         assert_eq!(r.bump_epoch("p").unwrap(), 2);
         assert_eq!(r.epoch("q").unwrap(), 0);
+        r.raise_epoch("p", 1).unwrap();
+        assert_eq!(r.epoch("p").unwrap(), 2, "never lowered");
+        r.raise_epoch("p", 5).unwrap();
+        assert_eq!(r.bump_epoch("p").unwrap(), 6);
     }
 }

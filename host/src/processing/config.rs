@@ -51,10 +51,18 @@ pub struct ProcessorConfig {
     pub config: BTreeMap<String, toml::Value>,
     /// Kafka only: the consumer group. Default: the processor's name.
     pub group: Option<String>,
-    /// Kafka only: publish outputs and commit offsets in one Kafka
-    /// transaction, so `read_committed` readers see each output once. Default false.
+    /// Kafka only: publish the outputs in the Kafka transaction that writes
+    /// the batch's changelog and commits its offsets, so `read_committed`
+    /// readers see each output once. Without it the outputs are produced
+    /// (and acknowledged) just before that transaction: after a crash in
+    /// between they may appear twice, with the same `idempotency-key`.
+    /// Default false.
     #[serde(default)]
     pub exactly_once: bool,
+    /// Kafka only: the compacted topic that holds the processor's state and
+    /// idempotency keys, one partition per input partition. Default
+    /// `<group>-changelog` (so `<name>-changelog` when `group` is not set).
+    pub changelog_topic: Option<String>,
     /// Every activation of a new version (through the admin API or the
     /// watched directory) is a canary: `{ events = N, max_error_rate = R }`.
     /// Absent: only when the activation asks for one.
@@ -213,6 +221,24 @@ impl ProcessorConfig {
             .unwrap_or_else(|| format!("{}.dlq", self.name))
     }
 
+    /// The consumer group on Kafka: `group`, or the name.
+    pub fn group(&self) -> String {
+        self.group.clone().unwrap_or_else(|| self.name.clone())
+    }
+
+    /// The changelog topic on Kafka: `changelog_topic`, or `<group>-changelog`.
+    pub fn changelog_topic(&self) -> String {
+        self.changelog_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-changelog", self.group()))
+    }
+
+    /// The topic through which the hosts of the group hand each other
+    /// replay requests on Kafka: `<group>-replays`.
+    pub fn replays_topic(&self) -> String {
+        format!("{}-replays", self.group())
+    }
+
     /// The parsed key mode.
     ///
     /// # Errors
@@ -265,9 +291,13 @@ impl ProcessorConfig {
         {
             crate::streams::topic::check_topic_name(t).map_err(|e| ctx(e.to_string()))?;
         }
+        if let Some(t) = &self.changelog_topic {
+            crate::streams::topic::check_topic_name(t).map_err(|e| ctx(e.to_string()))?;
+        }
         for (what, t) in [
             ("output", &self.output),
             ("dead_letter_topic", &self.dead_letter_topic()),
+            ("changelog_topic", &self.changelog_topic()),
         ] {
             if self.inputs.contains(t) {
                 return Err(ctx(format!(

@@ -2,8 +2,10 @@
 //!
 //! The key of an event is its `idempotency-key` header if it has one, else
 //! what the processor's [`KeyMode`] derives. Keys are scoped per processor
-//! and kept for a TTL (default 7 days, counted from when the key was first
-//! recorded, by the wall clock), then purged.
+//! (on Kafka, per input partition: [`partition_scope`]) and kept for a TTL
+//! (default 7 days, counted from when the key was first recorded, by the
+//! wall clock), then purged. Expiry reads an index ordered by scope and
+//! expiry time, so it costs what expires, not what is kept.
 //!
 //! Each key is stored with a fingerprint of the payload it first came with
 //! (the first 16 bytes of SHA-256 over the value). A later event with the
@@ -217,7 +219,9 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
-    fn encode(&self) -> [u8; 33] {
+    /// The 33 bytes stored per key: fingerprint, recorded and expiry times
+    /// (big-endian ms), outcome.
+    pub fn encode(&self) -> [u8; 33] {
         let mut b = [0u8; 33];
         b[..16].copy_from_slice(&self.fingerprint);
         b[16..24].copy_from_slice(&self.recorded_ms.to_be_bytes());
@@ -226,7 +230,8 @@ impl KeyRecord {
         b
     }
 
-    fn decode(b: &[u8]) -> Option<KeyRecord> {
+    /// The record [`KeyRecord::encode`] wrote; `None` for other bytes.
+    pub fn decode(b: &[u8]) -> Option<KeyRecord> {
         if b.len() != 33 {
             return None;
         }
@@ -264,10 +269,23 @@ pub fn verdict(stored: Option<&KeyRecord>, fingerprint: &[u8; 16]) -> Verdict {
     }
 }
 
-/// (processor, key) → [`KeyRecord`]
+/// (scope, key) → [`KeyRecord`]. A scope is a processor's name (or
+/// `<name>#<epoch>`), or on Kafka a partition's ([`partition_scope`]).
 const KEYS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("idempotency.keys");
-/// (expires_ms, processor, key) → ()
-const EXPIRY: TableDefinition<(u64, &str, &[u8]), ()> = TableDefinition::new("idempotency.expiry");
+/// (scope, expires_ms, key) → (): the keys of each scope in expiry order,
+/// so a purge reads only what expired (its cost grows with what expires,
+/// not with what is kept).
+const EXPIRY: TableDefinition<(&str, u64, &[u8]), ()> =
+    TableDefinition::new("idempotency.expiry_by_scope");
+/// (expires_ms, scope, key) → (): the expiry index of data dirs written
+/// before it was kept per scope; moved into [`EXPIRY`] by the next purge.
+const OLD_EXPIRY: TableDefinition<(u64, &str, &[u8]), ()> =
+    TableDefinition::new("idempotency.expiry");
+/// A conflict in expiry order: (scope, expires_ms, key, fingerprint).
+type ConflictExpiryKey<'a> = (&'a str, u64, &'a [u8], &'a [u8]);
+/// (scope, expires_ms, key, fingerprint) → (): conflicts in expiry order.
+const CONFLICT_EXPIRY: TableDefinition<ConflictExpiryKey<'static>, ()> =
+    TableDefinition::new("idempotency.conflict_expiry");
 
 /// The record of `key` for `processor`, if any, as of `txn`. An expired key
 /// that was not purged yet still counts.
@@ -328,12 +346,42 @@ pub fn mark_conflict_in(
     fingerprint: &[u8; 16],
     expires_ms: u64,
 ) -> Result<(), StorageError> {
-    txn.open_table(CONFLICTS)?
-        .insert((processor, key, &fingerprint[..]), expires_ms)?;
+    let old = txn
+        .open_table(CONFLICTS)?
+        .insert((processor, key, &fingerprint[..]), expires_ms)?
+        .map(|g| g.value());
+    let mut index = txn.open_table(CONFLICT_EXPIRY)?;
+    if let Some(old) = old {
+        index.remove((processor, old, key, &fingerprint[..]))?;
+    }
+    index.insert((processor, expires_ms, key, &fingerprint[..]), ())?;
+    Ok(())
+}
+
+/// Forgets, inside `txn`, the conflict of `key` with `fingerprint`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn remove_conflict_in(
+    txn: &WriteTransaction,
+    scope: &str,
+    key: &[u8],
+    fingerprint: &[u8],
+) -> Result<(), StorageError> {
+    let old = txn
+        .open_table(CONFLICTS)?
+        .remove((scope, key, fingerprint))?
+        .map(|g| g.value());
+    if let Some(old) = old {
+        txn.open_table(CONFLICT_EXPIRY)?
+            .remove((scope, old, key, fingerprint))?;
+    }
     Ok(())
 }
 
 /// Records `key` for `processor` inside `txn`, unless it is already there.
+/// Returns whether it was recorded.
 ///
 /// # Errors
 ///
@@ -343,14 +391,51 @@ pub fn mark_in(
     processor: &str,
     key: &[u8],
     record: &KeyRecord,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let mut keys = txn.open_table(KEYS)?;
     if keys.get((processor, key))?.is_some() {
-        return Ok(());
+        return Ok(false);
     }
     keys.insert((processor, key), record.encode().as_slice())?;
     txn.open_table(EXPIRY)?
-        .insert((record.expires_ms, processor, key), ())?;
+        .insert((processor, record.expires_ms, key), ())?;
+    Ok(true)
+}
+
+/// Sets `key` of `scope` to `record` processed by `version`, inside `txn`,
+/// whatever was there: what a restore from a changelog does.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn put_key_in(
+    txn: &WriteTransaction,
+    scope: &str,
+    key: &[u8],
+    record: &KeyRecord,
+    version: &str,
+) -> Result<(), StorageError> {
+    remove_key_in(txn, scope, key)?;
+    mark_in(txn, scope, key, record)?;
+    txn.open_table(VERSIONS)?.insert((scope, key), version)?;
+    Ok(())
+}
+
+/// Forgets `key` of `scope` inside `txn` (an expired key).
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn remove_key_in(txn: &WriteTransaction, scope: &str, key: &[u8]) -> Result<(), StorageError> {
+    let old = txn
+        .open_table(KEYS)?
+        .remove((scope, key))?
+        .and_then(|g| KeyRecord::decode(g.value()));
+    if let Some(old) = old {
+        txn.open_table(EXPIRY)?
+            .remove((scope, old.expires_ms, key))?;
+    }
+    txn.open_table(VERSIONS)?.remove((scope, key))?;
     Ok(())
 }
 
@@ -468,41 +553,257 @@ pub fn first_processing(
     }))
 }
 
-/// Removes every key that expired before `now_ms`, in one transaction.
-/// Returns how many were removed.
+/// What expired in one scope: its keys, and its conflicts as (key, fingerprint).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Expired idempotency keys.
+    pub keys: Vec<Vec<u8>>,
+    /// Expired conflicts: (key, fingerprint).
+    pub conflicts: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Expired {
+    /// How many entries expired.
+    pub fn len(&self) -> usize {
+        self.keys.len() + self.conflicts.len()
+    }
+
+    /// Whether nothing expired.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What expired before `now_ms` in `scope`, at most `limit` entries of
+/// each kind; reads only the expired entries of the expiry indexes.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn expired_in(
+    txn: &WriteTransaction,
+    scope: &str,
+    now_ms: u64,
+    limit: usize,
+) -> Result<Expired, StorageError> {
+    let mut out = Expired::default();
+    let lo: (&str, u64, &[u8]) = (scope, 0, &[]);
+    let hi: (&str, u64, &[u8]) = (scope, now_ms, &[]);
+    for e in txn.open_table(EXPIRY)?.range(lo..hi)?.take(limit) {
+        out.keys.push(e?.0.value().2.to_vec());
+    }
+    let lo: (&str, u64, &[u8], &[u8]) = (scope, 0, &[], &[]);
+    let hi: (&str, u64, &[u8], &[u8]) = (scope, now_ms, &[], &[]);
+    for e in txn.open_table(CONFLICT_EXPIRY)?.range(lo..hi)?.take(limit) {
+        let (k, _) = e?;
+        let (_, _, key, fp) = k.value();
+        out.conflicts.push((key.to_vec(), fp.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Removes `expired` (found by [`expired_in`]) from `scope` inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn remove_expired_in(
+    txn: &WriteTransaction,
+    scope: &str,
+    expired: &Expired,
+) -> Result<(), StorageError> {
+    for k in &expired.keys {
+        remove_key_in(txn, scope, k)?;
+    }
+    for (k, fp) in &expired.conflicts {
+        remove_conflict_in(txn, scope, k, fp)?;
+    }
+    Ok(())
+}
+
+/// The scopes that have anything in the expiry indexes, each once: a skip
+/// scan (one lookup per scope, not per key).
+fn scopes_with_expiry(txn: &WriteTransaction) -> Result<Vec<String>, StorageError> {
+    let mut scopes = Vec::new();
+    let keys = txn.open_table(EXPIRY)?;
+    let conflicts = txn.open_table(CONFLICT_EXPIRY)?;
+    let mut after = String::new();
+    loop {
+        let lo: (&str, u64, &[u8]) = (&after, 0, &[]);
+        let a = keys
+            .range(lo..)?
+            .next()
+            .transpose()?
+            .map(|(k, _)| k.value().0.to_owned());
+        let lo: (&str, u64, &[u8], &[u8]) = (&after, 0, &[], &[]);
+        let b = conflicts
+            .range(lo..)?
+            .next()
+            .transpose()?
+            .map(|(k, _)| k.value().0.to_owned());
+        let Some(next) = [a, b].into_iter().flatten().min() else {
+            return Ok(scopes);
+        };
+        // The smallest string after every entry of `next`'s scope.
+        after = format!("{next}\0");
+        scopes.push(next);
+    }
+}
+
+/// What expired before `now_ms` in each scope within `range` (a
+/// partition's scopes, [`partition_scope_range`]), at most `limit` entries
+/// of each kind in all.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn expired_in_range(
+    txn: &WriteTransaction,
+    range: &(String, String),
+    now_ms: u64,
+    limit: usize,
+) -> Result<Vec<(String, Expired)>, StorageError> {
+    let mut out = Vec::new();
+    let mut left = limit;
+    let mut from = range.0.clone();
+    while left > 0 {
+        let next = {
+            let keys = txn.open_table(EXPIRY)?;
+            let conflicts = txn.open_table(CONFLICT_EXPIRY)?;
+            let lo: (&str, u64, &[u8]) = (&from, 0, &[]);
+            let hi: (&str, u64, &[u8]) = (&range.1, 0, &[]);
+            let a = keys
+                .range(lo..hi)?
+                .next()
+                .transpose()?
+                .map(|(k, _)| k.value().0.to_owned());
+            let lo: (&str, u64, &[u8], &[u8]) = (&from, 0, &[], &[]);
+            let hi: (&str, u64, &[u8], &[u8]) = (&range.1, 0, &[], &[]);
+            let b = conflicts
+                .range(lo..hi)?
+                .next()
+                .transpose()?
+                .map(|(k, _)| k.value().0.to_owned());
+            [a, b].into_iter().flatten().min()
+        };
+        let Some(scope) = next else { break };
+        let expired = expired_in(txn, &scope, now_ms, left)?;
+        left = left.saturating_sub(expired.keys.len().max(expired.conflicts.len()));
+        from = format!("{scope}\0");
+        if !expired.is_empty() {
+            out.push((scope, expired));
+        }
+    }
+    Ok(out)
+}
+
+/// Moves a data dir's old expiry index (time first) into [`EXPIRY`].
+fn migrate_old_expiry(txn: &WriteTransaction) -> Result<(), StorageError> {
+    let entries: Vec<(u64, String, Vec<u8>)> = match txn.open_table(OLD_EXPIRY) {
+        Ok(t) => t
+            .iter()?
+            .map(|e| {
+                e.map(|(k, _)| {
+                    let (t, s, key) = k.value();
+                    (t, s.to_owned(), key.to_vec())
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut index = txn.open_table(EXPIRY)?;
+    for (t, s, key) in &entries {
+        index.insert((s.as_str(), *t, key.as_slice()), ())?;
+    }
+    drop(index);
+    txn.delete_table(OLD_EXPIRY)?;
+    let conflicts = txn.open_table(CONFLICTS)?;
+    let mut index = txn.open_table(CONFLICT_EXPIRY)?;
+    if index.is_empty()? {
+        for e in conflicts.iter()? {
+            let (k, v) = e?;
+            let (s, key, fp) = k.value();
+            index.insert((s, v.value(), key, fp), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every key and conflict of the processor-wide scopes that expired
+/// before `now_ms`, in one transaction; returns how many were removed. The
+/// scopes of Kafka partitions ([`partition_scope`]) are left alone: the
+/// host that owns a partition expires its keys and records it in the
+/// partition's changelog. Reads only the expired entries.
 ///
 /// # Errors
 ///
 /// Storage errors.
 pub fn purge_expired(db: &redb::Database, now_ms: u64) -> Result<u64, StorageError> {
     let txn = db.begin_write()?;
+    migrate_old_expiry(&txn)?;
     let mut removed = 0;
-    {
-        let mut expiry = txn.open_table(EXPIRY)?;
-        let mut keys = txn.open_table(KEYS)?;
-        let expired: Vec<(u64, String, Vec<u8>)> = expiry
-            .range(..(now_ms, "", &[][..]))?
-            .map(|e| {
-                e.map(|(k, _)| {
-                    let (t, p, key) = k.value();
-                    (t, p.to_owned(), key.to_vec())
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let mut versions = txn.open_table(VERSIONS)?;
-        for (t, p, key) in expired {
-            expiry.remove((t, p.as_str(), key.as_slice()))?;
-            keys.remove((p.as_str(), key.as_slice()))?;
-            versions.remove((p.as_str(), key.as_slice()))?;
-            removed += 1;
+    for scope in scopes_with_expiry(&txn)? {
+        if is_partition_scope(&scope) {
+            continue;
         }
-        let mut conflicts = txn.open_table(CONFLICTS)?;
-        let before = conflicts.len()?;
-        conflicts.retain(|_, expires_ms| expires_ms >= now_ms)?;
-        removed += before - conflicts.len()?;
+        let expired = expired_in(&txn, &scope, now_ms, usize::MAX)?;
+        remove_expired_in(&txn, &scope, &expired)?;
+        removed += expired.len() as u64;
     }
     txn.commit()?;
     Ok(removed)
+}
+
+/// The key and state scope of input partition `topic`/`partition` of
+/// processor `name` in idempotency `epoch`, where keys and state follow
+/// their partition (Kafka): `<name>@<topic>/<partition>`, with `#<epoch>`
+/// after it in a reprocessing epoch. (Names and topics have no `@`, `/` or `#`.)
+pub fn partition_scope(name: &str, topic: &str, partition: u32, epoch: u64) -> Arc<str> {
+    if epoch == 0 {
+        format!("{name}@{topic}/{partition}").into()
+    } else {
+        format!("{name}@{topic}/{partition}#{epoch}").into()
+    }
+}
+
+/// Whether `scope` is a partition's ([`partition_scope`]).
+pub fn is_partition_scope(scope: &str) -> bool {
+    scope.contains('@')
+}
+
+/// The range of scope strings that holds every scope of one partition
+/// (every epoch): from `<name>@<topic>/<partition>` (inclusive) to the same
+/// followed by `$` (exclusive): `#` sorts just below `$`, digits above it.
+pub fn partition_scope_range(name: &str, topic: &str, partition: u32) -> (String, String) {
+    let base = format!("{name}@{topic}/{partition}");
+    let end = format!("{base}$");
+    (base, end)
+}
+
+/// Removes, inside `txn`, every key, version and conflict of the scopes in
+/// `range` ([`partition_scope_range`]).
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn clear_scopes_in(
+    txn: &WriteTransaction,
+    range: &(String, String),
+) -> Result<(), StorageError> {
+    let (lo, hi) = (range.0.as_str(), range.1.as_str());
+    let empty: &[u8] = &[];
+    txn.open_table(KEYS)?
+        .retain_in((lo, empty)..(hi, empty), |_, _| false)?;
+    txn.open_table(VERSIONS)?
+        .retain_in((lo, empty)..(hi, empty), |_, _| false)?;
+    txn.open_table(EXPIRY)?
+        .retain_in((lo, 0, empty)..(hi, 0, empty), |_, _| false)?;
+    txn.open_table(CONFLICTS)?
+        .retain_in((lo, empty, empty)..(hi, empty, empty), |_, _| false)?;
+    txn.open_table(CONFLICT_EXPIRY)?
+        .retain_in((lo, 0, empty, empty)..(hi, 0, empty, empty), |_, _| false)?;
+    Ok(())
 }
 
 /// On outputs of a replay with reprocessing: the `idempotency-key` the same

@@ -11,6 +11,8 @@
 //! - [`idempotency`]: idempotency keys: derivation, duplicates, conflicts,
 //!   epochs, expiry.
 //! - [`state`]: per-processor state in redb, committed with each batch.
+//! - [`changes`]: the local cache of a partition's keys and state, as a
+//!   changelog restore fills it (Kafka).
 //! - [`dlq`]: dead letters: their format, reading them back, replaying them.
 //! - [`stats`]: per-processor counters, error codes and status.
 //! - [`config`]: `[[processor]]`, its settings and their checks.
@@ -18,6 +20,7 @@
 //! Nothing here names an HTTP type or a particular stream: sources and sinks
 //! come in through [`crate::streams::Source`] and [`crate::streams::Sink`].
 
+pub mod changes;
 mod classify;
 pub mod config;
 pub mod dlq;

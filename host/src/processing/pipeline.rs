@@ -17,6 +17,13 @@
 //! a SIGKILL. Outputs are a pure function of the inputs (their timestamps are
 //! the input's), so a restart reproduces them byte for byte.
 //!
+//! On Kafka, keys and state are scoped per input partition
+//! ([`idempotency::partition_scope`]) and every change of a batch also goes
+//! to the sink ([`Sink::record_change`]), which writes it to the partition's
+//! changelog in the Kafka transaction it commits before the redb one
+//! ([`Sink::flush`]); expired keys of the batch's partition are removed in
+//! the same two transactions (tombstones in the changelog).
+//!
 //! Every output carries an `idempotency-key` header:
 //! `<input key>/<processor>/<index of the output>`, so the next processor
 //! downstream deduplicates it with no configuration.
@@ -38,7 +45,11 @@ use super::state::ApplyState;
 use super::stats::{self, Counters, ErrorCodes};
 use crate::db::{StorageError, now_ms};
 use crate::runtime::{CallError, Event, StateOverlay};
-use crate::streams::{Batch, LogRecord, Sink, Source, StreamError};
+use crate::streams::{Batch, Change, ChangeKind, LogRecord, Sink, Source, StreamError};
+
+/// The most expired keys (and as many conflicts) removed with one batch of a
+/// partition; the rest go with the next batches.
+const EXPIRE_PER_BATCH: usize = 4096;
 
 /// Why a processor stopped.
 #[derive(Debug, thiserror::Error)]
@@ -275,11 +286,13 @@ impl Pipeline {
             ..Counters::default()
         };
         let fates = classify(&self.settings, &batch, &scopes, &snapshot, &mut counters)?;
-        let state = super::state::overlay(self.settings.name.clone(), snapshot);
+        let state = super::state::overlay(self.state_scope(&batch), snapshot);
         let Some(called) = self.call(&batch, fates, state)? else {
             return Ok(None);
         };
-        let counters = self.commit(&batch, &scopes, called, counters)?;
+        let Some(counters) = self.commit(&batch, &scopes, called, counters)? else {
+            return Ok(None);
+        };
         if let Some(c) = &mut self.control {
             c.after_batch(&counters, &mut self.handler);
         }
@@ -295,22 +308,70 @@ impl Pipeline {
             return Ok(None);
         }
         let s = &self.settings;
-        let Some(batch) = self.source.poll(s.max_batch_records, s.max_batch_bytes)? else {
+        let polled = self.source.poll(s.max_batch_records, s.max_batch_bytes);
+        self.count_restores()?;
+        let Some(batch) = polled? else {
             return Ok(None);
         };
         Ok((!self.is_halted(&batch)).then_some(batch))
     }
 
-    /// Each record's idempotency scope and epoch.
+    /// Adds the source's restores since the last poll to the counters.
+    fn count_restores(&mut self) -> Result<(), PipelineError> {
+        let Some(r) = self.source.take_restored() else {
+            return Ok(());
+        };
+        let counters = Counters {
+            restores: r.partitions,
+            restored_records: r.records,
+            restore_ms: r.ms,
+            ..Counters::default()
+        };
+        let txn = self.db.begin_write()?;
+        stats::add_in(&txn, &self.settings.name, &counters)?;
+        txn.commit().map_err(StorageError::from)?;
+        Ok(())
+    }
+
+    /// Each record's idempotency scope and epoch: per partition when the
+    /// source says so (Kafka), with the partition's reprocessing replay;
+    /// else as the control says (the processor's, or its replay epoch's).
     fn scopes(&self, batch: &Batch) -> Vec<(Arc<str>, u64)> {
+        let name = &self.settings.name;
+        if let Some(replay) = self.source.partition_scope(&batch.topic, batch.partition) {
+            let (topic, partition) = (&batch.topic, batch.partition);
+            let base = idempotency::partition_scope(name, topic, partition, 0);
+            let replayed = idempotency::partition_scope(name, topic, partition, replay.epoch);
+            return batch
+                .records
+                .iter()
+                .map(|rec| {
+                    if replay.epoch > 0 && rec.offset < replay.end {
+                        (replayed.clone(), replay.epoch)
+                    } else {
+                        (base.clone(), 0)
+                    }
+                })
+                .collect();
+        }
         batch
             .records
             .iter()
             .map(|rec| match &self.control {
                 Some(c) => c.scope_for(&rec.topic, rec.partition, rec.offset),
-                None => (self.settings.name.clone(), 0),
+                None => (name.clone(), 0),
             })
             .collect()
+    }
+
+    /// The scope of the state `batch`'s events see: its partition's on
+    /// Kafka, else the processor's.
+    fn state_scope(&self, batch: &Batch) -> Arc<str> {
+        let name = &self.settings.name;
+        match self.source.partition_scope(&batch.topic, batch.partition) {
+            Some(_) => idempotency::partition_scope(name, &batch.topic, batch.partition, 0),
+            None => name.clone(),
+        }
     }
 
     /// Calls the component (and the shadow) for the events `fates` says to
@@ -351,18 +412,22 @@ impl Pipeline {
         }))
     }
 
-    /// Commits the batch's effects in one transaction, then flushes the sink
-    /// and tells the source. Returns the batch's counters.
+    /// Commits the batch's effects: builds its redb transaction, flushes the
+    /// sink (on Kafka: the outputs, the changelog and the offsets, in a Kafka
+    /// transaction), then commits the redb transaction and tells the
+    /// source. Returns the batch's counters, or `None` when the sink
+    /// abandoned the batch (its partition moved away; nothing committed).
     fn commit(
         &mut self,
         batch: &Batch,
         scopes: &[(Arc<str>, u64)],
         called: Called,
         counters: Counters,
-    ) -> Result<Counters, PipelineError> {
+    ) -> Result<Option<Counters>, PipelineError> {
         let s = &self.settings;
         let now = now_ms();
         let txn = self.db.begin_write()?;
+        let changelog = self.sink.keeps_changelog();
         let mut effects = Effects {
             txn: &txn,
             settings: s,
@@ -372,23 +437,27 @@ impl Pipeline {
             codes: ErrorCodes::new(),
             now,
             expires_ms: now.saturating_add(s.key_ttl.as_millis() as u64),
+            changelog: changelog.then(|| (batch.topic.clone(), batch.partition)),
         };
         let mut endings = called.endings.into_iter();
         for ((rec, fate), (scope, epoch)) in batch.records.iter().zip(called.fates).zip(scopes) {
             match fate {
                 Fate::Duplicate => effects.counters.duplicates += 1,
                 Fate::Conflict { key, fingerprint } => {
-                    effects.conflict(rec, scope, &key, &fingerprint)?;
+                    effects.conflict(rec, scope, *epoch, &key, &fingerprint)?;
                 }
                 Fate::NoKey(reason) => effects.unkeyed(rec, &reason)?,
                 Fate::Process { key, fingerprint } => {
                     let ending = endings.next().expect("one ending per processed event");
                     let outcome = effects.ended(rec, &key, *epoch, ending)?;
                     if let Some(fingerprint) = fingerprint {
-                        effects.mark(scope, &key, fingerprint, outcome)?;
+                        effects.mark(scope, *epoch, &key, fingerprint, outcome)?;
                     }
                 }
             }
+        }
+        if changelog {
+            effects.expire(batch, now)?;
         }
         let Effects {
             counters,
@@ -396,23 +465,43 @@ impl Pipeline {
             ..
         } = effects;
         let dropped = self.count_log_drops(&mut codes);
-        called.state.apply_in(&txn)?;
+        let (state_scope, writes) = called.state.into_writes();
+        super::state::apply_writes_in(&txn, &state_scope, &writes)?;
+        if changelog {
+            for (key, value) in writes {
+                let change = Change {
+                    kind: ChangeKind::State,
+                    epoch: 0,
+                    key,
+                    value,
+                };
+                self.sink
+                    .record_change(&batch.topic, batch.partition, change);
+            }
+        }
         if let Some(shadow) = called.shadow_state {
             shadow.apply_in(&txn)?;
+        }
+        match self.sink.flush(batch) {
+            Ok(()) => {}
+            Err(StreamError::Abandoned { reason, .. }) => {
+                tracing::info!(processor = %s.name, topic = %batch.topic, partition = batch.partition, %reason, "batch abandoned; its events go to the partition's owner");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
         }
         self.source.commit_in(&txn, batch)?;
         stats::add_in(&txn, &s.name, &counters)?;
         stats::add_codes_in(&txn, &s.name, &codes)?;
         txn.commit().map_err(StorageError::from)?;
         self.log_dropped_counted = dropped;
-        self.sink.flush(batch)?;
         self.source.committed(batch)?;
         tracing::debug!(
             processor = %s.name, topic = %batch.topic, partition = batch.partition,
             next_offset = batch.next_offset(), events = counters.events_in,
             "batch committed"
         );
-        Ok(counters)
+        Ok(Some(counters))
     }
 
     /// Counts the component's log lines dropped since the last batch under
@@ -439,15 +528,57 @@ struct Effects<'a> {
     codes: ErrorCodes,
     now: u64,
     expires_ms: u64,
+    /// The batch's (topic, partition) when the sink keeps a changelog.
+    changelog: Option<(String, u32)>,
 }
 
 impl Effects<'_> {
+    /// Hands `change` to the sink's changelog, if it keeps one.
+    fn record(&mut self, kind: ChangeKind, epoch: u64, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if let Some((topic, partition)) = &self.changelog {
+            let change = Change {
+                kind,
+                epoch,
+                key,
+                value,
+            };
+            self.sink.record_change(topic, *partition, change);
+        }
+    }
+
+    /// Removes keys and conflicts of the batch's partition (every epoch)
+    /// that expired before `now`, up to [`EXPIRE_PER_BATCH`], recording a
+    /// tombstone for each.
+    fn expire(&mut self, batch: &Batch, now: u64) -> Result<(), PipelineError> {
+        let range =
+            idempotency::partition_scope_range(&self.settings.name, &batch.topic, batch.partition);
+        for (scope, expired) in
+            idempotency::expired_in_range(self.txn, &range, now, EXPIRE_PER_BATCH)?
+        {
+            let epoch = scope
+                .rsplit_once('#')
+                .and_then(|(_, e)| e.parse().ok())
+                .unwrap_or(0);
+            idempotency::remove_expired_in(self.txn, &scope, &expired)?;
+            for key in expired.keys {
+                self.record(ChangeKind::Key, epoch, key, None);
+            }
+            for (key, fp) in expired.conflicts {
+                let mut k = key;
+                k.extend_from_slice(&fp);
+                self.record(ChangeKind::Conflict, epoch, k, None);
+            }
+        }
+        Ok(())
+    }
+
     /// Dead-letters `rec`, a second payload for an idempotency key, and
     /// remembers the conflict so the same payload again is a duplicate.
     fn conflict(
         &mut self,
         rec: &LogRecord,
         scope: &str,
+        epoch: u64,
         key: &[u8],
         fingerprint: &[u8; 16],
     ) -> Result<(), PipelineError> {
@@ -458,6 +589,11 @@ impl Effects<'_> {
         );
         self.dead_letter(rec, "duplicate-key-different-payload", &message, 0)?;
         idempotency::mark_conflict_in(self.txn, scope, key, fingerprint, self.expires_ms)?;
+        if self.changelog.is_some() {
+            let k = super::changes::conflict_key(key, fingerprint);
+            let v = self.expires_ms.to_be_bytes().to_vec();
+            self.record(ChangeKind::Conflict, epoch, k, Some(v));
+        }
         Ok(())
     }
 
@@ -539,6 +675,7 @@ impl Effects<'_> {
     fn mark(
         &mut self,
         scope: &str,
+        epoch: u64,
         key: &[u8],
         fingerprint: [u8; 16],
         outcome: Outcome,
@@ -549,8 +686,12 @@ impl Effects<'_> {
             expires_ms: self.expires_ms,
             outcome,
         };
-        idempotency::mark_in(self.txn, scope, key, &record)?;
+        let marked = idempotency::mark_in(self.txn, scope, key, &record)?;
         idempotency::mark_version_in(self.txn, scope, key, self.version)?;
+        if marked && self.changelog.is_some() {
+            let value = super::changes::key_value(&record, self.version);
+            self.record(ChangeKind::Key, epoch, key.to_vec(), Some(value));
+        }
         Ok(())
     }
 }

@@ -55,25 +55,78 @@ pub trait ApplyState {
 impl ApplyState for StateOverlay {
     fn apply_in(self, txn: &WriteTransaction) -> Result<(), StorageError> {
         let (scope, writes) = self.into_writes();
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let mut table = txn.open_table(STATE)?;
-        for (k, v) in &writes {
-            match v {
-                Some(v) => {
-                    table.insert((&*scope, k.as_slice()), v.as_slice())?;
-                }
-                None => {
-                    table.remove((&*scope, k.as_slice()))?;
-                }
-            }
-        }
-        Ok(())
+        apply_writes_in(txn, &scope, &writes)
     }
 }
 
-/// Every state entry of `processor`, sorted by key.
+/// Applies `writes` to `scope`'s state inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn apply_writes_in(
+    txn: &WriteTransaction,
+    scope: &str,
+    writes: &crate::runtime::Writes,
+) -> Result<(), StorageError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(STATE)?;
+    for (k, v) in writes {
+        match v {
+            Some(v) => {
+                table.insert((scope, k.as_slice()), v.as_slice())?;
+            }
+            None => {
+                table.remove((scope, k.as_slice()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets `key` of `scope` to `value` inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn put_in(
+    txn: &WriteTransaction,
+    scope: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), StorageError> {
+    txn.open_table(STATE)?.insert((scope, key), value)?;
+    Ok(())
+}
+
+/// Removes `key` of `scope` inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn remove_in(txn: &WriteTransaction, scope: &str, key: &[u8]) -> Result<(), StorageError> {
+    txn.open_table(STATE)?.remove((scope, key))?;
+    Ok(())
+}
+
+/// Removes every entry of `scope` inside `txn`.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn clear_scope_in(txn: &WriteTransaction, scope: &str) -> Result<(), StorageError> {
+    let mut end = scope.to_owned();
+    end.push('\0');
+    let (lo, hi): (&[u8], &[u8]) = (&[], &[]);
+    txn.open_table(STATE)?
+        .retain_in((scope, lo)..(end.as_str(), hi), |_, _| false)?;
+    Ok(())
+}
+
+/// Every state entry of `processor` (a state scope: a processor's name, or
+/// on Kafka a partition's), sorted by key.
 ///
 /// # Errors
 ///
@@ -95,6 +148,41 @@ pub fn dump(db: &redb::Database, processor: &str) -> Result<Vec<Entry>, StorageE
             break;
         }
         out.push((key.to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+/// One state entry of a partition scope: (scope, key, value).
+pub type ScopedEntry = (String, Vec<u8>, Vec<u8>);
+
+/// Every state entry of `processor`'s partition scopes (Kafka: one per
+/// input partition, see [`super::idempotency::partition_scope`]) that this
+/// data dir caches, as (scope, key, value), sorted.
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn dump_partitions(
+    db: &redb::Database,
+    processor: &str,
+) -> Result<Vec<ScopedEntry>, StorageError> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(STATE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let prefix = format!("{processor}@");
+    let lo: (&str, &[u8]) = (&prefix, &[]);
+    let mut out = Vec::new();
+    for e in table.range(lo..)? {
+        let (k, v) = e?;
+        let (scope, key) = k.value();
+        if !scope.starts_with(&prefix) {
+            break;
+        }
+        out.push((scope.to_owned(), key.to_vec(), v.value().to_vec()));
     }
     Ok(out)
 }

@@ -56,10 +56,17 @@ pub struct Counters {
     pub unkeyed: u64,
     /// Events the component failed on that `on_error = "skip"` dropped.
     pub skipped: u64,
+    /// Input partitions whose state and keys were restored from the
+    /// changelog (Kafka: on assignment).
+    pub restores: u64,
+    /// Changelog records read and applied by those restores.
+    pub restored_records: u64,
+    /// Time spent restoring, in ms.
+    pub restore_ms: u64,
 }
 
 impl Counters {
-    const NAMES: [&'static str; 8] = [
+    const NAMES: [&'static str; 11] = [
         "events_in",
         "duplicates",
         "conflicts",
@@ -68,9 +75,12 @@ impl Counters {
         "errors",
         "unkeyed",
         "skipped",
+        "restores",
+        "restored_records",
+        "restore_ms",
     ];
 
-    fn values(&self) -> [u64; 8] {
+    fn values(&self) -> [u64; 11] {
         [
             self.events_in,
             self.duplicates,
@@ -80,6 +90,9 @@ impl Counters {
             self.errors,
             self.unkeyed,
             self.skipped,
+            self.restores,
+            self.restored_records,
+            self.restore_ms,
         ]
     }
 
@@ -93,6 +106,9 @@ impl Counters {
             "errors" => self.errors = v,
             "unkeyed" => self.unkeyed = v,
             "skipped" => self.skipped = v,
+            "restores" => self.restores = v,
+            "restored_records" => self.restored_records = v,
+            "restore_ms" => self.restore_ms = v,
             _ => {}
         }
     }

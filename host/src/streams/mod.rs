@@ -5,6 +5,8 @@
 //!   record read back, with its topic, partition and offset).
 //! - [`topic`]: topic names and the partitioner, by Kafka's rules.
 //! - [`positions`]: consumer positions, kept in redb.
+//! - [`changes`]: changes to state and keys, for streams that keep them in a
+//!   changelog per input partition (Kafka), and where restores put them.
 //! - [`embedded`]: the embedded durable log in redb, its source and sink.
 //! - [`kafka`]: Apache Kafka through rdkafka: consumer, producer, outbox and
 //!   transactions, topic admin.
@@ -15,6 +17,7 @@
 //!
 //! `embedded` and `kafka` never name each other; what both need lives here.
 
+pub mod changes;
 pub mod dead_letter;
 pub mod embedded;
 pub mod forward;
@@ -28,6 +31,7 @@ pub mod topic;
 use redb::WriteTransaction;
 use serde::Serialize;
 
+pub use changes::{Change, ChangeKind, ChangeStore, PartitionReplay, Restored};
 pub use dead_letter::dlq_headers;
 pub use record::{Header, LogRecord, Record};
 
@@ -46,6 +50,18 @@ pub enum StreamError {
     /// The broker (or another remote stream) failed or refused.
     #[error("stream: {0}")]
     Broker(String),
+    /// The batch was given up because its partition moved to another host
+    /// (or this host's membership ended) while it was in flight: nothing of
+    /// it committed, and its events go to the partition's owner.
+    #[error("stream: the batch of {topic}/{partition} was abandoned: {reason}")]
+    Abandoned {
+        /// The batch's topic.
+        topic: String,
+        /// Its partition.
+        partition: u32,
+        /// Why.
+        reason: String,
+    },
 }
 
 macro_rules! stream_from_redb {
@@ -75,9 +91,21 @@ pub enum ReplayFrom {
     TimeMs(i64),
 }
 
+/// What a replay did to a source's positions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewound {
+    /// Per partition whose position this host moved: (topic, partition,
+    /// the position before the rewind); the replay covers the records below
+    /// it. Empty for a source that replays for a group and keeps each
+    /// partition's range with the partition ([`Source::partition_scope`]).
+    pub ranges: Vec<(String, u32, u64)>,
+}
+
 /// The first offset in `records` (sorted by offset) whose timestamp is at
 /// least `time_ms`; used by sources that replay by time. Records are taken
-/// in offset order even where their timestamps are not monotonic.
+/// in offset order even where their timestamps are not monotonic: this is
+/// the rule of Kafka's time index (`ListOffsets` by timestamp), and the
+/// embedded log follows it.
 pub fn first_at_or_after(records: &[LogRecord], time_ms: i64) -> Option<u64> {
     records
         .iter()
@@ -105,11 +133,12 @@ impl Batch {
 
 /// Where a processor's events come from.
 ///
-/// Call order per batch: [`Source::poll`], then [`Source::commit_in`] with the
-/// transaction that commits the batch's effects, then, once that transaction
-/// is durable and the [`Sink`] has flushed, [`Source::committed`]. A batch
-/// whose transaction did not commit is delivered again (at-least-once
-/// delivery; the idempotency keys make its effect happen once).
+/// Call order per batch: [`Source::poll`]; the batch's effects go into a
+/// redb transaction and to the [`Sink`], which flushes them
+/// ([`Sink::flush`]); then [`Source::commit_in`] with that transaction, which
+/// then commits; then [`Source::committed`]. A batch whose transaction did
+/// not commit is delivered again (at-least-once delivery; the idempotency
+/// keys make its effect happen once).
 pub trait Source: Send {
     /// The next batch of at most `max_records` events and about `max_bytes`
     /// bytes, from one partition, or `None` when nothing is waiting.
@@ -139,26 +168,47 @@ pub trait Source: Send {
         true
     }
 
-    /// Moves every partition's position back (or forward) to `from`, durably,
-    /// so the next [`Source::poll`] reads from there (a replay); never past
-    /// the current position. Returns, per partition, (topic, partition, the
-    /// position before the rewind): the replay covers the records below it.
+    /// Moves every partition's position back to `from`, durably, so the
+    /// next [`Source::poll`] reads from there (a replay); never past the
+    /// current position. `epoch` is the idempotency epoch the replay runs in
+    /// (a new one when it reprocesses). A source read by a group of hosts
+    /// (Kafka) asks the whole group: each partition's owner moves it.
     ///
     /// # Errors
     ///
     /// When the source cannot seek; by default, it cannot.
-    fn rewind(&mut self, from: ReplayFrom) -> Result<Vec<(String, u32, u64)>, StreamError> {
-        let _ = from;
-        Err(StreamError::Broker(
-            "this source cannot replay (only the embedded log can)".into(),
-        ))
+    fn rewind(&mut self, from: ReplayFrom, epoch: u64) -> Result<Rewound, StreamError> {
+        let _ = (from, epoch);
+        Err(StreamError::Broker("this source cannot replay".into()))
+    }
+
+    /// How keys and state of `topic`/`partition` are scoped: `None` per
+    /// processor (the embedded log, one host); `Some` per input partition
+    /// (Kafka, where partitions move between hosts), with the partition's
+    /// reprocessing replay if it is in one.
+    fn partition_scope(&self, topic: &str, partition: u32) -> Option<PartitionReplay> {
+        let _ = (topic, partition);
+        None
+    }
+
+    /// The newest idempotency epoch the source learnt of from elsewhere (a
+    /// replay asked of another host of the group), if any.
+    fn group_epoch(&self) -> Option<u64> {
+        None
+    }
+
+    /// Restores of partition state done since the last call.
+    fn take_restored(&mut self) -> Option<Restored> {
+        None
     }
 }
 
 /// Where a processor's outputs and dead letters go.
 ///
-/// [`Sink::publish_in`] is called inside the transaction that commits the
-/// batch; [`Sink::flush`] after it is durable, before [`Source::committed`].
+/// [`Sink::publish_in`] (and [`Sink::record_change`]) are called while the
+/// batch's transaction is built; [`Sink::flush`] before that transaction
+/// commits: a sink that writes elsewhere (Kafka) makes the batch durable
+/// there first, and the local transaction then follows it.
 pub trait Sink: Send {
     /// Publishes `record` to `topic` as part of `txn`.
     ///
@@ -176,6 +226,19 @@ pub trait Sink: Send {
     ///
     /// # Errors
     ///
-    /// When the destination refuses.
+    /// When the destination refuses; [`StreamError::Abandoned`] when the
+    /// batch's partition moved away meanwhile (nothing of it committed).
     fn flush(&mut self, batch: &Batch) -> Result<(), StreamError>;
+
+    /// Whether this sink keeps a changelog of state and keys
+    /// ([`Sink::record_change`]); the run loop builds changes only then.
+    fn keeps_changelog(&self) -> bool {
+        false
+    }
+
+    /// Records `change` of `topic`/`partition` to be written with the batch
+    /// at [`Sink::flush`].
+    fn record_change(&mut self, topic: &str, partition: u32, change: Change) {
+        let _ = (topic, partition, change);
+    }
 }

@@ -225,7 +225,13 @@ pub async fn run_with(
     // Only now that every processor loaded and started: create the topics.
     start::prepare_streams(&config, &host).await?;
     let sinks = start::sinks(&config, &host)?;
-    let pipelines = start::build_pipelines(&config, &host, loaded.ready, &loaded.managed)?;
+    let pipelines = start::build_pipelines(
+        &config,
+        &host,
+        loaded.ready,
+        &loaded.managed,
+        &options.data_dir,
+    )?;
     let mut admin_server = crate::admin::start(
         &mut admin,
         &options.data_dir,

@@ -12,12 +12,13 @@ use crate::admin::{AdminOptions, Managed};
 use crate::config::{Config, ProcessorConfig};
 use crate::control::{Attached, Control, Registry};
 use crate::db::StorageError;
+use crate::processing::changes::PartitionStore;
 use crate::processing::stats;
 use crate::processing::{Pipeline, Settings, WasmHandler};
 use crate::runtime::{CallError, LoadedComponent, Runtime};
 use crate::streams::embedded::{EmbeddedSink, EmbeddedSource, Log};
 use crate::streams::forward::Forwarder;
-use crate::streams::kafka::KafkaStream;
+use crate::streams::kafka::{KafkaConfig, KafkaStream, StreamSetup};
 use crate::streams::sinks::postgres::PostgresWriter;
 use crate::streams::sinks::webhook::WebhookWriter;
 use crate::streams::sinks::{DeadLetters, Destination, Input, SinkControl, SinkTask};
@@ -234,7 +235,8 @@ pub(super) fn load_processors<'c>(
                 control,
                 limits,
                 config: p.init_config(),
-                can_replay: config.kafka.is_none(),
+                restore_lag: Arc::default(),
+                dead_letters_local: config.kafka.is_none(),
                 canary: p.canary,
                 settings: settings.clone(),
                 inputs: p.inputs.clone(),
@@ -323,7 +325,7 @@ pub(super) async fn prepare_streams(config: &Config, host: &Host) -> Result<(), 
             topics.insert(t.name.clone(), t.partitions);
         }
         crate::streams::kafka::ensure_topics(k, &topics).await?;
-        return Ok(());
+        return prepare_changelogs(config, k).await;
     }
     let log = &host.log;
     for t in &config.topics {
@@ -358,6 +360,29 @@ pub(super) async fn prepare_streams(config: &Config, host: &Host) -> Result<(), 
     Ok(())
 }
 
+/// How long a run waits for its input topics to show in the broker's
+/// metadata before it sizes their changelogs.
+const INPUTS_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Creates each processor's changelog (compacted, one partition per input
+/// partition: as many as its widest input has) and replays topic.
+///
+/// # Errors
+///
+/// Kafka errors; a changelog with too few partitions.
+async fn prepare_changelogs(config: &Config, k: &KafkaConfig) -> Result<(), RunError> {
+    for p in &config.processors {
+        // The inputs were just made sure of (maybe created, maybe by another
+        // host starting now): wait until the metadata shows them all.
+        let counts =
+            crate::streams::kafka::settled_partition_counts(k, &p.inputs, INPUTS_SETTLE).await?;
+        let widest = counts.values().copied().max().unwrap_or(1).max(1);
+        crate::streams::kafka::ensure_compacted(k, &p.changelog_topic(), widest).await?;
+        crate::streams::kafka::ensure_compacted(k, &p.replays_topic(), 1).await?;
+    }
+    Ok(())
+}
+
 /// A run loop per ready processor, on Kafka or on the embedded log, under
 /// its control (in the idempotency epoch the registry has).
 ///
@@ -369,6 +394,7 @@ pub(super) fn build_pipelines(
     host: &Host,
     ready: Vec<Ready<'_>>,
     managed: &BTreeMap<String, Managed>,
+    data_dir: &std::path::Path,
 ) -> Result<Vec<Pipeline>, RunError> {
     let mut pipelines = Vec::new();
     for Ready {
@@ -379,15 +405,22 @@ pub(super) fn build_pipelines(
     {
         let (source, sink): (Box<dyn Source>, Box<dyn Sink>) = match &config.kafka {
             Some(k) => {
-                let group = p.group.clone().unwrap_or_else(|| p.name.clone());
-                let stream = KafkaStream::connect(
-                    k,
-                    settings.name.clone(),
-                    &group,
-                    &p.inputs,
-                    p.exactly_once,
-                    host.db.clone(),
-                )?;
+                let group = p.group();
+                let host_id = k.host_id(data_dir);
+                let setup = StreamSetup {
+                    processor: settings.name.clone(),
+                    group: &group,
+                    inputs: &p.inputs,
+                    exactly_once: p.exactly_once,
+                    changelog_topic: p.changelog_topic(),
+                    replays_topic: p.replays_topic(),
+                    host_id: &host_id,
+                    db: host.db.clone(),
+                    store: PartitionStore::new(settings.name.clone()),
+                    restore_lag: managed[&p.name].restore_lag.clone(),
+                };
+                tracing::info!(processor = %p.name, %group, %host_id, "joining the consumer group");
+                let stream = KafkaStream::connect(k, setup)?;
                 (stream.source(), stream.sink())
             }
             None => (

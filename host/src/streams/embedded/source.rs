@@ -7,7 +7,9 @@ use std::sync::Arc;
 use redb::WriteTransaction;
 
 use super::Log;
-use crate::streams::{Batch, ReplayFrom, Source, StreamError, first_at_or_after, positions};
+use crate::streams::{
+    Batch, ReplayFrom, Rewound, Source, StreamError, first_at_or_after, positions,
+};
 
 /// Reads the processor's input topics from the embedded log, keeping its
 /// positions in the same database.
@@ -130,7 +132,7 @@ impl Source for EmbeddedSource {
         Ok(())
     }
 
-    fn rewind(&mut self, from: ReplayFrom) -> Result<Vec<(String, u32, u64)>, StreamError> {
+    fn rewind(&mut self, from: ReplayFrom, _epoch: u64) -> Result<Rewound, StreamError> {
         self.refresh()?;
         let bounds: HashMap<(String, u32), (u64, u64)> = self
             .log
@@ -155,20 +157,7 @@ impl Source for EmbeddedSource {
             range.push((topic.clone(), *partition, (*next).min(end)));
             let target = match from {
                 ReplayFrom::Offset(o) => o,
-                ReplayFrom::TimeMs(t) => {
-                    // Scan from the start in chunks for the first record at or after t.
-                    let mut at = 0;
-                    loop {
-                        let chunk = self.log.read(topic, *partition, at, 4096, usize::MAX)?;
-                        let Some(last) = chunk.last() else {
-                            break at;
-                        };
-                        if let Some(o) = first_at_or_after(&chunk, t) {
-                            break o;
-                        }
-                        at = last.offset + 1;
-                    }
-                }
+                ReplayFrom::TimeMs(t) => offset_for_time(&self.log, topic, *partition, t)?,
             };
             // A replay only goes back: a start past the current position
             // (a time in the future, an offset past the end) leaves the
@@ -180,6 +169,34 @@ impl Source for EmbeddedSource {
             *next = target;
         }
         txn.commit()?;
-        Ok(range)
+        Ok(Rewound { ranges: range })
+    }
+}
+
+/// The first offset of `topic`/`partition` whose timestamp is at or after
+/// `time_ms` (see [`first_at_or_after`]), or the partition's end when there
+/// is none: where a replay from that time starts. Timestamps 2, 4, 6, 8 at
+/// offsets 0–3 give 1 for 3, 2 for 5, 3 for 8 and 4 (the end) for 9.
+///
+/// # Errors
+///
+/// Log errors reading the partition.
+pub fn offset_for_time(
+    log: &Log,
+    topic: &str,
+    partition: u32,
+    time_ms: i64,
+) -> Result<u64, StreamError> {
+    // Scan from the start in chunks for the first record at or after t.
+    let mut at = 0;
+    loop {
+        let chunk = log.read(topic, partition, at, 4096, usize::MAX)?;
+        let Some(last) = chunk.last() else {
+            return Ok(at);
+        };
+        if let Some(o) = first_at_or_after(&chunk, time_ms) {
+            return Ok(o);
+        }
+        at = last.offset + 1;
     }
 }

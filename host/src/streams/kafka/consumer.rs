@@ -14,14 +14,25 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{BrokerError, Client, KafkaConfig, kafka, lock};
 use crate::streams::{LogRecord, Record};
 
-/// Collects the partitions a rebalance revokes, for the run loop to drop.
+/// Collects, in order, the partitions rebalances revoke (or lose) and
+/// assign, for the run loop to drop and to restore.
 #[derive(Default)]
 pub struct GroupContext {
-    pub(super) revoked: Mutex<Vec<(String, i32)>>,
+    /// (assigned: true, revoked: false; topic; partition), oldest first.
+    pub(super) changes: Mutex<Vec<(bool, String, i32)>>,
+    /// A fatal error of the consumer (it cannot go on and must be made
+    /// again), e.g. a static member fenced after its session timed out
+    /// while the broker was away.
+    pub(super) fatal: Mutex<Option<String>>,
 }
 
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
+        if reason.starts_with("Fatal")
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId)
+        {
+            *lock(&self.fatal) = Some(format!("{error}: {reason}"));
+        }
         log_client_error(error, reason);
     }
 }
@@ -38,9 +49,18 @@ pub(super) fn log_client_error(error: KafkaError, reason: &str) {
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let mut revoked = lock(&self.revoked);
+            let mut changes = lock(&self.changes);
             for e in tpl.elements() {
-                revoked.push((e.topic().to_owned(), e.partition()));
+                changes.push((false, e.topic().to_owned(), e.partition()));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut changes = lock(&self.changes);
+            for e in tpl.elements() {
+                changes.push((true, e.topic().to_owned(), e.partition()));
             }
         }
     }

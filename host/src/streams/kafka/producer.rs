@@ -1,12 +1,13 @@
 //! Writing to Kafka: idempotent (and transactional) producers that report
 //! every record the broker did not acknowledge.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use super::consumer::log_client_error;
@@ -14,11 +15,31 @@ use super::{BrokerError, Client, KafkaConfig, kafka, lock};
 use crate::streams::Record;
 
 /// Collects the records the broker did not acknowledge, by their index in
-/// what was sent (the delivery opaque).
+/// what was sent (the delivery opaque), and remembers the highest offset
+/// acknowledged per topic and partition (a changelog's checkpoint comes
+/// from it).
 #[derive(Default)]
 pub struct DeliveryContext {
     pub(super) errors: Mutex<Vec<Refusal>>,
+    pub(super) offsets: Mutex<HashMap<String, HashMap<i32, i64>>>,
 }
+
+impl DeliveryContext {
+    /// The highest offset acknowledged in `topic`/`partition` since the
+    /// last [`DeliveryContext::forget_offsets`].
+    pub(super) fn acknowledged(&self, topic: &str, partition: i32) -> Option<i64> {
+        lock(&self.offsets).get(topic)?.get(&partition).copied()
+    }
+
+    /// Forgets the acknowledged offsets.
+    pub(super) fn forget_offsets(&self) {
+        lock(&self.offsets).clear();
+    }
+}
+
+/// The delivery opaque of a record sent outside an indexed batch (a
+/// changelog record, one record of a transaction).
+pub(super) const NOT_INDEXED: usize = usize::MAX;
 
 /// A record that was not acknowledged: its index in the records sent, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +92,17 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
-        if let Err((e, _)) = result {
-            lock(&self.errors).push(Refusal::new(index, e));
+        match result {
+            Err((e, _)) => lock(&self.errors).push(Refusal::new(index, e)),
+            Ok(m) => {
+                let mut offsets = lock(&self.offsets);
+                let per_topic = match offsets.get_mut(m.topic()) {
+                    Some(t) => t,
+                    None => offsets.entry(m.topic().to_owned()).or_default(),
+                };
+                let o = per_topic.entry(m.partition()).or_insert(-1);
+                *o = (*o).max(m.offset());
+            }
         }
     }
 }
@@ -88,6 +118,18 @@ impl ProducerContext for DeliveryContext {
 fn send_one(
     producer: &BaseProducer<DeliveryContext>,
     topic: &str,
+    r: &Record,
+    index: usize,
+    keep_trying: impl Fn() -> bool,
+) -> Result<(), KafkaError> {
+    send_to(producer, topic, None, r, index, keep_trying)
+}
+
+/// As [`send_one`], to partition `partition` when given (else by key).
+pub(super) fn send_to(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    partition: Option<i32>,
     r: &Record,
     index: usize,
     keep_trying: impl Fn() -> bool,
@@ -108,6 +150,9 @@ fn send_one(
     if let Some(v) = &r.value {
         record = record.payload(v.as_slice());
     }
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -118,6 +163,39 @@ fn send_one(
                 producer.poll(Duration::from_millis(50));
             }
             Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Hands a changelog record (`key`, `value`; `None` is a tombstone) for
+/// `topic`/`partition` to the producer, stamped with the wall clock; while
+/// its queue is full, waits as long as `keep_trying` says.
+pub(super) fn send_change(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    value: Option<&[u8]>,
+    keep_trying: impl Fn() -> bool,
+) -> Result<(), BrokerError> {
+    let mut record: BaseRecord<'_, [u8], [u8], usize> =
+        BaseRecord::with_opaque_to(topic, NOT_INDEXED)
+            .partition(partition)
+            .key(key)
+            .timestamp(crate::db::now_ms() as i64);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if keep_trying() =>
+            {
+                record = back;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => return Err(kafka(format!("producing to {topic}"))(e)),
         }
     }
 }
@@ -140,9 +218,7 @@ pub fn produce_all<'a>(
         send_one(producer, topic, r, i, || Instant::now() < deadline)
             .map_err(kafka(format!("producing to {topic}")))?;
     }
-    producer
-        .flush(timeout)
-        .map_err(kafka("waiting for acknowledgements"))?;
+    wait_for_acks(producer, timeout).map_err(kafka("waiting for acknowledgements"))?;
     let errors = lock(&producer.context().errors);
     if let Some(first) = errors.first() {
         return Err(BrokerError::NotAcknowledged {
@@ -241,6 +317,29 @@ fn send_and_sort(
     Ok(Some(remain))
 }
 
+/// Waits until every record handed to `producer` is acknowledged (or
+/// failed), up to `timeout`. rdkafka's `flush` polls in steps of up to
+/// 100 ms and, once its own poll has served the last acknowledgement, waits
+/// that whole step for another: a batch then costs 100 ms more. This polls
+/// in 1 ms steps.
+///
+/// # Errors
+///
+/// [`KafkaError::Flush`] when records are still in flight at `timeout`.
+pub(super) fn wait_for_acks(
+    producer: &BaseProducer<DeliveryContext>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 /// An idempotent producer (`acks=all`, murmur2 partitioner); transactional
 /// with `transactional_id`.
 ///
@@ -264,18 +363,22 @@ pub fn producer(
             config.flush_timeout.as_millis().max(1).to_string(),
         );
     if let Some(id) = transactional_id {
-        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
-        c.set("transactional.id", id).set(
-            "transaction.timeout.ms",
-            config.flush_timeout.as_millis().max(1000).to_string(),
-        );
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms;
+        // a batch that cannot be acknowledged in time is tried again in a
+        // new transaction (until flush_timeout).
+        let t = config.transaction_timeout.as_millis().max(1000).to_string();
+        c.set("transactional.id", id)
+            .set("transaction.timeout.ms", &t)
+            .set("message.timeout.ms", &t);
     }
     let p: BaseProducer<DeliveryContext> = c
         .create_with_context(DeliveryContext::default())
         .map_err(kafka("creating the producer"))?;
-    if transactional_id.is_some() {
+    if let Some(id) = transactional_id {
+        // Fences a previous producer with this id (this host's previous
+        // run) and aborts what it left open.
         p.init_transactions(config.flush_timeout)
-            .map_err(kafka("initialising transactions"))?;
+            .map_err(kafka(format!("initialising transactions of {id}")))?;
     }
     Ok(p)
 }
