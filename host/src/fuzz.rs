@@ -89,7 +89,13 @@ proptest! {
             if let Ok(r) = row {
                 let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
                 prop_assert_eq!(r.timestamp_ms, 1_796_040_000_000);
-                prop_assert_eq!(v["n"].as_f64().unwrap(), n.parse::<f64>().unwrap());
+                // Digits with a leading zero stay the text as written (a
+                // number would lose the zero); other digits become a number.
+                if n.len() > 1 && n.starts_with('0') {
+                    prop_assert_eq!(v["n"].as_str(), Some(n.as_str()));
+                } else {
+                    prop_assert_eq!(v["n"].as_f64(), Some(n.parse::<f64>().unwrap()));
+                }
                 // A cell is a number, null (for `nil`/empty and the like) or
                 // the text itself, without surrounding white space.
                 prop_assert!(v["text"].is_string() || v["text"].is_number() || v["text"].is_null() || v["text"].is_boolean());
