@@ -125,6 +125,10 @@ pub struct Config {
     /// run (store-and-forward from the edge).
     #[serde(default, rename = "forward")]
     pub forwards: Vec<crate::streams::forward::ForwardConfig>,
+    /// Devices sending to the running host: `[ingest.http]`,
+    /// `[[ingest.mqtt]]`, `[[ingest.topic]]` (embedded log only).
+    #[serde(default)]
+    pub ingest: crate::streams::ingest::IngestConfig,
 }
 
 impl Config {
@@ -147,6 +151,16 @@ impl Config {
         for p in &mut config.processors {
             if p.component.is_relative() {
                 p.component = base.join(&p.component);
+            }
+        }
+        if let Some(h) = &mut config.ingest.http {
+            for f in [&mut h.tls_cert, &mut h.tls_key].into_iter().flatten() {
+                *f = base.join(&*f);
+            }
+        }
+        for m in &mut config.ingest.mqtt {
+            if let Some(f) = &mut m.ca_file {
+                *f = base.join(&*f);
             }
         }
         config.check().map_err(|message| ConfigError::Invalid {
@@ -176,6 +190,12 @@ impl Config {
     /// The first problem found, naming the section, the processor and the key.
     pub fn check(&self) -> Result<(), String> {
         crate::streams::embedded::check_log_config(&self.log, &self.topics)?;
+        crate::streams::ingest::check_ingest_config(&self.ingest)?;
+        if self.kafka.is_some()
+            && (self.ingest.http.is_some() || !self.ingest.mqtt.is_empty())
+        {
+            return Err("[ingest] appends to the embedded log, but the [kafka] section (or --brokers) makes the processors read Kafka: run ingest on an embedded-log host (and [[forward]] its topics), or produce to Kafka directly".into());
+        }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.processors {
             p.check()?;

@@ -43,6 +43,7 @@ use crate::processing::stats::ProcessorStats;
 use crate::processing::{Handler, WasmHandler};
 use crate::runtime::{Limits, LoadedComponent};
 use crate::streams::embedded::Log;
+use crate::streams::ingest::IngestMetrics;
 
 /// Why the admin API could not start: for people.
 #[derive(Debug, thiserror::Error)]
@@ -159,16 +160,20 @@ pub struct Admin {
     pub(super) processors: BTreeMap<String, Managed>,
     pub(super) token: String,
     pub(super) max_upload_bytes: usize,
+    /// The live ingest's metrics, when the host runs ingest.
+    pub(super) ingest: Option<Arc<IngestMetrics>>,
 }
 
 impl Admin {
-    /// The admin side of a running host.
+    /// The admin side of a running host; `ingest` adds the live ingest's
+    /// metrics to `/metrics`.
     pub fn new(
         registry: Registry,
         log: Log,
         processors: BTreeMap<String, Managed>,
         token: String,
         max_upload_bytes: usize,
+        ingest: Option<Arc<IngestMetrics>>,
     ) -> Arc<Self> {
         Arc::new(Admin {
             registry,
@@ -176,6 +181,7 @@ impl Admin {
             processors,
             token,
             max_upload_bytes,
+            ingest,
         })
     }
 
@@ -392,7 +398,8 @@ impl Running {
 }
 
 /// Starts the admin API (when `options.listen` is set) and the plugins-dir
-/// watcher (when `options.watch` is set) for the processors in `managed`.
+/// watcher (when `options.watch` is set) for the processors in `managed`;
+/// `/metrics` includes `ingest`'s when given.
 ///
 /// # Errors
 ///
@@ -404,6 +411,7 @@ pub async fn start(
     registry: Registry,
     log: Log,
     managed: BTreeMap<String, Managed>,
+    ingest: Option<Arc<IngestMetrics>>,
 ) -> Result<Running, StartError> {
     let fail = StartError;
     let token = match &options.token {
@@ -416,6 +424,7 @@ pub async fn start(
         managed,
         token.clone(),
         options.max_upload_bytes,
+        ingest,
     );
     let mut server = None;
     if let Some(addr) = options.listen {

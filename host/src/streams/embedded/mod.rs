@@ -12,6 +12,9 @@ mod sink;
 mod source;
 
 pub use config::{LogConfig, TopicConfig, check_log_config};
-pub use log::{Log, LogError, PartitionInfo, TopicInfo, append_in, ensure_topic_in};
+pub use log::{
+    Log, LogError, PartitionInfo, TopicInfo, append_all_in, append_in,
+    ensure_topic_in, StoredBytes,
+};
 pub use sink::EmbeddedSink;
 pub use source::EmbeddedSource;
