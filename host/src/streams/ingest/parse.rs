@@ -101,21 +101,34 @@ pub fn parse(
     match format {
         Format::Ndjson | Format::Raw => {
             for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+                if let Some(r) = parse_line(line, i as u64 + 1, format, shape, now_ms) {
+                    each(r);
                 }
-                let n = i as u64 + 1;
-                each(if format == Format::Raw {
-                    raw_record(line, n, shape, now_ms)
-                } else {
-                    json_record(line, n, shape, now_ms)
-                });
             }
         }
         Format::Bytes => each(raw_record(body, 1, shape, now_ms)),
         Format::Json => parse_json_document(body, shape, now_ms, each),
     }
+}
+
+/// One line (number `n`, its `\n` taken off) of an [`Format::Ndjson`] or
+/// [`Format::Raw`] stream: `None` when it is blank.
+pub fn parse_line(
+    line: &[u8],
+    n: u64,
+    format: Format,
+    shape: &Shape,
+    now_ms: i64,
+) -> Option<Result<Record, BadLine>> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(if format == Format::Raw {
+        raw_record(line, n, shape, now_ms)
+    } else {
+        json_record(line, n, shape, now_ms)
+    })
 }
 
 /// A JSON document: each element of an array is a record, any other value
