@@ -167,6 +167,9 @@ async fn run(
                     }
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                tracing::info!(%broker, pkid = ack.pkid, "MQTT subscribed");
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let Some((topic, record)) = to_record(&routes, &p) else {
                     tracing::warn!(%broker, mqtt_topic = %p.topic, "a message matches no filter; acknowledged and dropped");
