@@ -7,7 +7,9 @@
 #   make plugins build the example processors, every language, into target/plugins/
 #   make compare run every language's enrich on the same real data, side by side
 #   make demo-kafka  the main job through a real Apache Kafka broker
+#   make demo-live   the demo's processors fed live over HTTP and MQTT by simulated devices
 #   make kafka-up / kafka-down   a local single-node Kafka (KRaft) on 127.0.0.1
+#   make mqtt-up / mqtt-down     a local Mosquitto on 127.0.0.1
 #
 # Everything is built with one profile (release): the binary, the tests and
 # the benches share one build of wasmtime.
@@ -53,12 +55,14 @@ DATA_DIR ?= $(ROOT)/.tidewater
 TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 
 KAFKA := kafka/kafka.sh
+MQTT := mqtt/mosquitto.sh
+LIVE_DATA_DIR ?= $(ROOT)/.tidewater-live
 
 .SECONDEXPANSION:
-.PHONY: help demo demo-kafka test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down
+.PHONY: help demo demo-kafka demo-live mqtt-up mqtt-down test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-cpp build tools c-tools cpp-tools check-data clean kafka-up kafka-down
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 ## Toolchain: the wasm32-wasip2 target (rustup), rustfmt and clippy.
 tools:
@@ -199,6 +203,17 @@ kafka-up:
 kafka-down:
 	@$(KAFKA) down
 
+## Mosquitto (Debian's package, installed with apt when missing) on 127.0.0.1.
+mqtt-up:
+	@$(MQTT) up
+
+mqtt-down:
+	@$(MQTT) down
+
+demo-live: build plugins check-data
+	@mqtt=$$($(MQTT) up) && demo/live.sh $(BIN) $(LIVE_DATA_DIR) "$$mqtt"
+	@echo "(broker still running: 'make mqtt-down' stops it; data dir: $(LIVE_DATA_DIR))"
+
 test: tools plugins
 	cargo fmt --all -- --check
 	cd plugins && cargo fmt --all -- --check
@@ -211,7 +226,9 @@ test: tools plugins
 	cd plugins/js && node --test
 	cargo build --release --locked --workspace --all-targets
 	@$(KAFKA) up >/dev/null
-	status=0; TIDEWATER_REQUIRE_KAFKA=1 cargo test --release --locked --workspace || status=$$?; $(KAFKA) down; exit $$status
+	@$(MQTT) up >/dev/null || { $(KAFKA) down; exit 1; }
+	status=0; TIDEWATER_REQUIRE_KAFKA=1 TIDEWATER_REQUIRE_MQTT=1 cargo test --release --locked --workspace || status=$$?; \
+	  $(KAFKA) down; $(MQTT) down; exit $$status
 
 ## The fuzz tests (host/src/fuzz.rs: the component validator, CSV and JSON
 ## ingest, the log and idempotency store against a model), with many cases.
@@ -244,8 +261,12 @@ bench: tools plugins
 	cargo bench --locked -p tidewater-host --bench isolation
 	cargo bench --locked -p tidewater-host --bench swap
 	@$(KAFKA) up >/dev/null
-	status=0; cargo bench --locked -p tidewater-host --bench kafka || status=$$?; $(KAFKA) down; exit $$status
+	@$(MQTT) up >/dev/null || { $(KAFKA) down; exit 1; }
+	status=0; cargo bench --locked -p tidewater-host --bench kafka || status=$$?; \
+	  cargo bench --locked -p tidewater-host --bench ingest || status=$$?; \
+	  $(KAFKA) down; $(MQTT) down; exit $$status
 
 clean:
 	-$(KAFKA) reset
-	rm -rf $(CARGO_TARGET_DIR) $(PLUGIN_DIR) plugins/target $(DATA_DIR) $(KDATA_DIR)
+	-$(MQTT) down
+	rm -rf $(CARGO_TARGET_DIR) $(PLUGIN_DIR) plugins/target $(DATA_DIR) $(KDATA_DIR) $(LIVE_DATA_DIR)
