@@ -4,6 +4,7 @@
 //! [log]
 //! default_partitions = 1          # partitions of a topic created implicitly
 //! maintenance_interval = "1m"     # how often retention and key expiry run
+//! max_bytes = 10737418240         # disk quota of stored records; ingest gets 503 above it
 //!
 //! [[topic]]                       # optional: topics to create, with retention
 //! name = "sensor-readings"
@@ -60,6 +61,39 @@
 //! max_upload_bytes = 67108864     # largest component accepted
 //! watch_dir = "plugins"           # a new or changed <processor>.wasm here is deployed and activated
 //! watch_interval = "1s"
+//!
+//! [ingest]                        # optional: devices send to the running host (embedded log only)
+//! create_topics = true            # a record for a missing topic creates it (off: 404 no-such-topic)
+//! queue_records = 200000          # records waiting for their durable append; more: 503 + Retry-After
+//! group_commit = true             # requests in flight share one durable commit (false: one each)
+//!
+//! [[ingest.topic]]                # how an HTTP record of a topic gets its key and time
+//! name = "sensor-readings"
+//! key_pointer = "/device"         # JSON pointer to the key (a record without it is malformed)
+//! timestamp_pointer = "/ts"       # JSON pointer to RFC 3339 text or epoch ms; absent: arrival time
+//!
+//! [ingest.http]                   # POST /v1/topics/{topic}/records (see streams::ingest::http)
+//! listen = "127.0.0.1:8080"       # its own listener; non-loopback needs tokens
+//! max_body_bytes = 16777216       # per request, after gzip (413 above)
+//! max_records = 10000             # per request (413 above)
+//! max_record_bytes = 1048576      # per record value (413 above, naming the line)
+//! tls_cert = "cert.pem"           # with tls_key: HTTPS (rustls); relative to this file
+//! tls_key = "key.pem"
+//!
+//! [[ingest.http.token]]           # a device token (`tidewater ingest-token` makes one)
+//! name = "buoy-b01"
+//! sha256 = "<64 hex digits>"      # the token's SHA-256; the token itself is not stored
+//! topics = ["sensor-readings"]    # what it may write (403 otherwise)
+//! key_prefix = "buoy-b01"         # optional: only keys starting with this (403 otherwise)
+//!
+//! [[ingest.mqtt]]                 # a broker to subscribe to (QoS 1, persistent session)
+//! url = "mqtt://127.0.0.1:1883"   # or mqtts:// (TLS)
+//! client_id = "tidewater"         # the session the broker keeps while the host is away
+//! username = "tw"                 # optional; password, or TIDEWATER_MQTT_PASSWORD
+//! ca_file = "ca.pem"              # mqtts: the CAs to trust (default: the system's)
+//! topics = { "devices/+/readings" = "sensor-readings" }  # filter → log topic; key = the + segment
+//! keep_alive = "30s"
+//! max_reconnect_backoff = "10s"   # reconnects back off from 100 ms, doubling, to this
 //! ```
 //!
 //! Unknown keys are refused, with the line they are on.
