@@ -148,14 +148,29 @@ fn http(group_commit: bool) -> (f64, f64, f64) {
 /// first publish until every message is durably appended: (events/s).
 fn mqtt(broker: &str) -> f64 {
     let id = format!("bench-{}-{}", std::process::id(), tidewater::db::now_ms());
+    let addr = broker.trim_start_matches("mqtt://");
+    let (h, p) = addr.rsplit_once(':').unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // The host's session exists before anything is published: the broker
+    // keeps every message for it from the first one on.
+    rt.block_on(async {
+        let mut o = rumqttc::MqttOptions::new(id.clone(), h, p.parse().unwrap());
+        o.set_clean_session(false);
+        let (client, mut events) = rumqttc::AsyncClient::new(o, 10);
+        client.subscribe(format!("{id}/+/readings"), rumqttc::QoS::AtLeastOnce).await.unwrap();
+        loop {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) = events.poll().await {
+                break;
+            }
+        }
+        client.disconnect().await.unwrap();
+        while events.poll().await.is_ok() {}
+    });
     let host = Host::start(&format!(
         "[[ingest.mqtt]]\nurl = \"{broker}\"\nclient_id = \"{id}\"\ntopics = {{ \"{id}/+/readings\" = \"bench\" }}\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n"
     ));
     let total = (CLIENTS * REQUESTS_PER_CLIENT * PER_REQUEST / 4) as u64;
     let publishers = 50u64;
-    let addr = broker.trim_start_matches("mqtt://");
-    let (h, p) = addr.rsplit_once(':').unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let started = Instant::now();
     let acked = Arc::new(AtomicU64::new(0));
     rt.block_on(async {
