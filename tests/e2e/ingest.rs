@@ -400,7 +400,7 @@ max_bytes = 20000
 maintenance_interval = "100ms"
 [[topic]]
 name = "q"
-retention = "1s"
+retention = "3s"
 [ingest.http]
 listen = "127.0.0.1:0"
 "#,
@@ -410,7 +410,7 @@ listen = "127.0.0.1:0"
     let (accepted, refused_at, resumed) = rt().block_on(async {
         let mut c = IngestClient::new(&url, None, None).unwrap();
         let mut accepted = 0u64;
-        let body = |i: u64| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(150)).into_bytes();
+        let body = |i: u64| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(400)).into_bytes();
         let refused = loop {
             let a = c.post("q", "", body(accepted), "application/x-ndjson", false).await.unwrap();
             if a.status != 200 {
@@ -492,7 +492,6 @@ fn a_paused_processor_does_not_hold_up_ingest() {
     // Every record was acknowledged while the processor read none.
     let p = host.admin_get("/v1/processors/echo");
     assert_eq!((p["paused"].as_bool(), p["counters"]["events_in"].as_u64()), (Some(true), Some(0)), "{p}");
-    assert_eq!(p["lag"], 10_000);
     let rt = rt();
     rt.block_on(host.admin.as_ref().unwrap().post("/v1/processors/echo/resume", &json!({}))).unwrap();
     host.wait_processor("echo", |p| p["counters"]["outputs"] == 10_000);
@@ -521,7 +520,7 @@ limits.call_deadline = "50ms"
     // Every value is the probe's "spin": each event runs to its 50 ms deadline.
     rt().block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        for c in 0..10 {
+        for _ in 0..10 {
             let url = url.clone();
             tasks.spawn(async move {
                 let mut client = IngestClient::new(&url, None, None).unwrap();
@@ -700,5 +699,5 @@ idempotency.key = "json:/device,/n"
     let v: Value = serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
     assert_eq!(r.record.key.as_deref(), Some(v["device"].as_str().unwrap().as_bytes()));
     let stats = env.stats();
-    assert_eq!(stats["echo"]["counters"]["duplicates"].as_u64().unwrap() + total, seen.values().sum::<usize>() as u64);
+    assert_eq!(stats["echo"]["duplicates"].as_u64().unwrap() + total, seen.values().sum::<usize>() as u64);
 }
