@@ -100,7 +100,7 @@ struct Counts {
 struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -108,7 +108,7 @@ impl Rng {
     }
     /// True with probability `percent`%.
     fn chance(&mut self, percent: f64) -> bool {
-        percent > 0.0 && ((self.next() % 10_000) as f64) < percent * 100.0
+        percent > 0.0 && ((self.next_u64() % 10_000) as f64) < percent * 100.0
     }
 }
 
@@ -344,7 +344,7 @@ async fn device(
                 tokio::time::sleep_until(due.into()).await;
             }
             if !a.jitter.is_zero() {
-                let j = rng.next() % (a.jitter.as_micros() as u64 + 1);
+                let j = rng.next_u64() % (a.jitter.as_micros() as u64 + 1);
                 tokio::time::sleep(Duration::from_micros(j)).await;
             }
             if rng.chance(a.burst_percent) {
@@ -385,7 +385,7 @@ async fn send_until_acked(
     for attempt in 0..a.attempts {
         if attempt > 0 {
             counts.retried.fetch_add(n, Ordering::Relaxed);
-            let wait = backoff.mul_f64(0.5 + (rng.next() % 1000) as f64 / 2000.0);
+            let wait = backoff.mul_f64(0.5 + (rng.next_u64() % 1000) as f64 / 2000.0);
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
