@@ -225,9 +225,7 @@ impl Config {
     pub fn check(&self) -> Result<(), String> {
         crate::streams::embedded::check_log_config(&self.log, &self.topics)?;
         crate::streams::ingest::check_ingest_config(&self.ingest)?;
-        if self.kafka.is_some()
-            && (self.ingest.http.is_some() || !self.ingest.mqtt.is_empty())
-        {
+        if self.kafka.is_some() && (self.ingest.http.is_some() || !self.ingest.mqtt.is_empty()) {
             return Err("[ingest] appends to the embedded log, but the [kafka] section (or --brokers) makes the processors read Kafka: run ingest on an embedded-log host (and [[forward]] its topics), or produce to Kafka directly".into());
         }
         let mut names = std::collections::BTreeSet::new();

@@ -55,7 +55,11 @@ impl Child_ {
             if let Ok(Some(s)) = child.try_wait() {
                 panic!("run exited ({s}): {:?}", log.lock().unwrap());
             }
-            assert!(Instant::now() < deadline, "run did not start: {:?}", log.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "run did not start: {:?}",
+                log.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let ingest = wait_ingest.then(|| {
@@ -64,8 +68,8 @@ impl Child_ {
                 .trim()
                 .to_owned()
         });
-        let admin = admin_wanted
-            .then(|| Client::discover(&env.data_dir(), None, None).expect("admin URL"));
+        let admin =
+            admin_wanted.then(|| Client::discover(&env.data_dir(), None, None).expect("admin URL"));
         Child_ {
             child: Some(child),
             ingest,
@@ -78,14 +82,21 @@ impl Child_ {
     fn wait_log(&self, text: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.log.lock().unwrap().iter().any(|l| l.contains(text)) {
-            assert!(Instant::now() < deadline, "no {text:?} in {:?}", self.log.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in {:?}",
+                self.log.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// GET on the admin API.
     fn admin_get(&self, path: &str) -> Value {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(self.admin.as_ref().unwrap().get(path)).unwrap()
     }
 
@@ -152,8 +163,11 @@ fn counted(env: &Env, topic: &str) -> BTreeMap<(String, u64), usize> {
     let mut out = BTreeMap::new();
     for r in env.records(topic) {
         let v: Value = serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
-        *out.entry((v["device"].as_str().unwrap().to_owned(), v["n"].as_u64().unwrap()))
-            .or_insert(0) += 1;
+        *out.entry((
+            v["device"].as_str().unwrap().to_owned(),
+            v["n"].as_u64().unwrap(),
+        ))
+        .or_insert(0) += 1;
     }
     out
 }
@@ -178,7 +192,13 @@ fn one_hundred_clients_times_one_hundred_records_each_acknowledged_record_is_in_
             tasks.spawn(async move {
                 let mut client = IngestClient::new(&url, None, None).unwrap();
                 let a = client
-                    .post("readings", "", readings(c, 0, 100), "application/x-ndjson", c % 2 == 0)
+                    .post(
+                        "readings",
+                        "",
+                        readings(c, 0, 100),
+                        "application/x-ndjson",
+                        c % 2 == 0,
+                    )
                     .await
                     .unwrap();
                 assert_eq!(a.status, 200, "{}", a.body);
@@ -200,10 +220,14 @@ fn one_hundred_clients_times_one_hundred_records_each_acknowledged_record_is_in_
     let recs = env.records("readings");
     for a in &answers {
         let first = a["first_offsets"]["0"].as_u64().unwrap();
-        let v: Value = serde_json::from_slice(recs[first as usize].record.value.as_deref().unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(recs[first as usize].record.value.as_deref().unwrap()).unwrap();
         assert_eq!(v["n"], 0);
     }
-    assert_eq!(recs[0].record.key.as_deref().map(|k| k.starts_with(b"c")), Some(true));
+    assert_eq!(
+        recs[0].record.key.as_deref().map(|k| k.starts_with(b"c")),
+        Some(true)
+    );
 }
 
 #[test]
@@ -217,11 +241,21 @@ fn a_sigkill_right_after_a_200_loses_no_acknowledged_record() {
     rt().block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..20 {
-            let (url, acked, oks, killer) = (url.clone(), acked.clone(), oks.clone(), killer.clone());
+            let (url, acked, oks, killer) =
+                (url.clone(), acked.clone(), oks.clone(), killer.clone());
             tasks.spawn(async move {
                 let mut client = IngestClient::new(&url, None, None).unwrap();
                 for round in 0..1000 {
-                    match client.post("readings", "", readings(c, round * 10, 10), "application/x-ndjson", false).await {
+                    match client
+                        .post(
+                            "readings",
+                            "",
+                            readings(c, round * 10, 10),
+                            "application/x-ndjson",
+                            false,
+                        )
+                        .await
+                    {
                         Ok(a) if a.status == 200 => {
                             acked.lock().unwrap().push((c, round));
                             // The 300th 200 in all: kill the host right now.
@@ -245,7 +279,11 @@ fn a_sigkill_right_after_a_200_loses_no_acknowledged_record() {
     assert!(acked.len() >= 300);
     for &(c, round) in acked.iter() {
         for i in round * 10..round * 10 + 10 {
-            assert_eq!(seen.get(&(format!("c{c}"), i as u64)), Some(&1), "c{c} n{i} acknowledged but not in the log once");
+            assert_eq!(
+                seen.get(&(format!("c{c}"), i as u64)),
+                Some(&1),
+                "c{c} n{i} acknowledged but not in the log once"
+            );
         }
     }
 }
@@ -284,54 +322,121 @@ key_prefix = "buoy-b01"
     ));
     let host = Child_::start(&env, &config, &[], true);
     let url = host.ingest.clone().unwrap();
-    let post = |token: Option<&str>, topic: &str, body: &[u8], ct: &str| {
+    let post_q = |token: Option<&str>, topic: &str, query: &str, body: &[u8], ct: &str| {
         rt().block_on(async {
             let mut c = IngestClient::new(&url, token.map(str::to_owned), None).unwrap();
-            let a = c.post(topic, "", body.to_vec(), ct, false).await.unwrap();
-            (a.status, a.body["error"]["code"].as_str().unwrap_or("").to_owned(), a.body)
+            let a = c
+                .post(topic, query, body.to_vec(), ct, false)
+                .await
+                .unwrap();
+            (
+                a.status,
+                a.body["error"]["code"].as_str().unwrap_or("").to_owned(),
+                a.body,
+            )
         })
+    };
+    let post = |token: Option<&str>, topic: &str, body: &[u8], ct: &str| {
+        post_q(token, topic, "", body, ct)
     };
     let tok = Some("device-token-b01");
     let nd = "application/x-ndjson";
     let good = b"{\"device\":\"buoy-b01\",\"t\":1}\n{\"device\":\"buoy-b01\",\"t\":2}\n";
     let (s, _, body) = post(tok, "readings", good, nd);
-    assert_eq!((s, &body), (200, &json!({"accepted": 2, "first_offsets": {"0": 0}})));
+    assert_eq!(
+        (s, &body),
+        (200, &json!({"accepted": 2, "first_offsets": {"0": 0}}))
+    );
 
-    let (s, code, body) = post(tok, "readings", b"{\"device\":\"buoy-b01\"}\n{\"device\":\n\n{\"device\":\"buoy-b01\"}\nnope\n", nd);
+    let (s, code, body) = post(
+        tok,
+        "readings",
+        b"{\"device\":\"buoy-b01\"}\n{\"device\":\n\n{\"device\":\"buoy-b01\"}\nnope\n",
+        nd,
+    );
     assert_eq!((s, code.as_str()), (400, "malformed"));
-    let lines: Vec<u64> = body["error"]["lines"].as_array().unwrap().iter().map(|l| l["line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = body["error"]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
     assert_eq!(lines, [2, 5], "{body}");
-    let (s, code, body) = post(tok, "readings", b"{\"device\":\"buoy-b01\",\"a\":1}{\"a\":2}\n", nd);
+    let (s, code, body) = post(
+        tok,
+        "readings",
+        b"{\"device\":\"buoy-b01\",\"a\":1}{\"a\":2}\n",
+        nd,
+    );
     assert_eq!((s, code.as_str()), (400, "malformed"));
     assert_eq!(body["error"]["lines"][0]["line"], 1);
-    assert!(body["error"]["lines"][0]["reason"].as_str().unwrap().contains("more than one value"), "{body}");
+    assert!(
+        body["error"]["lines"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("more than one value"),
+        "{body}"
+    );
     let big_body = readings(0, 0, 100);
     assert_eq!(post(tok, "readings", &big_body, nd).0, 413);
     assert_eq!(post(tok, "readings", &big_body, nd).1, "body-too-large");
-    let big_record = format!("{{\"device\":\"buoy-b01\",\"pad\":\"{}\"}}\n", "x".repeat(300));
+    let big_record = format!(
+        "{{\"device\":\"buoy-b01\",\"pad\":\"{}\"}}\n",
+        "x".repeat(300)
+    );
     let (s, code, body) = post(tok, "readings", big_record.as_bytes(), nd);
     assert_eq!((s, code.as_str()), (413, "record-too-large"));
-    assert_eq!(body["error"]["lines"][0]["reason"], format!("the record is {} bytes, the limit is 200 bytes", big_record.len() - 1));
+    assert_eq!(
+        body["error"]["lines"][0]["reason"],
+        format!(
+            "the record is {} bytes, the limit is 200 bytes",
+            big_record.len() - 1
+        )
+    );
     let six = "{\"device\":\"buoy-b01\"}\n".repeat(6);
     assert_eq!(post(tok, "readings", six.as_bytes(), nd).0, 413);
-    assert_eq!(post(tok, "readings", six.as_bytes(), nd).1, "too-many-records");
+    assert_eq!(
+        post(tok, "readings", six.as_bytes(), nd).1,
+        "too-many-records"
+    );
     assert_eq!(post(None, "readings", good, nd).1, "unauthorized");
     assert_eq!(post(None, "readings", good, nd).0, 401);
     assert_eq!(post(Some("wrong"), "readings", good, nd).0, 401);
     let (s, code, _) = post(tok, "other", good, nd);
     assert_eq!((s, code.as_str()), (403, "forbidden-topic"));
-    let (s, code, body) = post(tok, "readings", b"{\"device\":\"buoy-b01\"}\n{\"device\":\"cgm-3\"}\n", nd);
+    let (s, code, body) = post(
+        tok,
+        "readings",
+        b"{\"device\":\"buoy-b01\"}\n{\"device\":\"cgm-3\"}\n",
+        nd,
+    );
     assert_eq!((s, code.as_str()), (403, "forbidden-key"), "{body}");
-    let (s, code, _) = post(tok, "missing", good, nd);
+    // A topic without [[ingest.topic]] has no key pointer: the envelope gives the key.
+    let (s, code, _) = post_q(
+        tok,
+        "missing",
+        "envelope=true",
+        b"{\"key\":\"buoy-b01\",\"value\":{\"t\":3}}\n",
+        nd,
+    );
     assert_eq!((s, code.as_str()), (404, "no-such-topic"));
     let (s, code, _) = post(tok, "readings", good, "text/csv");
     assert_eq!((s, code.as_str()), (415, "unsupported-media-type"));
     // The host's own token (for produce on the same machine) may write any topic.
     let own = std::fs::read_to_string(env.data_dir().join("ingest.token")).unwrap();
-    assert_eq!(post(Some(&own), "other", b"{\"device\":\"x\"}\n", nd).0, 200);
+    assert_eq!(
+        post(Some(&own), "other", b"{\"device\":\"x\"}\n", nd).0,
+        200
+    );
     let summary = host.stop();
     assert!(summary["processors"].as_array().unwrap().is_empty());
-    assert_eq!(env.values("readings"), ["{\"device\":\"buoy-b01\",\"t\":1}", "{\"device\":\"buoy-b01\",\"t\":2}"]);
+    assert_eq!(
+        env.values("readings"),
+        [
+            "{\"device\":\"buoy-b01\",\"t\":1}",
+            "{\"device\":\"buoy-b01\",\"t\":2}"
+        ]
+    );
     assert_eq!(env.values("other"), ["{\"device\":\"x\"}"]);
     env.with_log(|log| assert_eq!(log.partitions("missing").unwrap(), None));
 }
@@ -340,7 +445,12 @@ key_prefix = "buoy-b01"
 fn run_refuses_to_listen_for_ingest_on_a_non_loopback_address_without_tokens() {
     let env = Env::new();
     let config = env.config("[ingest.http]\nlisten = \"0.0.0.0:0\"\n");
-    let out = env.cmd().args(["run", "--config"]).arg(&config).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ingest.http would listen on 0.0.0.0:0, which is not a loopback address, without device tokens"), "{err}");
@@ -350,14 +460,71 @@ fn run_refuses_to_listen_for_ingest_on_a_non_loopback_address_without_tokens() {
 /// openssl command; returns (ca.pem, cert.pem, key.pem).
 fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=tidewater test CA"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=127.0.0.1"]);
-    run(&["x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf"]);
-    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tidewater test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
 }
 
 #[test]
@@ -374,18 +541,47 @@ fn tls_with_the_configured_certificate() {
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     rt().block_on(async {
         let mut c = IngestClient::new(&url, None, Some(&ca)).unwrap();
-        let a = c.post("t", "", b"{\"a\":1}\n".to_vec(), "application/x-ndjson", false).await.unwrap();
+        let a = c
+            .post(
+                "t",
+                "",
+                b"{\"a\":1}\n".to_vec(),
+                "application/x-ndjson",
+                false,
+            )
+            .await
+            .unwrap();
         assert_eq!(a.status, 200, "{}", a.body);
         // Without the CA the certificate is not trusted.
         let mut c = IngestClient::new(&url, None, None).unwrap();
-        let e = c.post("t", "", b"{\"a\":1}\n".to_vec(), "application/x-ndjson", false).await.unwrap_err();
+        let e = c
+            .post(
+                "t",
+                "",
+                b"{\"a\":1}\n".to_vec(),
+                "application/x-ndjson",
+                false,
+            )
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("TLS handshake"), "{e}");
     });
     // produce through the running host over https, trusting the CA.
     let file = env.dir.path().join("in.ndjson");
     std::fs::write(&file, "{\"a\":2}\n").unwrap();
-    let out = env.cmd().args(["produce", "t", "--file"]).arg(&file).arg("--ingest-ca").arg(&ca).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .cmd()
+        .args(["produce", "t", "--file"])
+        .arg(&file)
+        .arg("--ingest-ca")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     host.stop();
     assert_eq!(env.values("t"), ["{\"a\":1}", "{\"a\":2}"]);
 }
@@ -412,7 +608,10 @@ listen = "127.0.0.1:0"
         let mut accepted = 0u64;
         let body = |i: u64| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(400)).into_bytes();
         let refused = loop {
-            let a = c.post("q", "", body(accepted), "application/x-ndjson", false).await.unwrap();
+            let a = c
+                .post("q", "", body(accepted), "application/x-ndjson", false)
+                .await
+                .unwrap();
             if a.status != 200 {
                 break a;
             }
@@ -426,7 +625,10 @@ listen = "127.0.0.1:0"
         // The same record again until retention has freed room (bounded).
         let deadline = Instant::now() + Duration::from_secs(60);
         let resumed = loop {
-            let a = c.post("q", "", body(accepted), "application/x-ndjson", false).await.unwrap();
+            let a = c
+                .post("q", "", body(accepted), "application/x-ndjson", false)
+                .await
+                .unwrap();
             if a.status == 200 {
                 accepted += 1;
                 break Instant::now();
@@ -441,7 +643,13 @@ listen = "127.0.0.1:0"
     host.stop();
     // No acknowledged record is missing from the offsets, none refused was appended.
     env.with_log(|log| {
-        let p = log.topics().unwrap().into_iter().find(|t| t.name == "q").unwrap().partitions[0];
+        let p = log
+            .topics()
+            .unwrap()
+            .into_iter()
+            .find(|t| t.name == "q")
+            .unwrap()
+            .partitions[0];
         assert_eq!(p.end, accepted);
         assert_eq!(accepted, refused_at + 1);
         assert!(p.start > 0, "retention removed nothing");
@@ -473,7 +681,16 @@ fn ingest_all(url: &str, requests: usize) {
             tasks.spawn(async move {
                 let mut client = IngestClient::new(&url, None, None).unwrap();
                 for r in 0..requests / 10 {
-                    let a = client.post("readings", "", readings(c, r * 100, 100), "application/x-ndjson", false).await.unwrap();
+                    let a = client
+                        .post(
+                            "readings",
+                            "",
+                            readings(c, r * 100, 100),
+                            "application/x-ndjson",
+                            false,
+                        )
+                        .await
+                        .unwrap();
                     assert_eq!(a.status, 200, "{}", a.body);
                 }
             });
@@ -487,13 +704,28 @@ fn ingest_all(url: &str, requests: usize) {
 #[test]
 fn a_paused_processor_does_not_hold_up_ingest() {
     let env = Env::new();
-    let host = Child_::start(&env, &echo_config(&env, ""), &["--paused", "--admin", "127.0.0.1:0"], true);
+    let host = Child_::start(
+        &env,
+        &echo_config(&env, ""),
+        &["--paused", "--admin", "127.0.0.1:0"],
+        true,
+    );
     ingest_all(host.ingest.as_ref().unwrap(), 100);
     // Every record was acknowledged while the processor read none.
     let p = host.admin_get("/v1/processors/echo");
-    assert_eq!((p["paused"].as_bool(), p["counters"]["events_in"].as_u64()), (Some(true), Some(0)), "{p}");
+    assert_eq!(
+        (p["paused"].as_bool(), p["counters"]["events_in"].as_u64()),
+        (Some(true), Some(0)),
+        "{p}"
+    );
     let rt = rt();
-    rt.block_on(host.admin.as_ref().unwrap().post("/v1/processors/echo/resume", &json!({}))).unwrap();
+    rt.block_on(
+        host.admin
+            .as_ref()
+            .unwrap()
+            .post("/v1/processors/echo/resume", &json!({})),
+    )
+    .unwrap();
     host.wait_processor("echo", |p| p["counters"]["outputs"] == 10_000);
     host.stop();
     assert_eq!(counted(&env, "readings").len(), 10_000);
@@ -526,7 +758,9 @@ limits.call_deadline = "50ms"
                 let mut client = IngestClient::new(&url, None, None).unwrap();
                 for _ in 0..20 {
                     let body = b"spin".to_vec();
-                    let a = client.post("readings", "", body, "application/octet-stream", false).await;
+                    let a = client
+                        .post("readings", "", body, "application/octet-stream", false)
+                        .await;
                     assert_eq!(a.unwrap().status, 200);
                 }
             });
@@ -556,11 +790,30 @@ fn produce_works_the_same_with_and_without_a_running_host() {
         std::fs::write(&file, input).unwrap();
         let out = env
             .cmd()
-            .args(["produce", "readings", "--partitions", "3", "--key-pointer", "/device", "--timestamp-pointer", "/ts", "-H", "site=7", "-H", "site=8", "--file"])
+            .args([
+                "produce",
+                "readings",
+                "--partitions",
+                "3",
+                "--key-pointer",
+                "/device",
+                "--timestamp-pointer",
+                "/ts",
+                "-H",
+                "site=7",
+                "-H",
+                "site=8",
+                "--file",
+            ])
             .arg(&file)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let alone = Env::new();
@@ -569,7 +822,10 @@ fn produce_works_the_same_with_and_without_a_running_host() {
     let host = Child_::start(&hosted, &hosted.config(HTTP_CONFIG), &[], true);
     let err_hosted = run_produce(&hosted);
     host.stop();
-    assert!(err_hosted.contains("through the running host"), "{err_hosted}");
+    assert!(
+        err_hosted.contains("through the running host"),
+        "{err_hosted}"
+    );
     for err in [&err_alone, &err_hosted] {
         assert!(err.contains("in.ndjson:3: not JSON"), "{err}");
         assert!(err.contains("in.ndjson:6: no key at /device"), "{err}");
@@ -591,9 +847,19 @@ fn produce_works_the_same_with_and_without_a_running_host() {
         assert_eq!(view(&alone, topic), view(&hosted, topic), "{topic}");
     }
     assert_eq!(alone.records("readings").len(), 3);
-    assert_eq!(alone.with_log(|l| l.partitions("readings").unwrap()), Some(3));
-    let lines: BTreeSet<String> = alone.records("readings.rejected").iter().map(|r| header(r, "tidewater-source-line").unwrap()).collect();
-    assert_eq!(lines, ["3".to_owned(), "6".to_owned()].into_iter().collect());
+    assert_eq!(
+        alone.with_log(|l| l.partitions("readings").unwrap()),
+        Some(3)
+    );
+    let lines: BTreeSet<String> = alone
+        .records("readings.rejected")
+        .iter()
+        .map(|r| header(r, "tidewater-source-line").unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        ["3".to_owned(), "6".to_owned()].into_iter().collect()
+    );
 }
 
 // ---------------------------------------------------------------- MQTT
@@ -605,16 +871,22 @@ fn broker() -> Option<String> {
         return Some(b);
     }
     let file = root().join("target/mosquitto/url");
-    let up = std::fs::read_to_string(&file).ok().map(|s| s.trim().to_owned()).filter(|u| {
-        u.strip_prefix("mqtt://").is_some_and(|a| std::net::TcpStream::connect(a).is_ok())
-    });
+    let up = std::fs::read_to_string(&file)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|u| {
+            u.strip_prefix("mqtt://")
+                .is_some_and(|a| std::net::TcpStream::connect(a).is_ok())
+        });
     if up.is_none() {
         assert!(
             std::env::var("TIDEWATER_REQUIRE_MQTT").is_err(),
             "TIDEWATER_REQUIRE_MQTT is set but no broker answers at {} (run mqtt/mosquitto.sh up)",
             file.display()
         );
-        eprintln!("skipped: no MQTT broker (run mqtt/mosquitto.sh up, or make test which starts one)");
+        eprintln!(
+            "skipped: no MQTT broker (run mqtt/mosquitto.sh up, or make test which starts one)"
+        );
     }
     up
 }
@@ -644,16 +916,25 @@ async fn publish(url: &str, prefix: &str, n: u64) -> u64 {
         let d = i % 50;
         let payload = format!("{{\"device\":\"d{d}\",\"n\":{i}}}");
         client
-            .publish(format!("{prefix}/d{d}/readings"), rumqttc::QoS::AtLeastOnce, false, payload)
+            .publish(
+                format!("{prefix}/d{d}/readings"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                payload,
+            )
             .await
             .unwrap();
     }
-    tokio::time::timeout(Duration::from_secs(300), poller).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(300), poller)
+        .await
+        .unwrap()
+        .unwrap();
     acks.load(Ordering::SeqCst)
 }
 
 #[test]
-fn mqtt_50k_messages_with_the_host_sigkilled_mid_burst_every_message_is_in_the_log_and_processed_once() {
+fn mqtt_50k_messages_with_the_host_sigkilled_mid_burst_every_message_is_in_the_log_and_processed_once()
+ {
     let Some(url) = broker() else { return };
     let env = Env::new();
     let prefix = format!("t{}-{}", std::process::id(), tidewater::db::now_ms());
@@ -681,23 +962,44 @@ idempotency.key = "json:/device,/n"
         let (url, prefix) = (url.clone(), prefix.clone());
         async move { publish(&url, &prefix, total).await }
     });
-    first.wait_processor("echo", |p| p["counters"]["events_in"].as_u64() >= Some(5_000));
+    first.wait_processor("echo", |p| {
+        p["counters"]["events_in"].as_u64() >= Some(5_000)
+    });
     first.kill();
     let acked = rt.block_on(publisher).unwrap();
     assert_eq!(acked, total);
     let second = Child_::start(&env, &config, &["--admin", "127.0.0.1:0"], false);
-    second.wait_processor("echo", |p| p["counters"]["outputs"] == total && p["lag"] == 0);
+    second.wait_processor("echo", |p| {
+        p["counters"]["outputs"] == total && p["lag"] == 0
+    });
     second.stop();
     let seen = counted(&env, "readings");
-    assert_eq!(seen.len() as u64, total, "every message the broker took is in the log");
+    assert_eq!(
+        seen.len() as u64,
+        total,
+        "every message the broker took is in the log"
+    );
     let outputs = env.records("out");
-    assert_eq!(outputs.len() as u64, total, "each payload key has exactly one output");
-    let keys: BTreeSet<_> = outputs.iter().map(|r| header(r, "idempotency-key").unwrap()).collect();
+    assert_eq!(
+        outputs.len() as u64,
+        total,
+        "each payload key has exactly one output"
+    );
+    let keys: BTreeSet<_> = outputs
+        .iter()
+        .map(|r| header(r, "idempotency-key").unwrap())
+        .collect();
     assert_eq!(keys.len() as u64, total);
     // Keys come from the `+` segment.
     let r = &env.records("readings")[0];
     let v: Value = serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
-    assert_eq!(r.record.key.as_deref(), Some(v["device"].as_str().unwrap().as_bytes()));
+    assert_eq!(
+        r.record.key.as_deref(),
+        Some(v["device"].as_str().unwrap().as_bytes())
+    );
     let stats = env.stats();
-    assert_eq!(stats["echo"]["duplicates"].as_u64().unwrap() + total, seen.values().sum::<usize>() as u64);
+    assert_eq!(
+        stats["echo"]["duplicates"].as_u64().unwrap() + total,
+        seen.values().sum::<usize>() as u64
+    );
 }

@@ -126,7 +126,10 @@ impl Target {
             Err(e) => return Err(e.into()),
         }
         if let Some(client) = IngestClient::discover(data_dir, ca)? {
-            tracing::info!(url = client.url(), "the data dir is in use by a running host: sending through its ingest endpoint");
+            tracing::info!(
+                url = client.url(),
+                "the data dir is in use by a running host: sending through its ingest endpoint"
+            );
             return Ok(Target::Host(Box::new(client)));
         }
         match tidewater::db::open_retrying(data_dir, Duration::from_secs(10)) {
@@ -219,7 +222,9 @@ async fn send_to_host(
                 }
                 s => bail!(
                     "the host refused the records ({s}): {}",
-                    a.body["error"]["message"].as_str().unwrap_or(&a.body.to_string())
+                    a.body["error"]["message"]
+                        .as_str()
+                        .unwrap_or(&a.body.to_string())
                 ),
             }
         }
@@ -254,7 +259,8 @@ pub(super) async fn produce(data_dir: &Path, a: ProduceArgs) -> anyhow::Result<E
         .map_or_else(|| "stdin".to_owned(), |p| p.display().to_string());
     let (input, size): (Box<dyn Read>, u64) = match &path {
         Some(p) => {
-            let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            let f =
+                std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
             (Box::new(f), size)
         }
@@ -263,8 +269,10 @@ pub(super) async fn produce(data_dir: &Path, a: ProduceArgs) -> anyhow::Result<E
     let mut target = Target::open(data_dir, a.kafka.brokers.as_deref(), a.ingest_ca.as_deref())?;
     let bar = if size > 0 {
         indicatif::ProgressBar::new(size).with_style(
-            indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{msg} {wide_bar} {bytes}/{total_bytes} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         )
     } else {
         indicatif::ProgressBar::hidden()
@@ -276,7 +284,15 @@ pub(super) async fn produce(data_dir: &Path, a: ProduceArgs) -> anyhow::Result<E
         again: Vec::new(),
         rejected: Vec::new(),
     };
-    let read = read_into(&a, format, bar.wrap_read(input), &source, &mut target, &mut tally, &bar);
+    let read = read_into(
+        &a,
+        format,
+        bar.wrap_read(input),
+        &source,
+        &mut target,
+        &mut tally,
+        &bar,
+    );
     bar.finish_and_clear();
     let rejected_topic = format!("{}.rejected", a.topic);
     let bad = tally.rejected.len();
@@ -284,7 +300,10 @@ pub(super) async fn produce(data_dir: &Path, a: ProduceArgs) -> anyhow::Result<E
         // Keep the bad lines read before the damage, then report it.
         target.append(&rejected_topic, None, std::mem::take(&mut tally.rejected))?;
         return Err(e).with_context(|| {
-            format!("{source}: {} records were appended before the error", tally.good)
+            format!(
+                "{source}: {} records were appended before the error",
+                tally.good
+            )
         });
     }
     let redelivered = tally.again.len();
@@ -323,12 +342,16 @@ fn check_flags(a: &ProduceArgs, format: InputFormat) -> anyhow::Result<()> {
                 bail!("--format csv needs --device (the record key) and --time-column");
             }
             if a.key.is_some() || a.key_pointer.is_some() || a.timestamp_pointer.is_some() {
-                bail!("--format csv takes the key from --device and the time from --time-column; --key, --key-pointer and --timestamp-pointer do not apply");
+                bail!(
+                    "--format csv takes the key from --device and the time from --time-column; --key, --key-pointer and --timestamp-pointer do not apply"
+                );
             }
         }
         _ if csv_only => bail!("--device and --time-column apply to --format csv only"),
         InputFormat::Raw if a.key_pointer.is_some() || a.timestamp_pointer.is_some() => {
-            bail!("--format raw records are not JSON: --key-pointer and --timestamp-pointer do not apply (use --key)")
+            bail!(
+                "--format raw records are not JSON: --key-pointer and --timestamp-pointer do not apply (use --key)"
+            )
         }
         _ => {}
     }
@@ -403,9 +426,13 @@ fn read_into(
             ingest::maybe_gunzip(input)?
                 .read_to_end(&mut body)
                 .with_context(|| format!("cannot read {source}"))?;
-            parse::parse(&body, parse::Format::Json, &shape(a), now_ms() as i64, |r| {
-                take(r, &mut chunk)
-            });
+            parse::parse(
+                &body,
+                parse::Format::Json,
+                &shape(a),
+                now_ms() as i64,
+                |r| take(r, &mut chunk),
+            );
             Ok(())
         }
         InputFormat::Ndjson | InputFormat::Raw => {
@@ -423,7 +450,10 @@ fn read_into(
                 let line = match line {
                     Ok(l) => l,
                     Err(e) => {
-                        result = Err(anyhow::anyhow!("cannot read {source} after line {}: {e}", n - 1));
+                        result = Err(anyhow::anyhow!(
+                            "cannot read {source} after line {}: {e}",
+                            n - 1
+                        ));
                         break;
                     }
                 };

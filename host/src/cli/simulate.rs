@@ -17,7 +17,11 @@ use tidewater::streams::ingest::{self, CsvOptions, parse};
 
 /// The data sets a device replays: (file, device id, time column).
 const DATA: [(&str, &str, &str); 4] = [
-    ("data/sea_surface_temperature.csv.gz", "buoy-b01", "time (UTC)"),
+    (
+        "data/sea_surface_temperature.csv.gz",
+        "buoy-b01",
+        "time (UTC)",
+    ),
     ("data/water-flow.csv", "pipeline-7", "Time"),
     ("data/occupancy.csv", "office-12", "time"),
     ("data/CGM.csv.gz", "cgm-3", "datetime"),
@@ -116,14 +120,18 @@ impl Rng {
 fn readings(dir: &std::path::Path, i: usize, n: usize) -> anyhow::Result<(String, Vec<Record>)> {
     let (file, device, column) = DATA[i % DATA.len()];
     let file = dir.join(file.trim_start_matches("data/"));
-    let sharing = (0..n).filter(|j| j % DATA.len() == i % DATA.len()).count().max(1);
+    let sharing = (0..n)
+        .filter(|j| j % DATA.len() == i % DATA.len())
+        .count()
+        .max(1);
     let slot = i / DATA.len();
     let id = if sharing > 1 {
         format!("{device}-{slot}")
     } else {
         device.to_owned()
     };
-    let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+    let f =
+        std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut rows = Vec::new();
     let mut k = 0usize;
     ingest::read_csv(
@@ -144,7 +152,10 @@ fn readings(dir: &std::path::Path, i: usize, n: usize) -> anyhow::Result<(String
     Ok((id, rows))
 }
 
-pub(super) async fn simulate(data_dir: &std::path::Path, a: SimulateArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn simulate(
+    data_dir: &std::path::Path,
+    a: SimulateArgs,
+) -> anyhow::Result<ExitCode> {
     if a.devices == 0 || a.batch == 0 {
         bail!("--devices and --batch must be at least 1");
     }
@@ -154,7 +165,12 @@ pub(super) async fn simulate(data_dir: &std::path::Path, a: SimulateArgs) -> any
         (None, None) => Some(
             IngestClient::discover(data_dir, a.ca.as_deref())?
                 .map(|c| c.url().to_owned())
-                .with_context(|| format!("no --http or --mqtt given and no running host's ingest.url in {}", data_dir.display()))?,
+                .with_context(|| {
+                    format!(
+                        "no --http or --mqtt given and no running host's ingest.url in {}",
+                        data_dir.display()
+                    )
+                })?,
         ),
     };
     let local_token = if a.http.is_none() && a.token.is_none() {
@@ -178,8 +194,10 @@ pub(super) async fn simulate(data_dir: &std::path::Path, a: SimulateArgs) -> any
     let counts = Arc::new(Counts::default());
     let bar = indicatif::ProgressBar::new(devices.iter().map(|(_, r)| r.len() as u64).sum());
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} acknowledged {per_sec} {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{msg} {wide_bar} {pos}/{len} acknowledged {per_sec} {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(format!("{} devices", a.devices));
     let a = Arc::new(a);
@@ -189,10 +207,23 @@ pub(super) async fn simulate(data_dir: &std::path::Path, a: SimulateArgs) -> any
     for (i, (id, rows)) in devices.into_iter().enumerate() {
         let (a, counts, bar) = (a.clone(), counts.clone(), bar.clone());
         let sender = match &http_url {
-            Some(u) => Sender::Http(Box::new(IngestClient::new(u, local_token.clone(), a.ca.as_deref())?)),
+            Some(u) => Sender::Http(Box::new(IngestClient::new(
+                u,
+                local_token.clone(),
+                a.ca.as_deref(),
+            )?)),
             None => Sender::mqtt(a.mqtt.as_deref().unwrap_or_default(), &id, a.ca.as_deref())?,
         };
-        tasks.spawn(device(a, i as u64, id, rows, sender, per_device_rate, counts, bar));
+        tasks.spawn(device(
+            a,
+            i as u64,
+            id,
+            rows,
+            sender,
+            per_device_rate,
+            counts,
+            bar,
+        ));
     }
     while let Some(r) = tasks.join_next().await {
         r.context("a device task failed")?;
@@ -231,8 +262,11 @@ impl Sender {
         };
         let (tls, host, port) = cfg.endpoint().map_err(anyhow::Error::msg)?;
         let mut o = rumqttc::MqttOptions::new(cfg.client_id.clone(), host, port);
-        o.set_max_packet_size(ingest::mqtt::MAX_PACKET_BYTES, ingest::mqtt::MAX_PACKET_BYTES)
-            .set_inflight(100);
+        o.set_max_packet_size(
+            ingest::mqtt::MAX_PACKET_BYTES,
+            ingest::mqtt::MAX_PACKET_BYTES,
+        )
+        .set_inflight(100);
         if tls {
             o.set_transport(rumqttc::Transport::tls_with_config(
                 rumqttc::TlsConfiguration::Rustls(Arc::new(
@@ -315,7 +349,10 @@ fn changed(r: &Record) -> Record {
 }
 
 /// One device: its readings in batches, paced, with the faults asked for.
-#[expect(clippy::too_many_arguments, reason = "one device's whole setup, spawned once")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one device's whole setup, spawned once"
+)]
 async fn device(
     a: Arc<SimulateArgs>,
     seed: u64,
@@ -358,12 +395,16 @@ async fn device(
             bar.inc(batch.len() as u64);
             if rng.chance(a.retry_percent) {
                 let again: Vec<Record> = if rng.chance(a.changed_percent) {
-                    counts.changed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    counts
+                        .changed
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     batch.iter().map(changed).collect()
                 } else {
                     batch.clone()
                 };
-                counts.retried.fetch_add(again.len() as u64, Ordering::Relaxed);
+                counts
+                    .retried
+                    .fetch_add(again.len() as u64, Ordering::Relaxed);
                 send_until_acked(&a, &id, &again, &mut sender, &counts, &mut rng).await;
             }
         }

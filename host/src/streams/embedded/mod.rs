@@ -13,8 +13,7 @@ mod source;
 
 pub use config::{LogConfig, TopicConfig, check_log_config};
 pub use log::{
-    Log, LogError, PartitionInfo, TopicInfo, append_all_in, append_in,
-    ensure_topic_in, StoredBytes,
+    Log, LogError, PartitionInfo, StoredBytes, TopicInfo, append_all_in, append_in, ensure_topic_in,
 };
 pub use sink::EmbeddedSink;
 pub use source::EmbeddedSource;

@@ -273,10 +273,7 @@ impl Appender {
 
     /// Records accepted and not yet appended.
     pub fn queued(&self) -> usize {
-        self.inner
-            .queue
-            .lock()
-            .map_or(0, |q| q.records)
+        self.inner.queue.lock().map_or(0, |q| q.records)
     }
 
     /// Stops taking records, appends what is queued, and ends the thread.
@@ -483,7 +480,10 @@ mod tests {
             .sum();
         assert_eq!(stored, 100);
         a.stop();
-        assert!(matches!(a.submit("t", None, vec![rec(1)]), Err(AppendError::Stopping)));
+        assert!(matches!(
+            a.submit("t", None, vec![rec(1)]),
+            Err(AppendError::Stopping)
+        ));
     }
 
     #[test]
@@ -528,7 +528,10 @@ mod tests {
                 Err(e) => break e,
             }
         };
-        assert!(matches!(refused, AppendError::OverQuota { max: 1000, .. }), "{refused}");
+        assert!(
+            matches!(refused, AppendError::OverQuota { max: 1000, .. }),
+            "{refused}"
+        );
         assert!(refused.is_backpressure());
         log.set_retention("t", None, Some(0)).unwrap();
         log.enforce_retention(now_ms()).unwrap();
@@ -542,8 +545,11 @@ mod tests {
                 }
                 Err(e) => panic!("{e}"),
             };
-        };
-        assert_eq!(log.topics().unwrap()[0].partitions[0].end, accepted as u64 + 1);
+        }
+        assert_eq!(
+            log.topics().unwrap()[0].partitions[0].end,
+            accepted as u64 + 1
+        );
         a.stop();
     }
 
@@ -569,7 +575,13 @@ mod tests {
                 Err(e) => break e,
             }
         };
-        assert_eq!(err, AppendError::QueueFull { queued: 6, capacity: 10 });
+        assert_eq!(
+            err,
+            AppendError::QueueFull {
+                queued: 6,
+                capacity: 10
+            }
+        );
         drop(txn);
         for p in held {
             assert_eq!(p.blocking_recv().unwrap().unwrap().placed.len(), 6);

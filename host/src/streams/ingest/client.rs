@@ -101,7 +101,11 @@ impl IngestClient {
     /// # Errors
     ///
     /// [`ClientError::BadUrl`], [`ClientError::Tls`].
-    pub fn new(url: &str, token: Option<String>, ca_file: Option<&Path>) -> Result<Self, ClientError> {
+    pub fn new(
+        url: &str,
+        token: Option<String>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
         let url = url.trim().trim_end_matches('/').to_owned();
         let (tls, authority) = if let Some(a) = url.strip_prefix("https://") {
             (true, a)
@@ -169,11 +173,10 @@ impl IngestClient {
         let _ = tcp.set_nodelay(true);
         macro_rules! handshake {
             ($io:expr) => {{
-                let (sender, conn) = hyper::client::conn::http1::handshake(
-                    hyper_util::rt::TokioIo::new($io),
-                )
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new($io))
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
                 tokio::spawn(conn);
                 sender
             }};
@@ -250,7 +253,12 @@ impl IngestClient {
             let resp = match sent {
                 Ok(r) => r,
                 // A kept-alive connection the server closed: once more on a new one.
-                Err(e) if attempt == 0 && (e.is_closed() || e.is_canceled() || e.is_incomplete_message()) => continue,
+                Err(e)
+                    if attempt == 0
+                        && (e.is_closed() || e.is_canceled() || e.is_incomplete_message()) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     return Err(ClientError::Connect {
                         url: self.url.clone(),

@@ -212,7 +212,9 @@ pub fn check_ingest_config(c: &IngestConfig) -> Result<(), String> {
         let ctx = |e: String| format!("[[ingest.mqtt]] {}: {e}", m.url);
         m.endpoint().map_err(ctx)?;
         if m.topics.is_empty() {
-            return Err(ctx("topics is empty: map at least one MQTT topic filter to a log topic".into()));
+            return Err(ctx(
+                "topics is empty: map at least one MQTT topic filter to a log topic".into(),
+            ));
         }
         for (filter, topic) in &m.topics {
             check_topic_name(topic).map_err(|e| ctx(e.to_string()))?;
@@ -340,7 +342,10 @@ key_pointer = "/device"
             (h.max_body_bytes, h.max_records, h.max_record_bytes),
             (16 << 20, 10_000, 1 << 20)
         );
-        assert_eq!((c.queue_records, c.create_topics, c.group_commit), (200_000, true, true));
+        assert_eq!(
+            (c.queue_records, c.create_topics, c.group_commit),
+            (200_000, true, true)
+        );
         assert_eq!(c.mqtt[0].client_id, "tidewater");
         assert_eq!(
             c.mqtt[0].endpoint().unwrap(),
@@ -379,8 +384,10 @@ key_pointer = "/device"
             refused("[http]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"c.pem\"\n")
                 .contains("tls_cert and tls_key go together")
         );
-        assert!(parse("[http]\nlisten = \"x\"\ncolour = 1\n")
-            .unwrap_err()
-            .contains("unknown field `colour`"));
+        assert!(
+            parse("[http]\nlisten = \"x\"\ncolour = 1\n")
+                .unwrap_err()
+                .contains("unknown field `colour`")
+        );
     }
 }

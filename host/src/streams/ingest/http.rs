@@ -199,13 +199,14 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, St
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("ingest.http.tls_key {}: {e}", key.display()))?;
-    let mut server =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| format!("ingest.http TLS certificate and key: {e}"))?;
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("ingest.http TLS certificate and key: {e}"))?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
@@ -343,7 +344,9 @@ impl HttpState {
         }
         for (name, value) in headers {
             if let Some(h) = name.as_str().strip_prefix("tidewater-header-") {
-                shape.headers.push((h.to_owned(), value.as_bytes().to_vec()));
+                shape
+                    .headers
+                    .push((h.to_owned(), value.as_bytes().to_vec()));
             }
         }
         let mut time = now_ms() as i64;
@@ -371,10 +374,18 @@ fn format_of(headers: &HeaderMap) -> Result<Format, Response> {
         return Ok(Format::Ndjson);
     };
     let ct = ct.to_str().unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl"
-        | "application/x-jsonlines" | "application/json-lines" => Ok(Format::Ndjson),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/json-lines" => Ok(Format::Ndjson),
         "application/json" => Ok(Format::Json),
         "application/octet-stream" => Ok(Format::Bytes),
         _ => Err(refuse(
@@ -409,7 +420,11 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Vec<u8
         if limit {
             too_large("more than".into())
         } else {
-            refuse(StatusCode::BAD_REQUEST, "bad-request", format!("cannot read the body: {e}"))
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("cannot read the body: {e}"),
+            )
         }
     })?;
     let gzip = headers
@@ -423,7 +438,11 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Vec<u8
             let mut out = Vec::new();
             let mut d = flate2::read::MultiGzDecoder::new(&bytes[..]).take(max as u64 + 1);
             d.read_to_end(&mut out).map_err(|e| {
-                refuse(StatusCode::BAD_REQUEST, "bad-request", format!("the gzip body cannot be read: {e}"))
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    format!("the gzip body cannot be read: {e}"),
+                )
             })?;
             if out.len() > max {
                 return Err(too_large("more than (unzipped)".into()));
@@ -483,7 +502,11 @@ fn records_of(
         ));
     }
     if records.is_empty() {
-        return Err(refuse(StatusCode::BAD_REQUEST, "malformed", "the request holds no record"));
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "the request holds no record",
+        ));
     }
     Ok(records)
 }
@@ -530,12 +553,20 @@ async fn take_records(
         .map_err(|e| fail(refuse(StatusCode::BAD_REQUEST, "bad-topic", e.to_string())))?;
     let format = format_of(headers).map_err(fail)?;
     let shape = s.shape(topic, q.envelope, headers).map_err(fail)?;
-    let body = read_body(body, headers, s.config.max_body_bytes).await.map_err(fail)?;
+    let body = read_body(body, headers, s.config.max_body_bytes)
+        .await
+        .map_err(fail)?;
     let max_records = s.config.max_records;
     let records = if body.len() > 1 << 20 {
         tokio::task::spawn_blocking(move || records_of(&body, format, &shape, max_records))
             .await
-            .unwrap_or_else(|e| Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())))
+            .unwrap_or_else(|e| {
+                Err(refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    e.to_string(),
+                ))
+            })
     } else {
         records_of(&body, format, &shape, max_records)
     }
@@ -559,14 +590,18 @@ async fn take_records(
         )));
     }
     let n = records.len();
-    let bytes: u64 = records.iter().map(|r| r.value.as_ref().map_or(0, Vec::len) as u64).sum();
+    let bytes: u64 = records
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, Vec::len) as u64)
+        .sum();
     let appended = match s.appender.submit(topic, q.partitions, records) {
         Ok(pending) => pending.await.unwrap_or(Err(AppendError::Stopping)),
         Err(e) => Err(e),
     };
     match appended {
         Ok(a) => {
-            s.metrics.appended("http", topic, n as u64, bytes, arrived.elapsed());
+            s.metrics
+                .appended("http", topic, n as u64, bytes, arrived.elapsed());
             let first: BTreeMap<String, u64> = a
                 .first_offsets()
                 .into_iter()

@@ -85,9 +85,14 @@ impl Ingest {
         };
         if let Some(h) = &config.http {
             let token = random_token().map_err(|e| format!("ingest: cannot make a token: {e}"))?;
-            let running =
-                http::start(h.clone(), &config.topics, appender.clone(), metrics.clone(), &token)
-                    .await;
+            let running = http::start(
+                h.clone(),
+                &config.topics,
+                appender.clone(),
+                metrics.clone(),
+                &token,
+            )
+            .await;
             let running = match running {
                 Ok(r) => r,
                 Err(e) => {

@@ -178,7 +178,9 @@ async fn run(
                 };
                 let arrived = Instant::now();
                 let bytes = p.payload.len() as u64;
-                let Some(pending) = submit_waiting(&appender, &topic, record, &metrics, &mut stop).await else {
+                let Some(pending) =
+                    submit_waiting(&appender, &topic, record, &metrics, &mut stop).await
+                else {
                     break;
                 };
                 let _ = ack_tx.send((p, pending, arrived, topic, bytes));

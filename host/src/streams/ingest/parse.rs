@@ -353,7 +353,9 @@ pub fn to_envelope(record: &Record) -> Vec<u8> {
     if let Some(k) = &record.key {
         out.extend_from_slice(b",\"key\":");
         out.extend_from_slice(
-            serde_json::Value::from(String::from_utf8_lossy(k)).to_string().as_bytes(),
+            serde_json::Value::from(String::from_utf8_lossy(k))
+                .to_string()
+                .as_bytes(),
         );
     }
     if !record.headers.is_empty() {
@@ -432,10 +434,16 @@ mod tests {
     #[test]
     fn a_json_array_is_many_records_and_an_object_one() {
         let got = all(b"[\n {\"a\":1},\n {\"a\":2}\n]", Format::Json, &shape());
-        let values: Vec<_> = got.iter().map(|r| r.as_ref().unwrap().value.clone().unwrap()).collect();
+        let values: Vec<_> = got
+            .iter()
+            .map(|r| r.as_ref().unwrap().value.clone().unwrap())
+            .collect();
         assert_eq!(values, [b"{\"a\":1}".to_vec(), b"{\"a\":2}".to_vec()]);
         let got = all(b"  {\"a\":1}\n", Format::Json, &shape());
-        assert_eq!(got[0].as_ref().unwrap().value.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(
+            got[0].as_ref().unwrap().value.as_deref(),
+            Some(&b"{\"a\":1}"[..])
+        );
         let s = Shape {
             key_pointer: Some("/d".into()),
             ..shape()
@@ -468,7 +476,13 @@ mod tests {
         let got = all(&to_envelope(&json), Format::Ndjson, &s);
         assert_eq!(got[0].as_ref().unwrap(), &json);
         let got = all(b"{\"value\":1,\"colour\":2}", Format::Ndjson, &s);
-        assert!(got[0].as_ref().unwrap_err().reason.contains("unknown field `colour`"));
+        assert!(
+            got[0]
+                .as_ref()
+                .unwrap_err()
+                .reason
+                .contains("unknown field `colour`")
+        );
     }
 
     #[test]
