@@ -539,12 +539,15 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match a.submit("t", None, vec![rec(99)]) {
-                Ok(p) => break p.blocking_recv().unwrap().unwrap(),
+                Ok(p) => {
+                    assert_eq!(p.blocking_recv().unwrap().unwrap().placed.len(), 1);
+                    break;
+                }
                 Err(AppendError::OverQuota { .. }) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => panic!("{e}"),
-            };
+            }
         }
         assert_eq!(
             log.topics().unwrap()[0].partitions[0].end,
