@@ -411,6 +411,13 @@ key_prefix = "buoy-b01"
         nd,
     );
     assert_eq!((s, code.as_str()), (403, "forbidden-key"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("record 2 has key \"cgm-3\": token \"b01\" may write only keys starting with \"buoy-b01\""),
+        "{body}"
+    );
     // A topic without [[ingest.topic]] has no key pointer: the envelope gives the key.
     let (s, code, _) = post_q(
         tok,
@@ -422,6 +429,8 @@ key_prefix = "buoy-b01"
     assert_eq!((s, code.as_str()), (404, "no-such-topic"));
     let (s, code, _) = post(tok, "readings", good, "text/csv");
     assert_eq!((s, code.as_str()), (415, "unsupported-media-type"));
+    let (s, code, body) = post_q(tok, "readings", "partitions=two", good, nd);
+    assert_eq!((s, code.as_str()), (400, "bad-request"), "{body}");
     // The host's own token (for produce on the same machine) may write any topic.
     let own = std::fs::read_to_string(env.data_dir().join("ingest.token")).unwrap();
     assert_eq!(

@@ -38,6 +38,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -99,14 +100,29 @@ impl RunningHttp {
     }
 }
 
-/// An error answer.
-fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = json!({"error": {"code": code, "message": message.into()}});
-    let mut r = (status, axum::Json(body)).into_response();
+/// The `code` of an error answer, kept with the response for the
+/// `ingest_refused` metric.
+#[derive(Debug, Clone, Copy)]
+struct RefusalCode(&'static str);
+
+/// An error answer: `{"error": {"code", "message"}}`, with `Retry-After`
+/// on a 503.
+fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    refuse_with(
+        status,
+        code,
+        json!({"code": code, "message": message.into()}),
+    )
+}
+
+/// An error answer whose `error` object is `error`.
+fn refuse_with(status: StatusCode, code: &'static str, error: Value) -> Response {
+    let mut r = (status, axum::Json(json!({ "error": error }))).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         r.headers_mut()
             .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
     }
+    r.extensions_mut().insert(RefusalCode(code));
     r
 }
 
@@ -273,6 +289,20 @@ fn router(state: Arc<HttpState>) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/v1/topics/{topic}/records", post(post_records))
+        .fallback(|| async {
+            refuse(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no such endpoint: send records with POST /v1/topics/{topic}/records",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "send records with POST /v1/topics/{topic}/records",
+            )
+        })
         .with_state(state)
 }
 
@@ -400,11 +430,11 @@ fn format_of(headers: &HeaderMap) -> Result<Format, Response> {
 
 /// Reads the body (at most `max` bytes after gzip is undone).
 async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Vec<u8>, Response> {
-    let too_large = |n: String| {
+    let too_large = |size: String| {
         refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body-too-large",
-            format!("the body is {n} bytes, the limit is {max} bytes (ingest.http.max_body_bytes)"),
+            format!("the body is {size}, the limit is {max} bytes (ingest.http.max_body_bytes)"),
         )
     };
     if let Some(len) = headers
@@ -412,13 +442,13 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Vec<u8
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len > max as u64
     {
-        return Err(too_large(len.to_string()));
+        return Err(too_large(format!("{len} bytes")));
     }
     let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
         let limit = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
             .any(|e| e.is::<http_body_util::LengthLimitError>());
         if limit {
-            too_large("more than".into())
+            too_large(format!("more than {max} bytes"))
         } else {
             refuse(
                 StatusCode::BAD_REQUEST,
@@ -445,7 +475,7 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Vec<u8
                 )
             })?;
             if out.len() > max {
-                return Err(too_large("more than (unzipped)".into()));
+                return Err(too_large(format!("more than {max} bytes unzipped")));
             }
             Ok(out)
         }
@@ -488,8 +518,11 @@ fn records_of(
             bad[0].line,
             bad[0].reason
         );
-        let body = json!({"error": {"code": code, "message": message, "lines": lines}});
-        return Err((status, axum::Json(body)).into_response());
+        return Err(refuse_with(
+            status,
+            code,
+            json!({"code": code, "message": message, "lines": lines}),
+        ));
     }
     if records.len() > max_records {
         return Err(refuse(
@@ -515,12 +548,22 @@ fn records_of(
 async fn post_records(
     State(s): State<Arc<HttpState>>,
     UrlPath(topic): UrlPath<String>,
-    Query(q): Query<RecordsQuery>,
+    query: Result<Query<RecordsQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let arrived = Instant::now();
-    let answer = take_records(&s, &topic, q, &headers, body, arrived).await;
+    let answer = match query {
+        Ok(Query(q)) => take_records(&s, &topic, q, &headers, body, arrived).await,
+        Err(e) => Err(fail(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!(
+                "the query string: {} (known: envelope=true|false, partitions=N)",
+                e.body_text()
+            ),
+        ))),
+    };
     if let Err(code) = &answer {
         s.metrics.refused("http", code.0);
     }
@@ -529,14 +572,13 @@ async fn post_records(
 
 type Refusal = (&'static str, Response);
 
-fn code_of(r: &Response) -> &'static str {
-    match r.status() {
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
-        _ => "malformed",
-    }
+/// A refusal with its code, for the metrics.
+fn fail(r: Response) -> Refusal {
+    let code = r
+        .extensions()
+        .get::<RefusalCode>()
+        .map_or("internal", |c| c.0);
+    (code, r)
 }
 
 async fn take_records(
@@ -547,7 +589,6 @@ async fn take_records(
     body: Body,
     arrived: Instant,
 ) -> Result<Response, Refusal> {
-    let fail = |r: Response| (code_of(&r), r);
     let grant = s.authorize(headers, topic).map_err(fail)?.cloned();
     check_topic_name(topic)
         .map_err(|e| fail(refuse(StatusCode::BAD_REQUEST, "bad-topic", e.to_string())))?;
@@ -582,9 +623,15 @@ async fn take_records(
             StatusCode::FORBIDDEN,
             "forbidden-key",
             format!(
-                "record {} has key {:?}: token {g:?} may write only keys starting with {:?}",
+                "record {} has {}: token {g:?} may write only keys starting with {:?}",
                 i + 1,
-                records[i].key.as_deref().map(String::from_utf8_lossy),
+                records[i]
+                    .key
+                    .as_deref()
+                    .map_or("no key".to_owned(), |k| format!(
+                        "key {:?}",
+                        String::from_utf8_lossy(k)
+                    )),
                 String::from_utf8_lossy(prefix)
             ),
         )));
@@ -617,7 +664,7 @@ async fn take_records(
                 AppendError::BadTopic(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            Err((e.code(), refuse(status, e.code(), e.to_string())))
+            Err(fail(refuse(status, e.code(), e.to_string())))
         }
     }
 }
