@@ -28,10 +28,10 @@ host=$!
 trap 'kill $host 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do [ -f "$data/ingest.url" ] && [ -f "$data/admin.url" ] && break; sleep 0.1; done
 echo "== host running: ingest $(cat "$data/ingest.url"), admin $(cat "$data/admin.url")"
-echo "== 4 devices over HTTP and 8 over MQTT send the four data sets (5% of sends repeated)"
+echo "== 4 devices send the four data sets over HTTP and again over MQTT (5% of sends repeated)"
 "$bin" simulate --devices 4 --batch 20 --retry-percent 5 --jitter 2ms --burst-percent 1 --out-of-order-percent 1 | sed 's/^/http: /' &
 http=$!
-"$bin" simulate --mqtt "$mqtt" --devices 8 --retry-percent 5 | sed 's/^/mqtt: /' &
+"$bin" simulate --mqtt "$mqtt" --devices 4 --retry-percent 5 | sed 's/^/mqtt: /' &
 mq=$!
 sleep 3
 echo "== pausing enrich while the devices keep sending"
