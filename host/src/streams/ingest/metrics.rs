@@ -39,12 +39,9 @@ impl Default for IngestMetrics {
             bytes: Family::default(),
             refused: Family::default(),
             ack_latency: Family::new_with_constructor(|| {
-                Histogram::new(
-                    [
-                        0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-                    ]
-                    .into_iter(),
-                )
+                Histogram::new([
+                    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+                ])
             }),
             mqtt_connected: Family::default(),
             queue_records: AtomicI64::new(0),
