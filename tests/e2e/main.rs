@@ -12,6 +12,7 @@ mod edge;
 mod faults;
 mod hostile;
 mod idempotency;
+mod ingest;
 mod kafka;
 mod new;
 #[path = "../support/plugins.rs"]

@@ -44,6 +44,7 @@ use crate::processing::stats::ProcessorStats;
 use crate::processing::{Handler, WasmHandler};
 use crate::runtime::{Limits, LoadedComponent};
 use crate::streams::embedded::Log;
+use crate::streams::ingest::IngestMetrics;
 use crate::streams::sinks::SinkControl;
 
 /// Why the admin API could not start: for people.
@@ -162,10 +163,13 @@ pub struct Admin {
     pub(super) sinks: BTreeMap<String, Arc<SinkControl>>,
     pub(super) token: String,
     pub(super) max_upload_bytes: usize,
+    /// The live ingest's metrics, when the host runs ingest.
+    pub(super) ingest: Option<Arc<IngestMetrics>>,
 }
 
 impl Admin {
-    /// The admin side of a running host.
+    /// The admin side of a running host; `ingest` adds the live ingest's
+    /// metrics to `/metrics`.
     pub fn new(
         registry: Registry,
         log: Log,
@@ -173,6 +177,7 @@ impl Admin {
         sinks: Vec<Arc<SinkControl>>,
         token: String,
         max_upload_bytes: usize,
+        ingest: Option<Arc<IngestMetrics>>,
     ) -> Arc<Self> {
         Arc::new(Admin {
             registry,
@@ -184,6 +189,7 @@ impl Admin {
                 .collect(),
             token,
             max_upload_bytes,
+            ingest,
         })
     }
 
@@ -438,7 +444,7 @@ impl Running {
 
 /// Starts the admin API (when `options.listen` is set) and the plugins-dir
 /// watcher (when `options.watch` is set) for the processors in `managed`
-/// and the `sinks`.
+/// and the `sinks`; `/metrics` includes `ingest`'s when given.
 ///
 /// # Errors
 ///
@@ -451,6 +457,7 @@ pub async fn start(
     log: Log,
     managed: BTreeMap<String, Managed>,
     sinks: Vec<Arc<SinkControl>>,
+    ingest: Option<Arc<IngestMetrics>>,
 ) -> Result<Running, StartError> {
     let fail = StartError;
     let token = match &options.token {
@@ -464,6 +471,7 @@ pub async fn start(
         sinks,
         token.clone(),
         options.max_upload_bytes,
+        ingest,
     );
     let mut server = None;
     if let Some(addr) = options.listen {
