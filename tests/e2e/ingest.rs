@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tidewater::admin::client::Client;
+use tidewater::streams::LogRecord;
 use tidewater::streams::ingest::client::IngestClient;
 
 use crate::common::*;
@@ -787,6 +788,88 @@ limits.call_deadline = "50ms"
 }
 
 #[test]
+fn a_device_clock_a_day_ahead_is_stored_with_the_ingest_time_and_counted() {
+    let env = Env::new();
+    let config = env.config(
+        r#"
+[[ingest.topic]]
+name = "readings"
+key_pointer = "/device"
+timestamp_pointer = "/ts"
+[ingest.http]
+listen = "127.0.0.1:0"
+"#,
+    );
+    let host = Child_::start(&env, &config, &[], true);
+    let url = host.ingest.clone().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ahead = now + 86_400_000;
+    let fine = now - 60_000;
+    let body = format!(
+        "{{\"device\":\"a\",\"ts\":{ahead},\"v\":1}}\n\
+         {{\"device\":\"a\",\"ts\":{fine},\"v\":2}}\n\
+         {{\"device\":\"a\",\"ts\":1000,\"v\":3}}\n"
+    );
+    let answer = rt().block_on(async {
+        let mut c = IngestClient::new(&url, None, None).unwrap();
+        c.post(
+            "readings",
+            "",
+            body.into_bytes(),
+            "application/x-ndjson",
+            false,
+        )
+        .await
+        .unwrap()
+    });
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["accepted"], 3);
+    host.stop();
+    let got = env.records("readings");
+    assert_eq!(got.len(), 3);
+    let v = |r: &LogRecord| -> u64 {
+        serde_json::from_slice::<Value>(r.record.value.as_deref().unwrap()).unwrap()["v"]
+            .as_u64()
+            .unwrap()
+    };
+    let by_v: BTreeMap<u64, &LogRecord> = got.iter().map(|r| (v(r), r)).collect();
+    // A day ahead: the ingest time (the append time), the device's in the header.
+    assert_eq!(by_v[&1].record.timestamp_ms, by_v[&1].append_ms as i64);
+    assert_eq!(
+        header(by_v[&1], "tidewater-device-time"),
+        Some(ahead.to_string())
+    );
+    // A minute behind: its own time, no header.
+    assert_eq!(by_v[&2].record.timestamp_ms, fine);
+    assert_eq!(header(by_v[&2], "tidewater-device-time"), None);
+    // 1970: the ingest time too.
+    assert_eq!(by_v[&3].record.timestamp_ms, by_v[&3].append_ms as i64);
+    assert_eq!(
+        header(by_v[&3], "tidewater-device-time"),
+        Some("1000".to_owned())
+    );
+    let out = env
+        .cmd()
+        .args(["topics", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let topics: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(topics[0]["name"], "readings");
+    assert_eq!(
+        topics[0]["device_time_replaced"],
+        json!({"ahead": 1, "behind": 1})
+    );
+}
+
+#[test]
 fn produce_works_the_same_with_and_without_a_running_host() {
     let input = "{\"device\":\"a\",\"ts\":\"2020-01-01T00:00:00Z\",\"v\":1}\n\
                  {\"device\":\"b\",\"ts\":1000,\"v\":2}\n\
@@ -847,6 +930,13 @@ fn produce_works_the_same_with_and_without_a_running_host() {
                 let mut rec = r.record;
                 if topic.ends_with(".rejected") {
                     rec.headers.retain(|(n, _)| n != "tidewater-source-file");
+                    // Stamped with the time the line was read.
+                    assert!(rec.timestamp_ms > 1_700_000_000_000, "{rec:?}");
+                    rec.timestamp_ms = 0;
+                } else if rec.header("tidewater-device-time").is_some() {
+                    // A device time in 1970: the ingest time, which is the append time.
+                    assert_eq!(rec.timestamp_ms, r.append_ms as i64, "{rec:?}");
+                    rec.timestamp_ms = 0;
                 }
                 format!("{}@{} {:?}", r.partition, r.offset, rec)
             })
@@ -856,6 +946,32 @@ fn produce_works_the_same_with_and_without_a_running_host() {
         assert_eq!(view(&alone, topic), view(&hosted, topic), "{topic}");
     }
     assert_eq!(alone.records("readings").len(), 3);
+    // Either way the device-time policy applied: ts 1000 and 2000 (1970)
+    // are kept in the header, the RFC 3339 time of 2020 is the timestamp.
+    for env in [&alone, &hosted] {
+        let mut times: Vec<(i64, Option<String>)> = env
+            .records("readings")
+            .into_iter()
+            .map(|r| {
+                let device = header(&r, "tidewater-device-time");
+                let ts = if device.is_some() {
+                    0
+                } else {
+                    r.record.timestamp_ms
+                };
+                (ts, device)
+            })
+            .collect();
+        times.sort();
+        assert_eq!(
+            times,
+            [
+                (0, Some("1000".to_owned())),
+                (0, Some("2000".to_owned())),
+                (1_577_836_800_000, None)
+            ]
+        );
+    }
     assert_eq!(
         alone.with_log(|l| l.partitions("readings").unwrap()),
         Some(3)
