@@ -9,9 +9,11 @@
 #   make plugins build the example processors, every language, into target/plugins/
 #   make compare run every language's enrich on the same real data, side by side
 #   make demo-kafka  the main job through a real Apache Kafka broker
+#   make demo-live   the demo's processors fed live over HTTP and MQTT by simulated devices
 #   make kafka-up / kafka-down   a local single-node Kafka (KRaft) on 127.0.0.1
 #   make demo-postgres  the demo's results into PostgreSQL tables (readings, alerts)
 #   make pg-up / pg-down   a local PostgreSQL 15 on 127.0.0.1 (data in target/postgres)
+#   make mqtt-up / mqtt-down     a local Mosquitto on 127.0.0.1
 #
 # Everything is built with one profile (release): the binary, the tests and
 # the benches share one build of wasmtime.
@@ -58,9 +60,11 @@ TW := TIDEWATER_DATA_DIR=$(DATA_DIR) $(BIN)
 
 KAFKA := kafka/kafka.sh
 PG := postgres/pg.sh
+MQTT := mqtt/mosquitto.sh
+LIVE_DATA_DIR ?= $(ROOT)/.tidewater-live
 
 .SECONDEXPANSION:
-.PHONY: help demo demo-kafka demo-postgres pg-up pg-down console test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-ts plugins-zig plugins-cpp build tools c-tools cpp-tools browser check-data clean kafka-up kafka-down ts-check zig-test
+.PHONY: help demo demo-kafka demo-postgres demo-live pg-up pg-down mqtt-up mqtt-down console test fuzz bench compare plugins plugins-rust plugins-c plugins-python plugins-js plugins-ts plugins-zig plugins-cpp build tools c-tools cpp-tools browser check-data clean kafka-up kafka-down ts-check zig-test
 
 help:
 	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -308,6 +312,17 @@ demo-postgres: demo
 	psql "$$url" -c "SELECT device, count(*) AS readings, min(ts), max(ts), (SELECT count(*) FROM alerts a WHERE a.device = r.device) AS alerts FROM readings r GROUP BY device ORDER BY device" && \
 	echo "(server still running: 'make pg-down' stops it; run 'make demo-postgres' again: no row changes)"
 
+## Mosquitto (Debian's package, installed with apt when missing) on 127.0.0.1.
+mqtt-up:
+	@$(MQTT) up
+
+mqtt-down:
+	@$(MQTT) down
+
+demo-live: build plugins check-data
+	@mqtt=$$($(MQTT) up) && demo/live.sh $(BIN) $(LIVE_DATA_DIR) "$$mqtt"
+	@echo "(broker still running: 'make mqtt-down' stops it; data dir: $(LIVE_DATA_DIR))"
+
 test: tools plugins browser
 	cargo fmt --all -- --check
 	cd plugins && cargo fmt --all -- --check
@@ -326,10 +341,12 @@ test: tools plugins browser
 	cargo build --release --locked --workspace --all-targets
 	@$(KAFKA) up >/dev/null
 	@$(PG) up >/dev/null || { $(KAFKA) down; exit 1; }
+	@$(MQTT) up >/dev/null || { $(KAFKA) down; $(PG) down; exit 1; }
 	@# The console's browser test saves a screenshot of each page here.
 	@mkdir -p $(ROOT)/target/console-screenshots
-	status=0; TIDEWATER_REQUIRE_KAFKA=1 TIDEWATER_REQUIRE_POSTGRES=1 TIDEWATER_REQUIRE_BROWSER=1 cargo test --release --locked --workspace || status=$$?; \
-	  $(KAFKA) down; $(PG) down; exit $$status
+	status=0; TIDEWATER_REQUIRE_KAFKA=1 TIDEWATER_REQUIRE_POSTGRES=1 TIDEWATER_REQUIRE_MQTT=1 TIDEWATER_REQUIRE_BROWSER=1 \
+	  cargo test --release --locked --workspace || status=$$?; \
+	  $(KAFKA) down; $(PG) down; $(MQTT) down; exit $$status
 
 ## The fuzz tests (host/src/fuzz.rs: the component validator, CSV and JSON
 ## ingest, the log and idempotency store against a model), with many cases.
@@ -362,11 +379,15 @@ bench: tools plugins
 	cargo bench --locked -p tidewater-host --bench isolation
 	cargo bench --locked -p tidewater-host --bench swap
 	@$(KAFKA) up >/dev/null
-	status=0; cargo bench --locked -p tidewater-host --bench kafka || status=$$?; $(KAFKA) down; exit $$status
+	@$(MQTT) up >/dev/null || { $(KAFKA) down; exit 1; }
+	status=0; cargo bench --locked -p tidewater-host --bench kafka || status=$$?; \
+	  cargo bench --locked -p tidewater-host --bench ingest || status=$$?; \
+	  $(KAFKA) down; $(MQTT) down; exit $$status
 	@$(PG) up >/dev/null
 	status=0; cargo bench --locked -p tidewater-host --bench postgres || status=$$?; $(PG) down; exit $$status
 
 clean:
 	-$(KAFKA) reset
 	-$(PG) reset
-	rm -rf $(CARGO_TARGET_DIR) $(PLUGIN_DIR) plugins/target $(DATA_DIR) $(KDATA_DIR)
+	-$(MQTT) down
+	rm -rf $(CARGO_TARGET_DIR) $(PLUGIN_DIR) plugins/target $(DATA_DIR) $(KDATA_DIR) $(LIVE_DATA_DIR)

@@ -4,6 +4,7 @@
 //! [log]
 //! default_partitions = 1          # partitions of a topic created implicitly
 //! maintenance_interval = "1m"     # how often retention and key expiry run
+//! max_bytes = 10737418240         # disk quota of stored records; ingest gets 503 above it
 //!
 //! [[topic]]                       # optional: topics to create, with retention
 //! name = "sensor-readings"
@@ -84,6 +85,39 @@
 //! watch_interval = "1s"
 //! console_public = false          # the web console's read-only pages open without the token
 //! compare_report = "../target/compare.json"  # `make compare`'s report, for the console
+//!
+//! [ingest]                        # optional: devices send to the running host (embedded log only)
+//! create_topics = true            # a record for a missing topic creates it (off: 404 no-such-topic)
+//! queue_records = 200000          # records waiting for their durable append; more: 503 + Retry-After
+//! group_commit = true             # requests in flight share one durable commit (false: one each)
+//!
+//! [[ingest.topic]]                # how an HTTP record of a topic gets its key and time
+//! name = "sensor-readings"
+//! key_pointer = "/device"         # JSON pointer to the key (a record without it is malformed)
+//! timestamp_pointer = "/ts"       # JSON pointer to RFC 3339 text or epoch ms; absent: arrival time
+//!
+//! [ingest.http]                   # POST /v1/topics/{topic}/records (see streams::ingest::http)
+//! listen = "127.0.0.1:8080"       # its own listener; non-loopback needs tokens
+//! max_body_bytes = 16777216       # per request, after gzip (413 above)
+//! max_records = 10000             # per request (413 above)
+//! max_record_bytes = 1048576      # per record value (413 above, naming the line)
+//! tls_cert = "cert.pem"           # with tls_key: HTTPS (rustls); relative to this file
+//! tls_key = "key.pem"
+//!
+//! [[ingest.http.token]]           # a device token (`tidewater ingest-token` makes one)
+//! name = "buoy-b01"
+//! sha256 = "<64 hex digits>"      # the token's SHA-256; the token itself is not stored
+//! topics = ["sensor-readings"]    # what it may write (403 otherwise)
+//! key_prefix = "buoy-b01"         # optional: only keys starting with this (403 otherwise)
+//!
+//! [[ingest.mqtt]]                 # a broker to subscribe to (QoS 1, persistent session)
+//! url = "mqtt://127.0.0.1:1883"   # or mqtts:// (TLS)
+//! client_id = "tidewater"         # the session the broker keeps while the host is away
+//! username = "tw"                 # optional; password, or TIDEWATER_MQTT_PASSWORD
+//! ca_file = "ca.pem"              # mqtts: the CAs to trust (default: the system's)
+//! topics = { "devices/+/readings" = "sensor-readings" }  # filter → log topic; key = the + segment
+//! keep_alive = "30s"
+//! max_reconnect_backoff = "10s"   # reconnects back off from 100 ms, doubling, to this
 //! ```
 //!
 //! Unknown keys are refused, with the line they are on.
@@ -155,6 +189,10 @@ pub struct Config {
     /// Topics delivered to outside systems (PostgreSQL, webhooks).
     #[serde(default, rename = "sink")]
     pub sinks: Vec<crate::streams::sinks::SinkConfig>,
+    /// Devices sending to the running host: `[ingest.http]`,
+    /// `[[ingest.mqtt]]`, `[[ingest.topic]]` (embedded log only).
+    #[serde(default)]
+    pub ingest: crate::streams::ingest::IngestConfig,
 }
 
 impl Config {
@@ -177,6 +215,16 @@ impl Config {
         for p in &mut config.processors {
             if p.component.is_relative() {
                 p.component = base.join(&p.component);
+            }
+        }
+        if let Some(h) = &mut config.ingest.http {
+            for f in [&mut h.tls_cert, &mut h.tls_key].into_iter().flatten() {
+                *f = base.join(&*f);
+            }
+        }
+        for m in &mut config.ingest.mqtt {
+            if let Some(f) = &mut m.ca_file {
+                *f = base.join(&*f);
             }
         }
         config.check().map_err(|message| ConfigError::Invalid {
@@ -207,6 +255,10 @@ impl Config {
     pub fn check(&self) -> Result<(), String> {
         crate::streams::embedded::check_log_config(&self.log, &self.topics)?;
         self.device_time.check()?;
+        crate::streams::ingest::check_ingest_config(&self.ingest)?;
+        if self.kafka.is_some() && (self.ingest.http.is_some() || !self.ingest.mqtt.is_empty()) {
+            return Err("[ingest] appends to the embedded log, but the [kafka] section (or --brokers) makes the processors read Kafka: run ingest on an embedded-log host (and [[forward]] its topics), or produce to Kafka directly".into());
+        }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.processors {
             p.check()?;

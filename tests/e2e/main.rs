@@ -13,6 +13,7 @@ mod edge;
 mod faults;
 mod hostile;
 mod idempotency;
+mod ingest;
 mod kafka;
 mod new;
 #[path = "../support/plugins.rs"]

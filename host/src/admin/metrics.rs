@@ -176,6 +176,9 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
     let live = Gauge::<i64>::default();
     live.set(admin.registry.runtime().live_instances() as i64);
     reg.register("live_instances", "Component instances alive", live);
+    if let Some(ingest) = &admin.ingest {
+        ingest.register(&mut reg);
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;

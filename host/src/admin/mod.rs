@@ -52,6 +52,7 @@ use crate::processing::stats::ProcessorStats;
 use crate::processing::{Handler, Settings, WasmHandler};
 use crate::runtime::{Limits, LoadedComponent};
 use crate::streams::embedded::Log;
+use crate::streams::ingest::IngestMetrics;
 use crate::streams::sinks::SinkControl;
 
 /// Why the admin API could not start: for people.
@@ -207,10 +208,13 @@ pub struct Admin {
     /// Set when the host stops: long-lived responses (the console's
     /// server-sent events) end then.
     pub(super) closing: tokio::sync::watch::Sender<bool>,
+    /// The live ingest's metrics, when the host runs ingest.
+    pub(super) ingest: Option<Arc<IngestMetrics>>,
 }
 
 impl Admin {
-    /// The admin side of a running host.
+    /// The admin side of a running host; `ingest` adds the live ingest's
+    /// metrics to `/metrics`.
     pub fn new(
         registry: Registry,
         log: Log,
@@ -219,6 +223,7 @@ impl Admin {
         token: String,
         max_upload_bytes: usize,
         console: ConsoleOptions,
+        ingest: Option<Arc<IngestMetrics>>,
     ) -> Arc<Self> {
         Arc::new(Admin {
             registry,
@@ -234,6 +239,7 @@ impl Admin {
             sessions: console::Sessions::default(),
             rates: rates::Rates::default(),
             closing: tokio::sync::watch::Sender::new(false),
+            ingest,
         })
     }
 
@@ -580,7 +586,7 @@ impl Running {
 
 /// Starts the admin API (when `options.listen` is set) and the plugins-dir
 /// watcher (when `options.watch` is set) for the processors in `managed`
-/// and the `sinks`.
+/// and the `sinks`; `/metrics` includes `ingest`'s when given.
 ///
 /// # Errors
 ///
@@ -593,6 +599,7 @@ pub async fn start(
     log: Log,
     managed: BTreeMap<String, Managed>,
     sinks: Vec<Arc<SinkControl>>,
+    ingest: Option<Arc<IngestMetrics>>,
 ) -> Result<Running, StartError> {
     let fail = StartError;
     let token = match &options.token {
@@ -607,6 +614,7 @@ pub async fn start(
         token.clone(),
         options.max_upload_bytes,
         options.console.clone(),
+        ingest,
     );
     let mut server = None;
     if let Some(addr) = options.listen {

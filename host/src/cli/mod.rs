@@ -9,6 +9,7 @@ mod new;
 pub(crate) mod out;
 mod produce;
 mod run;
+mod simulate;
 
 pub(crate) use out::{BROKEN_PIPE_STATUS, StdoutClosed, errln, outln};
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use inspect::StatsArgs;
 use new::NewArgs;
 use produce::ProduceArgs;
 use run::RunArgs;
+use simulate::SimulateArgs;
 
 /// Runs sandboxed WebAssembly processors on every event of durable streams.
 ///
@@ -56,13 +58,31 @@ pub struct Cli {
 enum Command {
     /// Run the processors of a config file until Ctrl-C (or until idle).
     Run(RunArgs),
-    /// Append events to a topic, from a CSV file of sensor readings.
+    /// Append records to a topic: NDJSON (default), JSON, raw lines or CSV,
+    /// from stdin or --file (plain or gzip).
     ///
-    /// Rows that cannot become events are reported with their line number and
-    /// kept, with the reason, in the topic <TOPIC>.rejected; the exit status is
-    /// then 2. A file that cannot be read to its end (e.g. a truncated gzip
-    /// file) is an error (exit 1) after the rows before the damage were appended.
+    /// On the embedded log it appends directly; while a `run` holds the data
+    /// dir, it sends through that host's HTTP ingest endpoint (found through
+    /// the data dir) with the same result. Lines that cannot become records
+    /// are reported with their line number and kept, with the reason, in the
+    /// topic <TOPIC>.rejected; the exit status is then 2. An input that cannot
+    /// be read to its end (e.g. a truncated gzip file) is an error (exit 1)
+    /// after the records before the damage were appended.
+    ///
+    /// Examples:
+    ///   tidewater produce readings --file r.ndjson --key-pointer /device --timestamp-pointer /ts
+    ///   echo '{"device":"a","t":1}' | tidewater produce readings --key-pointer /device
+    ///   tidewater produce logs --format raw --key gw-1 -H site=7 < app.log
+    ///   tidewater produce sensor-readings --csv data/water-flow.csv --device p7 --time-column Time
     Produce(ProduceArgs),
+    /// Virtual devices replaying the real data sets (data/) to a running
+    /// host over HTTP or MQTT, with jitter, bursts, out-of-order sends and
+    /// retries; prints sent, acknowledged, retried, failed and the ack
+    /// latency (p50, p99).
+    Simulate(SimulateArgs),
+    /// Make a device token for [[ingest.http.token]]: prints the token (give
+    /// it to the device) and the config section, which keeps only its SHA-256.
+    IngestToken(IngestTokenArgs),
     /// Print the records of a topic.
     Consume(ConsumeArgs),
     /// Ship an embedded-log topic to Kafka (store-and-forward, at-least-once).
@@ -119,6 +139,44 @@ enum Command {
     /// Work with a processor's dead-letter topic.
     #[command(subcommand)]
     Dlq(DlqCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IngestTokenArgs {
+    /// A name for logs and metrics, e.g. the device id.
+    name: String,
+    /// The topics it may write (repeatable).
+    #[arg(long = "topic", required = true)]
+    topics: Vec<String>,
+    /// It may write only keys starting with this (e.g. its device id).
+    #[arg(long)]
+    key_prefix: Option<String>,
+}
+
+fn ingest_token(a: IngestTokenArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+    for t in &a.topics {
+        tidewater::streams::topic::check_topic_name(t)?;
+    }
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
+    let token = hex::encode(b);
+    let topics: Vec<String> = a.topics.iter().map(|t| format!("{t:?}")).collect();
+    outln!("token (give it to the device; it is not stored): {token}")?;
+    outln!("")?;
+    outln!("[[ingest.http.token]]")?;
+    outln!("name = {:?}", a.name)?;
+    outln!(
+        "sha256 = {:?}",
+        tidewater::streams::ingest::http::token_digest(&token)
+    )?;
+    outln!("topics = [{}]", topics.join(", "))?;
+    if let Some(p) = a.key_prefix {
+        outln!("key_prefix = {p:?}")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +301,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(a) => run::run(&cli.data_dir, a).await,
         Command::Produce(a) => produce::produce(&cli.data_dir, a).await,
+        Command::Simulate(a) => simulate::simulate(&cli.data_dir, a).await,
+        Command::IngestToken(a) => ingest_token(a),
         Command::Consume(a) => consume::consume(&cli.data_dir, a),
         Command::Forward(a) => forward::forward(&cli.data_dir, a).await,
         Command::Stats(a) => inspect::stats(&cli.data_dir, a),

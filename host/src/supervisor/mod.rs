@@ -45,7 +45,9 @@ pub struct RunOptions {
 #[non_exhaustive]
 pub enum RunError {
     /// The config asks for nothing to run.
-    #[error("the config has no [[processor]], [[forward]] or [[sink]] section: nothing to run")]
+    #[error(
+        "the config has no [[processor]], [[forward]], [[sink]], [ingest.http] or [[ingest.mqtt]] section: nothing to run"
+    )]
     NoProcessors,
     /// The database could not be opened.
     #[error(transparent)]
@@ -85,6 +87,9 @@ pub enum RunError {
     /// The admin API cannot listen where asked.
     #[error("admin API: {0}")]
     Admin(#[from] StartError),
+    /// Ingest (HTTP, MQTT) cannot start.
+    #[error("{0}")]
+    Ingest(String),
     /// The config is invalid (see [`Config::check`]).
     #[error("{0}")]
     Invalid(String),
@@ -232,15 +237,34 @@ pub async fn run_with(
         &loaded.managed,
         &options.data_dir,
     )?;
-    let mut admin_server = crate::admin::start(
+    let ingest = crate::streams::ingest::Ingest::start(
+        &config.ingest,
+        config.log.max_bytes,
+        config.device_time,
+        host.log.clone(),
+        &options.data_dir,
+    )
+    .await
+    .map_err(RunError::Ingest)?;
+    let admin_server = crate::admin::start(
         &mut admin,
         &options.data_dir,
         host.registry.clone(),
         host.log.clone(),
         loaded.managed,
         sinks.iter().map(|s| s.control().clone()).collect(),
+        ingest.as_ref().map(|i| i.metrics()),
     )
-    .await?;
+    .await;
+    let mut admin_server = match admin_server {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(i) = ingest {
+                i.stop(&options.data_dir).await;
+            }
+            return Err(e.into());
+        }
+    };
     let before = stats::read_all(&host.log)?;
     let flags = threads::Flags::default();
     let mut processors = Vec::new();
@@ -277,8 +301,14 @@ pub async fn run_with(
         until_idle: options.until_idle,
         quiet_needed: if config.kafka.is_some() { 20 } else { 3 },
         maintenance_interval: config.log.maintenance_interval,
+        ingest: ingest.is_some(),
     };
     supervise::supervise(watched, &host.log, shutdown).await;
+    // Ingest first: the requests in flight get their commit and answer
+    // while the processors still run.
+    if let Some(i) = ingest {
+        i.stop(&options.data_dir).await;
+    }
     flags.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     admin_server.stop(&options.data_dir).await;
 

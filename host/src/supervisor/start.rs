@@ -57,7 +57,12 @@ pub(super) struct Loaded<'c> {
 ///
 /// [`RunError::NoProcessors`], [`RunError::Invalid`], [`RunError::Admin`].
 pub(super) fn validate(config: &Config, admin: &AdminOptions) -> Result<(), RunError> {
-    if config.processors.is_empty() && config.forwards.is_empty() && config.sinks.is_empty() {
+    let ingest = config.ingest.http.is_some() || !config.ingest.mqtt.is_empty();
+    if config.processors.is_empty()
+        && config.forwards.is_empty()
+        && config.sinks.is_empty()
+        && !ingest
+    {
         return Err(RunError::NoProcessors);
     }
     config.check().map_err(RunError::Invalid)?;

@@ -27,6 +27,8 @@ pub(super) struct Watched<'a> {
     pub quiet_needed: u32,
     /// How often retention and key expiry run.
     pub maintenance_interval: Duration,
+    /// Whether ingest runs (then the run goes on without threads, until stopped).
+    pub ingest: bool,
 }
 
 /// Runs retention and idempotency-key expiry once, off the async runtime.
@@ -64,7 +66,8 @@ pub(super) async fn supervise(w: Watched<'_>, log: &Log, shutdown: impl Future<O
             last_maintenance = Instant::now();
             maintain(log).await;
         }
-        if w.processors.iter().all(|t| t.handle.is_finished())
+        if !w.ingest
+            && w.processors.iter().all(|t| t.handle.is_finished())
             && w.forwards.iter().all(|t| t.handle.is_finished())
             && w.sinks.iter().all(|t| t.handle.is_finished())
         {

@@ -16,6 +16,13 @@ pub struct LogConfig {
     /// How often retention and idempotency-key expiry run. Default 1 minute.
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
+    /// The disk quota of the log, in bytes of stored records (all topics,
+    /// all partitions, as `tidewater topics` counts them). While the log
+    /// holds this much, ingest (HTTP, MQTT) is refused with backpressure
+    /// (HTTP 503 and `Retry-After`; MQTT messages stay unacknowledged at
+    /// the broker) until retention frees room; processors' outputs are
+    /// still written. Absent: no quota.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -23,6 +30,7 @@ impl Default for LogConfig {
         LogConfig {
             default_partitions: 1,
             maintenance_interval: Duration::from_secs(60),
+            max_bytes: None,
         }
     }
 }

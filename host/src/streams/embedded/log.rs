@@ -279,6 +279,90 @@ pub fn append_at_in(
     Ok((p, end))
 }
 
+/// Appends `records` to `topic` inside `txn`, which must exist already
+/// (see [`ensure_topic_in`]), each to the partition the partitioner picks,
+/// stamped with `append_ms`. Opens each table once and writes each touched
+/// partition's bounds once, so it is the fast path for many records (an
+/// ingest group commit). Returns each record's partition and offset, in order.
+///
+/// # Errors
+///
+/// [`LogError::NoSuchTopic`]; storage errors (the transaction should then be
+/// dropped: some records may be in it).
+pub fn append_all_in<'r>(
+    txn: &WriteTransaction,
+    topic: &str,
+    records: impl IntoIterator<Item = &'r Record>,
+    append_ms: u64,
+) -> Result<Vec<(u32, u64)>, LogError> {
+    let partitions = txn
+        .open_table(TOPICS)?
+        .get(topic)?
+        .map(|g| g.value().0)
+        .ok_or_else(|| LogError::NoSuchTopic(topic.to_owned()))?;
+    let mut parts = txn.open_table(PARTITIONS)?;
+    let mut table = txn.open_table(RECORDS)?;
+    // (start, end, bytes) of each partition touched, written back at the end.
+    let mut bounds: std::collections::BTreeMap<u32, (u64, u64, u64)> = Default::default();
+    let mut placed = Vec::new();
+    for record in records {
+        let p = partition_for(record, partitions);
+        let b = match bounds.entry(p) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(parts.get((topic, p))?.map_or((0, 0, 0), |g| g.value()))
+            }
+        };
+        let bytes = encode(record, append_ms);
+        table.insert((topic, p, b.1), bytes.as_slice())?;
+        placed.push((p, b.1));
+        b.1 += 1;
+        b.2 += bytes.len() as u64;
+    }
+    for (p, b) in bounds {
+        parts.insert((topic, p), b)?;
+    }
+    Ok(placed)
+}
+
+/// A transaction (read or write) in which the log's stored bytes can be summed.
+pub trait StoredBytes {
+    /// The bytes stored in every partition of every topic (encoded records,
+    /// as [`PartitionInfo::bytes`] counts them): what the ingest disk quota
+    /// (`[log] max_bytes`) is measured against.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    fn stored_bytes(&self) -> Result<u64, LogError>;
+}
+
+impl StoredBytes for WriteTransaction {
+    fn stored_bytes(&self) -> Result<u64, LogError> {
+        let parts = self.open_table(PARTITIONS)?;
+        let mut total = 0;
+        for entry in parts.iter()? {
+            total += entry?.1.value().2;
+        }
+        Ok(total)
+    }
+}
+
+impl StoredBytes for redb::ReadTransaction {
+    fn stored_bytes(&self) -> Result<u64, LogError> {
+        let parts = match self.open_table(PARTITIONS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut total = 0;
+        for entry in parts.iter()? {
+            total += entry?.1.value().2;
+        }
+        Ok(total)
+    }
+}
+
 /// The embedded log: a handle on the database that reads and appends
 /// records in transactions of its own.
 #[derive(Clone)]
@@ -381,6 +465,15 @@ impl Log {
         Ok(placed)
     }
 
+    /// The bytes stored in all partitions of all topics (see [`StoredBytes`]).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn stored_bytes(&self) -> Result<u64, LogError> {
+        self.db.begin_read()?.stored_bytes()
+    }
+
     /// The topic's partition count, or `None` if it does not exist.
     ///
     /// # Errors
@@ -394,6 +487,19 @@ impl Log {
             Err(e) => return Err(e.into()),
         };
         Ok(topics.get(topic)?.map(|g| g.value().0))
+    }
+
+    /// The topic's partition count as `txn` sees it, or `None` if it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn partitions_in(
+        &self,
+        txn: &WriteTransaction,
+        topic: &str,
+    ) -> Result<Option<u32>, LogError> {
+        Ok(txn.open_table(TOPICS)?.get(topic)?.map(|g| g.value().0))
     }
 
     /// Every topic, sorted by name.

@@ -15,7 +15,10 @@ mod sink;
 mod source;
 
 pub use config::{LogConfig, Retention, TopicConfig, Unread, check_log_config};
-pub use log::{Log, LogError, PartitionInfo, TopicInfo, append_at_in, append_in, ensure_topic_in};
+pub use log::{
+    Log, LogError, PartitionInfo, StoredBytes, TopicInfo, append_all_in, append_at_in, append_in,
+    ensure_topic_in,
+};
 pub use retention::{RetentionReport, UnreadRecords};
 pub use sink::EmbeddedSink;
 pub use source::{EmbeddedSource, offset_for_time};
