@@ -212,19 +212,31 @@ pub struct Admin {
     pub(super) ingest: Option<Arc<IngestMetrics>>,
 }
 
+/// What a running host runs, as the admin side sees it.
+pub struct Served {
+    /// The processors, by name.
+    pub processors: BTreeMap<String, Managed>,
+    /// The sinks.
+    pub sinks: Vec<Arc<SinkControl>>,
+    /// The live ingest's metrics, when the host runs ingest (added to `/metrics`).
+    pub ingest: Option<Arc<IngestMetrics>>,
+}
+
 impl Admin {
-    /// The admin side of a running host; `ingest` adds the live ingest's
-    /// metrics to `/metrics`.
+    /// The admin side of a running host serving `served`.
     pub fn new(
         registry: Registry,
         log: Log,
-        processors: BTreeMap<String, Managed>,
-        sinks: Vec<Arc<SinkControl>>,
+        served: Served,
         token: String,
         max_upload_bytes: usize,
         console: ConsoleOptions,
-        ingest: Option<Arc<IngestMetrics>>,
     ) -> Arc<Self> {
+        let Served {
+            processors,
+            sinks,
+            ingest,
+        } = served;
         Arc::new(Admin {
             registry,
             log,
@@ -606,15 +618,18 @@ pub async fn start(
         Some(t) => t.clone(),
         None => random_token().map_err(|e| fail(format!("cannot make an admin token: {e}")))?,
     };
+    let served = Served {
+        processors: managed,
+        sinks,
+        ingest,
+    };
     let admin = Admin::new(
         registry,
         log,
-        managed,
-        sinks,
+        served,
         token.clone(),
         options.max_upload_bytes,
         options.console.clone(),
-        ingest,
     );
     let mut server = None;
     if let Some(addr) = options.listen {
