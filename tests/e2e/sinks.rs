@@ -317,7 +317,18 @@ fn sigkill_while_writing_100000_records_then_restarting_gives_the_table_of_a_cle
     let crashed = Env::new();
     produce_events(&crashed, N);
     let config = crashed.config(EVENT_SINKS);
+    let rows_now = || {
+        if db.table_exists("events_log") {
+            db.count("events_log")
+        } else {
+            0
+        }
+    };
+    // Each round kills the host a random moment after it wrote rows this
+    // round (so the kill lands while the sink is writing, however fast or
+    // slow the machine is), until five kills landed mid-table.
     let mut mid_run_kills = 0;
+    let mut before = 0;
     for _ in 0..40 {
         let mut child = crashed
             .cmd()
@@ -327,19 +338,27 @@ fn sigkill_while_writing_100000_records_then_restarting_gives_the_table_of_a_cle
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(150 + random_below(900)));
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while rows_now() <= before && child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no row written within 120 s of a restart ({before} rows)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(random_below(300)));
         if child.try_wait().unwrap().is_some() {
             break;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let rows = if db.table_exists("events_log") {
-            db.count("events_log")
-        } else {
-            0
-        };
+        let rows = rows_now();
         if rows > 0 && rows < N as i64 {
             mid_run_kills += 1;
+        }
+        before = rows;
+        if mid_run_kills == 5 {
+            break;
         }
     }
     let last = ok_summary(&run_sinks(&crashed, &config, &url));
