@@ -48,7 +48,9 @@
 //! next 1, then 2, 4 ... up to 64 batches go straight to `ON CONFLICT`. So
 //! the table ends up the same either way. BEGIN, the compare-and-set of the
 //! position and the statements go out together (pipelined), then COMMIT:
-//! two round trips per batch.
+//! two round trips per batch. After a full batch, the sink reads and plans
+//! (maps and compacts) the next one on a second thread while this one is
+//! written.
 //!
 //! # Failures
 //!
@@ -64,6 +66,7 @@
 //!   dead letters are durable before the COMMIT.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -414,14 +417,70 @@ struct Op {
 /// A record that goes to the dead-letter topic: index, code, SQLSTATE, message.
 type Refused = (usize, &'static str, Option<String>, String);
 
-/// A batch made ready for the database.
-struct Plan {
+/// A batch made ready for the database by [`Planner::plan`].
+pub(crate) struct Plan {
     ops: Vec<Op>,
     refused: Vec<Refused>,
     /// Records dropped by compaction.
     compacted: u64,
     /// Tombstones in append mode.
     skipped: u64,
+}
+
+/// Turns records into the rows of a [`Plan`]. It reads nothing but the
+/// records, so a sink can plan its next batch on another thread while this
+/// one is written.
+pub(crate) struct Planner {
+    mapping: Mapping,
+    /// The indexes of the identity columns (the key, or the idempotency
+    /// column), in the mapping.
+    identity: Vec<usize>,
+    /// The index of the version column.
+    version: Option<usize>,
+    /// `mode = "append"`.
+    append: bool,
+}
+
+impl Planner {
+    /// Maps and compacts `records`; see the module docs.
+    pub(crate) fn plan(&self, records: &[LogRecord]) -> Plan {
+        let append = self.append;
+        let mut keyed = Vec::with_capacity(records.len());
+        let mut refused = Vec::new();
+        let mut skipped = 0;
+        for (index, r) in records.iter().enumerate() {
+            let delete = r.record.value.is_none();
+            if delete && append {
+                skipped += 1;
+                continue;
+            }
+            match self.mapping.row(r) {
+                Ok(row) => keyed.push((
+                    Mapping::identity(&row, &self.identity),
+                    Op { index, row, delete },
+                )),
+                Err(e) => refused.push((index, "mapping", None, e.0)),
+            }
+        }
+        let version = self.version;
+        let (ops, compacted) = compact(keyed, |old: &Op, new: &Op| {
+            if append {
+                return false;
+            }
+            match version {
+                Some(v) if !old.delete && !new.delete => {
+                    new.row[v].compare(&old.row[v]) != Some(std::cmp::Ordering::Less)
+                }
+                _ => true,
+            }
+        });
+        Plan {
+            ops,
+            refused,
+            compacted: compacted as u64,
+            skipped,
+        }
+    }
 }
 
 /// How an attempt writes the rows of a batch.
@@ -496,10 +555,8 @@ pub struct PostgresWriter {
     pg: tokio_postgres::Config,
     target: String,
     table: String,
-    mapping: Mapping,
     types: Vec<SqlType>,
-    identity: Vec<usize>,
-    version: Option<usize>,
+    planner: Arc<Planner>,
     sql: Sql,
     plain: PlainFirst,
     conn: Option<Conn>,
@@ -532,6 +589,7 @@ impl PostgresWriter {
             .collect();
         let version = config.version.as_deref().and_then(|v| mapping.index(v));
         let sql = Sql::new(&config, &table);
+        let append = config.mode == Mode::Append;
         Ok(PostgresWriter {
             sink: sink.to_owned(),
             topic: topic.to_owned(),
@@ -539,10 +597,13 @@ impl PostgresWriter {
             pg,
             target,
             table,
-            mapping,
             types,
-            identity,
-            version,
+            planner: Arc::new(Planner {
+                mapping,
+                identity,
+                version,
+                append,
+            }),
             sql,
             plain: PlainFirst::default(),
             conn: None,
@@ -670,7 +731,7 @@ impl PostgresWriter {
             ));
         }
         let found: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        for c in self.mapping.columns() {
+        for c in self.planner.mapping.columns() {
             match found.get(&c.name) {
                 None => {
                     return Err(format!(
@@ -779,8 +840,14 @@ impl PostgresWriter {
         result.map_err(|e| format!("{target}: {}", error_text(&e)))
     }
 
-    /// Delivers `records` (one partition, read at `ctx.from`): retries what
-    /// is retried until it commits, the position moved, or `ctx.stop`.
+    /// What plans this writer's batches.
+    pub(crate) fn planner(&self) -> Arc<Planner> {
+        Arc::clone(&self.planner)
+    }
+
+    /// Delivers `records` (one partition, read at `ctx.from`; `plan`: their
+    /// plan when made ahead by [`Self::planner`]): retries what is retried
+    /// until it commits, the position moved, or `ctx.stop`.
     ///
     /// # Errors
     ///
@@ -789,9 +856,10 @@ impl PostgresWriter {
         &mut self,
         ctx: &Context<'_>,
         records: &[LogRecord],
+        plan: Option<Plan>,
         backoff: &mut Backoff,
     ) -> Result<Outcome, SinkError> {
-        let plan = self.plan(records);
+        let plan = plan.unwrap_or_else(|| self.planner.plan(records));
         let mut counts = Delivered::default();
         let mut write = if plan.ops.iter().any(|o| !o.delete) && self.plain.try_plain() {
             Write::Plain
@@ -839,46 +907,6 @@ impl PostgresWriter {
         }
     }
 
-    /// Maps and compacts `records`; see the module docs.
-    fn plan(&self, records: &[LogRecord]) -> Plan {
-        let append = self.config.mode == Mode::Append;
-        let mut keyed = Vec::with_capacity(records.len());
-        let mut refused = Vec::new();
-        let mut skipped = 0;
-        for (index, r) in records.iter().enumerate() {
-            let delete = r.record.value.is_none();
-            if delete && append {
-                skipped += 1;
-                continue;
-            }
-            match self.mapping.row(r) {
-                Ok(row) => keyed.push((
-                    Mapping::identity(&row, &self.identity),
-                    Op { index, row, delete },
-                )),
-                Err(e) => refused.push((index, "mapping", None, e.0)),
-            }
-        }
-        let version = self.version;
-        let (ops, compacted) = compact(keyed, |old: &Op, new: &Op| {
-            if append {
-                return false;
-            }
-            match version {
-                Some(v) if !old.delete && !new.delete => {
-                    new.row[v].compare(&old.row[v]) != Some(std::cmp::Ordering::Less)
-                }
-                _ => true,
-            }
-        });
-        Plan {
-            ops,
-            refused,
-            compacted: compacted as u64,
-            skipped,
-        }
-    }
-
     /// One transaction: rows, position (compare-and-set), dead letters,
     /// COMMIT. A failure other than [`Failure::Retry`] (which drops the
     /// connection) rolls the transaction back.
@@ -891,7 +919,7 @@ impl PostgresWriter {
     ) -> Result<Delivered, Failure> {
         self.connect().await?;
         let conn = self.conn.as_ref().expect("connected above");
-        let columns = (self.types.as_slice(), self.identity.as_slice());
+        let columns = (self.types.as_slice(), self.planner.identity.as_slice());
         let result = transaction(conn, ctx, records, plan, columns, write).await;
         if let Err(f) = &result
             && !matches!(f, Failure::Retry { .. })
