@@ -3,7 +3,9 @@
 //! of the same rows into a table of the same shape, in the same run, on
 //! the same server: the ceiling a user would compare with. The sink's time
 //! includes reading the records from the embedded log and mapping the
-//! JSON; COPY's includes psql reading and sending a CSV file.
+//! JSON; COPY's includes psql reading and sending a CSV file. Every row is
+//! new to its table, so the sink writes each batch with a plain `INSERT`
+//! (its `ON CONFLICT` statement is for batches with rows already there).
 //!
 //! Needs a server: `make bench` starts one (its URL is in
 //! target/postgres/url); without one this bench says so and measures nothing.

@@ -501,6 +501,32 @@ columns = [
     );
     assert_eq!(header(m, "tidewater-sqlstate"), None);
 
+    // A new row, then one whose key is there already: the batch's plain
+    // INSERT fails on the second and rolls back, and the batch is written
+    // again with ON CONFLICT. Each row once.
+    env.produce(
+        "temps",
+        vec![reading("F", json!(1.5), 1), reading("A", json!(21.0), 3)],
+    );
+    let s = ok_summary(&run_sinks(&env, &config, &url));
+    let d = &sink(&s, "temps")["delivered"];
+    assert_eq!(
+        (
+            d["changed"].as_u64(),
+            d["unchanged"].as_u64(),
+            d["dead_lettered"].as_u64()
+        ),
+        (Some(2), Some(0), Some(0))
+    );
+    assert_eq!(
+        table(),
+        [
+            ("A".into(), 21.0, 3),
+            ("E".into(), 5.5, 1),
+            ("F".into(), 1.5, 1)
+        ]
+    );
+
     // A mapping that writes a column the table lacks is refused at start, naming it.
     let bad = env.config(&sink_config(
         "\n  { name = \"humidity\", type = \"double\", pointer = \"/humidity\" },",

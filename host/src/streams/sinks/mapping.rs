@@ -190,22 +190,29 @@ impl SqlValue {
         }
     }
 
-    /// A text that is equal for equal values (for grouping rows by key).
-    fn identity(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = match self {
-            SqlValue::Null => write!(out, "n;"),
-            SqlValue::Text(s) | SqlValue::Numeric(s) => write!(out, "s{}:{s};", s.len()),
-            SqlValue::Bigint(i) => write!(out, "i{i};"),
-            SqlValue::Integer(i) => write!(out, "i{i};"),
-            SqlValue::Double(f) => write!(out, "f{};", f.to_bits()),
-            SqlValue::Boolean(b) => write!(out, "b{b};"),
-            SqlValue::Timestamptz(t) => write!(out, "t{};", t.timestamp_micros()),
-            SqlValue::Jsonb(j) => {
-                let s = j.to_string();
-                write!(out, "j{}:{s};", s.len())
-            }
+    /// Appends bytes that are equal for equal values (for grouping rows by
+    /// key): a tag, then a fixed-size number or a length-prefixed text, so
+    /// that no two sequences of values give the same bytes.
+    fn identity(&self, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, tag: u8, s: &[u8]| {
+            out.push(tag);
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s);
         };
+        let number = |out: &mut Vec<u8>, tag: u8, n: i64| {
+            out.push(tag);
+            out.extend_from_slice(&n.to_le_bytes());
+        };
+        match self {
+            SqlValue::Null => out.push(b'n'),
+            SqlValue::Text(s) | SqlValue::Numeric(s) => text(out, b's', s.as_bytes()),
+            SqlValue::Bigint(i) => number(out, b'i', *i),
+            SqlValue::Integer(i) => number(out, b'i', i64::from(*i)),
+            SqlValue::Double(f) => number(out, b'f', f.to_bits() as i64),
+            SqlValue::Boolean(b) => number(out, b'b', i64::from(*b)),
+            SqlValue::Timestamptz(t) => number(out, b't', t.timestamp_micros()),
+            SqlValue::Jsonb(j) => text(out, b'j', j.to_string().as_bytes()),
+        }
     }
 }
 
@@ -221,6 +228,9 @@ pub type Row = Vec<SqlValue>;
 #[derive(Debug, Clone)]
 pub struct Mapping {
     columns: Vec<(ColumnConfig, ColumnSource)>,
+    /// The reference tokens of each column's pointer (unescaped), split
+    /// once here rather than at every record; empty for other sources.
+    tokens: Vec<Vec<String>>,
     /// Indexes of the columns that must have a value.
     required: Vec<usize>,
     /// Indexes of the key columns: all a tombstone has.
@@ -244,6 +254,7 @@ impl Mapping {
         let mut out = Vec::new();
         let mut req = Vec::new();
         let mut keys = Vec::new();
+        let mut tokens = Vec::new();
         for (i, c) in columns.iter().enumerate() {
             if !seen.insert(c.name.as_str()) {
                 return Err(format!("column {:?} is mapped twice", c.name));
@@ -255,10 +266,16 @@ impl Mapping {
             if is_key {
                 keys.push(i);
             }
-            out.push((c.clone(), c.source()?));
+            let source = c.source()?;
+            tokens.push(match &source {
+                ColumnSource::Pointer(p) => pointer_tokens(p),
+                _ => Vec::new(),
+            });
+            out.push((c.clone(), source));
         }
         Ok(Mapping {
             columns: out,
+            tokens,
             required: req,
             key: keys,
         })
@@ -300,7 +317,7 @@ impl Mapping {
                 row.push(SqlValue::Null);
                 continue;
             }
-            let raw = raw_value(source, record, doc.as_ref());
+            let raw = raw_value(source, &self.tokens[i], record, doc.as_ref());
             let v = convert(raw, c.sql_type).map_err(|e| {
                 MappingError(format!("column {:?} ({}): {e}", c.name, describe(source)))
             })?;
@@ -318,12 +335,12 @@ impl Mapping {
 
     /// The identity of `row`'s values in the columns `indexes` (equal for
     /// equal values), for grouping rows by key.
-    pub fn identity(row: &Row, indexes: &[usize]) -> String {
-        let mut s = String::new();
+    pub fn identity(row: &Row, indexes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
         for &i in indexes {
-            row[i].identity(&mut s);
+            row[i].identity(&mut out);
         }
-        s
+        out
     }
 }
 
@@ -359,14 +376,48 @@ enum Raw<'a> {
     Int(i64),
 }
 
-fn raw_value<'a>(source: &ColumnSource, record: &'a LogRecord, doc: Option<&'a Json>) -> Raw<'a> {
+/// The reference tokens of the JSON pointer `pointer` (which starts with
+/// `/`), unescaped (`~1` is `/`, `~0` is `~`).
+fn pointer_tokens(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+/// The value at `tokens` in `doc`: what [`Json::pointer`] finds for the
+/// pointer they were split from.
+fn lookup<'a>(doc: &'a Json, tokens: &[String]) -> Option<&'a Json> {
+    tokens.iter().try_fold(doc, |at, token| match at {
+        Json::Object(map) => map.get(token),
+        Json::Array(list) => array_index(token).and_then(|i| list.get(i)),
+        _ => None,
+    })
+}
+
+/// `token` as an array index: decimal digits, without a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+/// `tokens`: those of the source's pointer (see [`pointer_tokens`]).
+fn raw_value<'a>(
+    source: &ColumnSource,
+    tokens: &[String],
+    record: &'a LogRecord,
+    doc: Option<&'a Json>,
+) -> Raw<'a> {
     let text = |b: Option<&[u8]>| {
         b.map_or(Raw::Missing, |b| {
             Raw::Text(String::from_utf8_lossy(b).into_owned())
         })
     };
     match source {
-        ColumnSource::Pointer(p) => match doc.and_then(|d| d.pointer(p)) {
+        ColumnSource::Pointer(_) => match doc.and_then(|d| lookup(d, tokens)) {
             Some(v) => Raw::Json(v),
             None => Raw::Missing,
         },
@@ -475,12 +526,15 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// Groups `items` by their key text and keeps one per key, as `wins(old,
-/// new)` says (it gets the kept item and the next one, in order). Returns
-/// the kept items in the order of their first appearance, and how many
-/// were dropped.
-pub fn compact<T>(items: Vec<(String, T)>, wins: impl Fn(&T, &T) -> bool) -> (Vec<T>, usize) {
-    let mut at: HashMap<String, usize> = HashMap::with_capacity(items.len());
+/// Groups `items` by their key and keeps one per key, as `wins(old, new)`
+/// says (it gets the kept item and the next one, in order). Returns the
+/// kept items in the order of their first appearance, and how many were
+/// dropped.
+pub fn compact<K: Eq + std::hash::Hash, T>(
+    items: Vec<(K, T)>,
+    wins: impl Fn(&T, &T) -> bool,
+) -> (Vec<T>, usize) {
+    let mut at: HashMap<K, usize> = HashMap::with_capacity(items.len());
     let mut kept: Vec<T> = Vec::with_capacity(items.len());
     let mut dropped = 0;
     for (key, item) in items {
@@ -662,6 +716,50 @@ mod tests {
                 .source()
                 .unwrap(),
             ColumnSource::Header("trace".into())
+        );
+    }
+
+    proptest::proptest! {
+        /// A pointer split once finds what `serde_json` finds for it.
+        #[test]
+        fn pointers_split_once_find_what_serde_json_finds(
+            tokens in proptest::collection::vec("[ab/~01+]{0,3}", 0..4)
+        ) {
+            let doc = serde_json::json!({
+                "a": {"b": [10, {"~": 11, "/": 12, "": 13}], "0": 14},
+                "a/b": 15, "~1": 16, "": [17, 18],
+                "b": [[19], [20, 21]],
+            });
+            let pointer: String = tokens
+                .iter()
+                .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+                .collect();
+            let raw: String = tokens.iter().map(|t| format!("/{t}")).collect();
+            for p in [pointer, raw] {
+                proptest::prop_assert_eq!(lookup(&doc, &pointer_tokens(&p)), doc.pointer(&p), "{}", p);
+            }
+        }
+    }
+
+    #[test]
+    fn identities_are_equal_exactly_for_equal_values() {
+        let id = |values: Vec<SqlValue>| {
+            let indexes: Vec<usize> = (0..values.len()).collect();
+            Mapping::identity(&values, &indexes)
+        };
+        let text = |s: &str| SqlValue::Text(s.into());
+        assert_eq!(
+            id(vec![text("a"), SqlValue::Bigint(7)]),
+            id(vec![text("a"), SqlValue::Integer(7)])
+        );
+        assert_ne!(
+            id(vec![text("a"), text("b")]),
+            id(vec![text("ab"), text("")])
+        );
+        assert_ne!(id(vec![text("")]), id(vec![SqlValue::Null]));
+        assert_ne!(
+            id(vec![SqlValue::Bigint(1)]),
+            id(vec![SqlValue::Boolean(true)])
         );
     }
 
