@@ -4,7 +4,7 @@
 #   make console the web console on the demo's data, at http://127.0.0.1:7070/
 #   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts,
 #                the console in headless chromium)
-#   make bench   criterion benchmarks (WASM vs native, batch sizes, idempotency on/off)
+#   make bench   benchmarks (WASM vs native, batch sizes, idempotency on/off, Kafka, 1 vs 3 hosts)
 #   make fuzz    the property-based fuzz tests, long (make test runs them short)
 #   make plugins build the example processors, every language, into target/plugins/
 #   make compare run every language's enrich on the same real data, side by side
@@ -386,6 +386,7 @@ bench: tools plugins
 	@$(MQTT) up >/dev/null || { $(KAFKA) down; exit 1; }
 	status=0; cargo bench --locked -p tidewater-host --bench kafka || status=$$?; \
 	  cargo bench --locked -p tidewater-host --bench ingest || status=$$?; \
+	  cargo bench --locked -p tidewater-host --bench scaleout || status=$$?; \
 	  $(KAFKA) down; $(MQTT) down; exit $$status
 	@$(PG) up >/dev/null
 	status=0; cargo bench --locked -p tidewater-host --bench postgres || status=$$?; $(PG) down; exit $$status
