@@ -5,6 +5,7 @@
 //! default_partitions = 1          # partitions of a topic created implicitly
 //! maintenance_interval = "1m"     # how often retention and key expiry run
 //! max_bytes = 10737418240         # disk quota of stored records; ingest gets 503 above it
+//! cache_bytes = 33554432          # redb's page cache (default 32 MiB; redb alone would take 1 GiB)
 //!
 //! [[topic]]                       # optional: topics to create, with retention
 //! name = "sensor-readings"

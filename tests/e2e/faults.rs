@@ -64,7 +64,26 @@ fn timeouts_and_memory_breaches_are_dead_lettered_and_the_rest_goes_on() {
     let c = counters(&summary, "probe");
     assert_eq!(
         (c["outputs"].as_u64(), c["dead_lettered"].as_u64()),
-        (Some(3), Some(2))
+        (Some(3), Some(2)),
+        "{summary}"
+    );
+    // Bisection: the batch (timeout), [x spin] (timeout), [spin] (timeout),
+    // [y grow z], [grow z], [grow] (memory): each failed call discards its
+    // instance.
+    assert_eq!(
+        (c["recycled"].as_u64(), c["recycled_memory_limit"].as_u64()),
+        (Some(6), Some(3)),
+        "{summary}"
+    );
+    let table = env.cmd().arg("stats").output().unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.ends_with(
+            "\ncomponent instances recycled after a failed call:\n\
+             processor                     recycled   memory cap\n\
+             probe                                6            3\n"
+        ),
+        "{table}"
     );
     assert_eq!(env.values("out"), ["x", "y", "z"]);
     let dlq = env.records("probe.dlq");

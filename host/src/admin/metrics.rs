@@ -31,7 +31,7 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()))?;
     let mut reg = prometheus_client::registry::Registry::with_prefix("tidewater");
     type Get = fn(&crate::processing::stats::Counters) -> u64;
-    let counters: [(&str, &str, Get); 9] = [
+    let counters: [(&str, &str, Get); 11] = [
         ("events_in", "Events read from the inputs", |c| c.events_in),
         ("duplicates", "Events skipped as duplicates", |c| {
             c.duplicates
@@ -62,6 +62,16 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
             "restore_milliseconds",
             "Time spent restoring partitions from the changelog, in ms",
             |c| c.restore_ms,
+        ),
+        (
+            "instances_recycled",
+            "Component instances discarded after a failed call and replaced",
+            |c| c.recycled,
+        ),
+        (
+            "instances_recycled_memory_limit",
+            "Component instances discarded for hitting their memory cap (limits.memory)",
+            |c| c.recycled_memory_limit,
         ),
     ];
     for (name, help, get) in counters {

@@ -48,10 +48,35 @@ pub(super) fn stats(data_dir: &std::path::Path, a: StatsArgs) -> anyhow::Result<
                     )
                 }),
             )?;
+            print_recycled(&all)?;
             print_device_time(&log)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints, per processor, the component instances discarded after a failed
+/// call (nothing when none was).
+fn print_recycled(
+    all: &std::collections::BTreeMap<String, tidewater::processing::stats::ProcessorStats>,
+) -> anyhow::Result<()> {
+    if all.values().all(|s| s.counters.recycled == 0) {
+        return Ok(());
+    }
+    outln!(
+        "
+component instances recycled after a failed call:"
+    )?;
+    outln!("{:<28} {:>9} {:>12}", "processor", "recycled", "memory cap")?;
+    for (name, s) in all.iter().filter(|(_, s)| s.counters.recycled > 0) {
+        outln!(
+            "{:<28} {:>9} {:>12}",
+            name,
+            s.counters.recycled,
+            s.counters.recycled_memory_limit
+        )?;
+    }
+    Ok(())
 }
 
 /// Prints, per topic, how many records were stamped with the ingest time

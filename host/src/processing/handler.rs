@@ -8,6 +8,16 @@ use crate::runtime::{
     CallError, Event, EventResult, Instance, Limits, LoadedComponent, Runtime, StateOverlay,
 };
 
+/// Instances a [`Handler`] discarded after a failed call, by cause; each
+/// is replaced by a fresh one on the next call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recycles {
+    /// Every instance discarded (trap, timeout, memory cap, bad output, ...).
+    pub total: u64,
+    /// Of those, the instances that hit `limits.memory` (code `memory-limit`).
+    pub memory_limit: u64,
+}
+
 /// Runs the processor's code on a batch.
 pub trait Handler: Send {
     /// The version's identity (the component's SHA-256), for dead-letter headers.
@@ -16,6 +26,11 @@ pub trait Handler: Send {
     /// Log lines dropped by the rate limit so far, over every instance.
     fn log_dropped(&self) -> u64 {
         0
+    }
+
+    /// Instances discarded so far, over the handler's life.
+    fn recycles(&self) -> Recycles {
+        Recycles::default()
     }
 
     /// Processes `events`, one result per event, reading and writing state
@@ -42,6 +57,8 @@ pub struct WasmHandler {
     instance: Option<Instance>,
     /// Log lines dropped by instances already discarded.
     log_dropped_before: u64,
+    /// Instances discarded after a failed call.
+    recycles: Recycles,
 }
 
 impl WasmHandler {
@@ -66,6 +83,7 @@ impl WasmHandler {
             config,
             instance: Some(instance),
             log_dropped_before: 0,
+            recycles: Recycles::default(),
         })
     }
 }
@@ -77,6 +95,10 @@ impl Handler for WasmHandler {
 
     fn log_dropped(&self) -> u64 {
         self.log_dropped_before + self.instance.as_ref().map_or(0, Instance::log_dropped)
+    }
+
+    fn recycles(&self) -> Recycles {
+        self.recycles
     }
 
     fn call(
@@ -99,7 +121,13 @@ impl Handler for WasmHandler {
                 Ok(results)
             }
             Err(e) => {
+                // The instance may be in any state after a failure: it is
+                // dropped here and the next call instantiates afresh.
                 self.log_dropped_before += instance.log_dropped();
+                self.recycles.total += 1;
+                if matches!(e, CallError::MemoryLimit { .. }) {
+                    self.recycles.memory_limit += 1;
+                }
                 Err(e)
             }
         }

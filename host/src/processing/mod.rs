@@ -32,6 +32,6 @@ mod recover;
 pub mod state;
 pub mod stats;
 
-pub use handler::{FnHandler, Handler, WasmHandler};
+pub use handler::{FnHandler, Handler, Recycles, WasmHandler};
 pub use pipeline::{BatchControl, Pipeline, PipelineError, Settings};
 pub use recover::{Ending, MAX_BACKOFF, backoff_delay};

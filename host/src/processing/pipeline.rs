@@ -37,7 +37,7 @@ use redb::{Database, ReadableDatabase, WriteTransaction};
 use super::classify::{Fate, classify};
 use super::config::{OnError, ProcessorConfig, Unkeyed};
 use super::dlq::dead_letter;
-use super::handler::Handler;
+use super::handler::{Handler, Recycles};
 use super::idempotency::{self, KeyMode, KeyRecord, Outcome};
 use super::outputs::{output_record, to_event};
 use super::recover::{Ending, Recovery};
@@ -287,9 +287,11 @@ impl Pipeline {
         };
         let fates = classify(&self.settings, &batch, &scopes, &snapshot, &mut counters)?;
         let state = super::state::overlay(self.state_scope(&batch), snapshot);
+        let recycles = self.handler.recycles();
         let Some(called) = self.call(&batch, fates, state)? else {
             return Ok(None);
         };
+        self.count_recycles(recycles, &mut counters);
         let Some(counters) = self.commit(&batch, &scopes, called, counters)? else {
             return Ok(None);
         };
@@ -514,6 +516,15 @@ impl Pipeline {
             *codes.entry("log-rate-limit").or_default() += n;
         }
         dropped
+    }
+
+    /// Counts the instances the handler discarded since `before` (taken
+    /// before this batch's calls; control swaps handlers only between
+    /// batches, so both are the same handler's).
+    fn count_recycles(&self, before: Recycles, counters: &mut Counters) {
+        let now = self.handler.recycles();
+        counters.recycled += now.total.saturating_sub(before.total);
+        counters.recycled_memory_limit += now.memory_limit.saturating_sub(before.memory_limit);
     }
 }
 

@@ -63,10 +63,15 @@ pub struct Counters {
     pub restored_records: u64,
     /// Time spent restoring, in ms.
     pub restore_ms: u64,
+    /// Component instances discarded after a failed call and replaced by
+    /// a fresh one (trap, timeout, memory cap, bad output, ...).
+    pub recycled: u64,
+    /// Of those, the instances that hit their memory cap (`limits.memory`).
+    pub recycled_memory_limit: u64,
 }
 
 impl Counters {
-    const NAMES: [&'static str; 11] = [
+    const NAMES: [&'static str; 13] = [
         "events_in",
         "duplicates",
         "conflicts",
@@ -78,9 +83,11 @@ impl Counters {
         "restores",
         "restored_records",
         "restore_ms",
+        "recycled",
+        "recycled_memory_limit",
     ];
 
-    fn values(&self) -> [u64; 11] {
+    fn values(&self) -> [u64; 13] {
         [
             self.events_in,
             self.duplicates,
@@ -93,6 +100,8 @@ impl Counters {
             self.restores,
             self.restored_records,
             self.restore_ms,
+            self.recycled,
+            self.recycled_memory_limit,
         ]
     }
 
@@ -109,6 +118,8 @@ impl Counters {
             "restores" => self.restores = v,
             "restored_records" => self.restored_records = v,
             "restore_ms" => self.restore_ms = v,
+            "recycled" => self.recycled = v,
+            "recycled_memory_limit" => self.recycled_memory_limit = v,
             _ => {}
         }
     }

@@ -154,7 +154,7 @@ pub(super) fn sinks(config: &Config, host: &Host) -> Result<Vec<SinkTask>, RunEr
 /// [`RunError::Open`] when the database cannot be opened (e.g. in use),
 /// [`RunError::Load`] when the engine cannot be set up.
 pub(super) fn open(config: &Config, data_dir: &std::path::Path) -> Result<Host, RunError> {
-    let db = crate::db::open(data_dir)?;
+    let db = crate::db::open_with_cache(data_dir, config.log.cache_bytes)?;
     let log = Log::new(db.clone(), config.log.default_partitions);
     let runtime =
         Arc::new(

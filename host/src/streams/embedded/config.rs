@@ -23,6 +23,11 @@ pub struct LogConfig {
     /// the broker) until retention frees room; processors' outputs are
     /// still written. Absent: no quota.
     pub max_bytes: Option<u64>,
+    /// redb's page cache for the data dir's database, in bytes (at least
+    /// 1 MiB). Default [`crate::db::DEFAULT_CACHE_BYTES`] (32 MiB), which
+    /// fits small edge boxes; a larger one saves copies from the OS's page
+    /// cache when many keys and much state are read back.
+    pub cache_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -31,6 +36,7 @@ impl Default for LogConfig {
             default_partitions: 1,
             maintenance_interval: Duration::from_secs(60),
             max_bytes: None,
+            cache_bytes: crate::db::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -126,7 +132,11 @@ impl<'de> Deserialize<'de> for Retention {
     }
 }
 
-/// Checks `[log]` and the `[[topic]]` list: partition counts in range,
+/// The smallest `[log] cache_bytes`: 1 MiB.
+pub const MIN_CACHE_BYTES: usize = 1 << 20;
+
+/// Checks `[log]` and the `[[topic]]` list: partition counts in range, a
+/// cache of at least [`MIN_CACHE_BYTES`],
 /// valid names, no topic listed twice.
 ///
 /// # Errors
@@ -136,6 +146,12 @@ pub fn check_log_config(log: &LogConfig, topics: &[TopicConfig]) -> Result<(), S
     let max = MAX_PARTITIONS;
     if !(1..=max).contains(&log.default_partitions) {
         return Err(format!("log.default_partitions must be 1 to {max}"));
+    }
+    if log.cache_bytes < MIN_CACHE_BYTES {
+        return Err(format!(
+            "log.cache_bytes is {} bytes; at least {MIN_CACHE_BYTES} (1 MiB) is needed",
+            log.cache_bytes
+        ));
     }
     let mut topic_names = std::collections::BTreeSet::new();
     for t in topics {
@@ -196,5 +212,17 @@ mod tests {
         assert!(e.contains("unknown field `tme`"), "{e}");
         let e = parse("retention = \"soon\"").unwrap_err();
         assert!(e.contains("retention \"soon\""), "{e}");
+    }
+
+    #[test]
+    fn the_page_cache_is_32_mib_unless_set_and_at_least_1_mib() {
+        let log = |text: &str| toml::from_str::<LogConfig>(text).unwrap();
+        assert_eq!(log("").cache_bytes, 33_554_432);
+        assert_eq!(log("cache_bytes = 8388608").cache_bytes, 8_388_608);
+        assert_eq!(check_log_config(&log("cache_bytes = 1048576"), &[]), Ok(()));
+        assert_eq!(
+            check_log_config(&log("cache_bytes = 1048575"), &[]),
+            Err("log.cache_bytes is 1048575 bytes; at least 1048576 (1 MiB) is needed".into())
+        );
     }
 }
