@@ -25,6 +25,7 @@
 //!   aggregated.
 //! - [`db`]: the redb file that holds everything durable.
 //! - [`scaffold`]: new processor projects in every language (`tidewater new`).
+//! - [`text`]: messages that quote what people sent, clipped to a prefix.
 //!
 //! Imports go one way: `supervisor` → `admin` → `control` → `processing` →
 //! `runtime` and `streams`; `config` aggregates the parts' configs. The data
@@ -43,5 +44,6 @@ pub mod runtime;
 pub mod scaffold;
 pub mod streams;
 pub mod supervisor;
+pub mod text;
 
 pub use supervisor::{RunOptions, RunSummary, run, run_with};

@@ -504,6 +504,13 @@ fn deploy_activate_and_roll_back(b: &Browser, host: &Host) {
         1
     );
     b.shot("upload-refused");
+    // A 0-byte file is refused as empty, by name (not "choose a file first").
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"").unwrap();
+    assert_eq!(
+        upload(b, &empty, "activate", None),
+        "Refused empty-component empty.wasm is empty (0 bytes): choose the component's built .wasm file; nothing was uploaded"
+    );
 
     let v2_bytes = rebuilt(&std::fs::read(plugin("enrich")).unwrap(), "console-v2");
     let v2 = sha256(&v2_bytes);

@@ -1133,6 +1133,10 @@ fn a_restart_keeps_the_deployed_version_and_the_epoch() {
     let config = probe_config(&env, "");
     let host = Host::start(&env, &config, |_| {});
     host.wait_events("probe", 10);
+    let v1 = host.processor("probe")["active_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let v2 = host.deploy("probe", &rebuilt(&probe_wasm(), "kept"), "activate=true");
     host.wait_for("probe", "the swap", |p| p["active_version"] == *v2);
     host.post(
@@ -1142,6 +1146,32 @@ fn a_restart_keeps_the_deployed_version_and_the_epoch() {
     host.wait_events("probe", 15);
     let summary = host.stop();
     assert_eq!(summary.processors[0].version, v2);
+
+    // A restart's log names the version that runs, and the config file's.
+    let out = env
+        .cmd()
+        .env("TIDEWATER_LOG", "tidewater=info")
+        .args(["run", "--until-idle", "--format", "json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let loaded: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("component loaded"))
+        .collect();
+    assert_eq!(loaded.len(), 1, "{log}");
+    for field in [
+        format!(" version={v2} "),
+        " from=\"registry\" ".to_owned(),
+        format!(" config_version={v1} "),
+    ] {
+        assert!(loaded[0].contains(&field), "{field:?} in {}", loaded[0]);
+    }
+    assert_eq!(
+        crate::common::summary(&out)["processors"][0]["version"],
+        *v2
+    );
 
     // The config still names probe.wasm, a version the registry knows: the
     // deployed one runs, in the same epoch.

@@ -18,6 +18,7 @@ mod kafka;
 mod new;
 #[path = "../support/plugins.rs"]
 mod plugins;
+mod refusals;
 mod roundtrip;
 mod scaleout;
 mod sinks;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,7 @@ use crate::control::{CanaryPlan, Replay, ReplayFrom};
 /// An error of the API: an HTTP status, a stable code and a message.
 ///
 /// Codes: `unauthorized`, `no-such-processor`, `no-such-sink`, `no-such-version`, `bad-version`,
-/// `component-too-large`, `not-webassembly`, `core-module`,
+/// `component-too-large`, `empty-component`, `not-webassembly`, `core-module`,
 /// `world-mismatch`, `invalid-component`, `init-failed`, `bad-request`,
 /// `no-previous-version`, `version-active`, `no-shadow`,
 /// `replay-unsupported`, `no-such-topic`, `no-such-record`,
@@ -39,11 +40,18 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error whose message has what it quotes of the request clipped
+    /// (see [`crate::text::clip_quoted`]).
     pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = match crate::text::clip_quoted(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(clipped) => clipped,
+        };
         ApiError {
             status,
             code,
-            message: message.into(),
+            message,
         }
     }
 
@@ -293,10 +301,16 @@ async fn dead_letters(
     .await
 }
 
+/// A path that does not parse, as an API error (its echo of the path clipped).
+pub(super) fn path_error(r: PathRejection) -> ApiError {
+    ApiError::new(r.status(), "bad-request", r.body_text())
+}
+
 async fn dead_letter(
     State(admin): State<Arc<Admin>>,
-    UrlPath((name, partition, offset)): UrlPath<(String, u32, u64)>,
+    path: Result<UrlPath<(String, u32, u64)>, PathRejection>,
 ) -> ApiResult {
+    let UrlPath((name, partition, offset)) = path.map_err(path_error)?;
     blocking(move || {
         Ok(axum::Json(to_json(
             admin.dead_letter_view(&name, partition, offset)?,
@@ -402,9 +416,9 @@ async fn upload(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = |size: u64| -> ApiError {
+    let too_large = |size_bytes: Option<u64>| -> ApiError {
         UploadError::TooLarge {
-            size_bytes: size,
+            size_bytes,
             limit_bytes: limit as u64,
         }
         .into()
@@ -412,11 +426,13 @@ async fn upload(
     if let Some(n) = declared
         && n > limit as u64
     {
-        return Err(too_large(n));
+        return Err(too_large(Some(n)));
     }
+    // Without a Content-Length, reading stops at the limit: the body's
+    // whole size is unknown then.
     let bytes: Bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| too_large(declared.unwrap_or(limit as u64 + 1)))?;
+        .map_err(|_| too_large(None))?;
     let config = q.config.as_deref().map(parse_config).transpose()?;
     let (activated, shadowed) = (q.activate, q.shadow);
     blocking(move || {

@@ -104,13 +104,17 @@ pub struct Activation {
 #[non_exhaustive]
 pub enum UploadError {
     /// The body is over the upload limit.
-    #[error("component is {size_bytes} bytes, the upload limit is {limit_bytes} bytes")]
+    #[error("{}", too_large_message(*.size_bytes, *.limit_bytes))]
     TooLarge {
-        /// The body's size, in bytes (at least this many when not known exactly).
-        size_bytes: u64,
+        /// The body's size, in bytes, when known (declared, or all read);
+        /// `None` when reading stopped at the limit.
+        size_bytes: Option<u64>,
         /// The limit, in bytes.
         limit_bytes: u64,
     },
+    /// The body is empty: 0 bytes.
+    #[error("the component is empty (0 bytes): send the .wasm file's bytes; nothing was uploaded")]
+    Empty,
     /// The bytes do not start with the WebAssembly magic number.
     #[error(
         "not WebAssembly: the body does not start with the magic bytes \\0asm (it starts with {0})"
@@ -157,6 +161,7 @@ impl UploadError {
     pub fn code(&self) -> &'static str {
         match self {
             UploadError::TooLarge { .. } => "component-too-large",
+            UploadError::Empty => "empty-component",
             UploadError::NotWasm(_) => "not-webassembly",
             UploadError::CoreModule => "core-module",
             UploadError::World(_) => "world-mismatch",
@@ -196,6 +201,40 @@ pub struct Inspected {
     pub language: Option<String>,
 }
 
+/// `limit_bytes` for people: `64 MiB` or `512 KiB` when it is a whole
+/// number of them, else `100000 bytes`.
+pub fn limit_text(limit_bytes: u64) -> String {
+    match limit_bytes {
+        0 => "0 bytes".to_owned(),
+        n if n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// A limit in words: `64 MiB (67108864 bytes)`, or `100000 bytes`.
+fn limit_words(limit_bytes: u64) -> String {
+    let text = limit_text(limit_bytes);
+    if text.ends_with(" bytes") {
+        text
+    } else {
+        format!("{text} ({limit_bytes} bytes)")
+    }
+}
+
+fn too_large_message(size_bytes: Option<u64>, limit_bytes: u64) -> String {
+    match size_bytes {
+        Some(size) => format!(
+            "component is {size} bytes, the upload limit is {}",
+            limit_words(limit_bytes)
+        ),
+        None => format!(
+            "component is more than {}, the upload limit",
+            limit_words(limit_bytes)
+        ),
+    }
+}
+
 /// The cheap checks of an upload: size, magic number, component or core
 /// module, and the `producers` section's language.
 ///
@@ -207,9 +246,12 @@ pub struct Inspected {
 pub fn inspect(bytes: &[u8], limit_bytes: usize) -> Result<Inspected, UploadError> {
     if bytes.len() > limit_bytes {
         return Err(UploadError::TooLarge {
-            size_bytes: bytes.len() as u64,
+            size_bytes: Some(bytes.len() as u64),
             limit_bytes: limit_bytes as u64,
         });
+    }
+    if bytes.is_empty() {
+        return Err(UploadError::Empty);
     }
     if !bytes.starts_with(b"\0asm") {
         let head: String = bytes
@@ -218,11 +260,7 @@ pub fn inspect(bytes: &[u8], limit_bytes: usize) -> Result<Inspected, UploadErro
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(" ");
-        return Err(UploadError::NotWasm(if head.is_empty() {
-            "nothing: the body is empty".into()
-        } else {
-            format!("bytes {head}")
-        }));
+        return Err(UploadError::NotWasm(format!("bytes {head}")));
     }
     if wasmparser::Parser::is_core_wasm(bytes) {
         return Err(UploadError::CoreModule);
@@ -788,9 +826,15 @@ mod tests {
             inspect(b"hello", 1 << 20),
             Err(UploadError::NotWasm(m)) if m == "bytes 68 65 6c 6c"
         ));
+        let empty = inspect(b"", 1 << 20).unwrap_err();
+        assert_eq!(empty.code(), "empty-component");
+        assert_eq!(
+            empty.to_string(),
+            "the component is empty (0 bytes): send the .wasm file's bytes; nothing was uploaded"
+        );
         assert!(matches!(
-            inspect(b"", 1 << 20),
-            Err(UploadError::NotWasm(m)) if m.contains("empty")
+            inspect(b"\0a", 1 << 20),
+            Err(UploadError::NotWasm(m)) if m == "bytes 00 61"
         ));
         // The smallest core module: magic and version 1.
         let core = b"\0asm\x01\0\0\0";
@@ -802,10 +846,32 @@ mod tests {
         assert!(matches!(
             inspect(core, 4),
             Err(UploadError::TooLarge {
-                size_bytes: 8,
+                size_bytes: Some(8),
                 limit_bytes: 4
             })
         ));
+        assert_eq!(
+            inspect(core, 4).unwrap_err().to_string(),
+            "component is 8 bytes, the upload limit is 4 bytes"
+        );
+        let unknown = UploadError::TooLarge {
+            size_bytes: None,
+            limit_bytes: 64 << 20,
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "component is more than 64 MiB (67108864 bytes), the upload limit"
+        );
+        let known = UploadError::TooLarge {
+            size_bytes: Some(70_000_000),
+            limit_bytes: 64 << 20,
+        };
+        assert_eq!(
+            known.to_string(),
+            "component is 70000000 bytes, the upload limit is 64 MiB (67108864 bytes)"
+        );
+        assert_eq!(limit_text(512 << 10), "512 KiB");
+        assert_eq!(limit_text(100_000), "100000 bytes");
         // The smallest component: magic, version 0x0d, layer 1.
         let component = b"\0asm\x0d\0\x01\0";
         let i = inspect(component, 1 << 20).unwrap();

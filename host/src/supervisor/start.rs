@@ -196,16 +196,17 @@ pub(super) fn load_processors<'c>(
     let mut components: BTreeMap<PathBuf, Arc<LoadedComponent>> = BTreeMap::new();
     for p in &config.processors {
         let settings = Settings::from_config(p).map_err(RunError::Invalid)?;
-        let component = load_component(host, p, &mut components)?;
+        let file = load_component(host, p, &mut components)?;
         // The version the registry says is active (the last one activated
         // through the admin API), else the config's component.
         let (component, init_config) = host
             .registry
-            .start_version(&p.name, &p.component, component, p.init_config())
+            .start_version(&p.name, &p.component, file.clone(), p.init_config())
             .map_err(|e| RunError::Config {
                 processor: p.name.clone(),
                 message: format!("registry: {e}"),
             })?;
+        log_loaded(p, &component, &file);
         let limits = p.limits.runtime_limits();
         // On a thread of its own: WASI's blocking streams (a component
         // printing in `init`) must not run inside the async runtime.
@@ -284,12 +285,27 @@ fn load_component(
                 error,
             })?,
     );
-    tracing::info!(
-        processor = %p.name, version = %c.sha256, cached = c.cached,
-        load_ms = c.load_time.as_millis() as u64, "component loaded"
-    );
     components.insert(p.component.clone(), c.clone());
     Ok(c)
+}
+
+/// Logs the version of `p` that runs (`component`): the config's file
+/// (`file`), or the one the registry has active (deployed or rolled back
+/// to through the API or the console), naming the file's version then.
+fn log_loaded(p: &ProcessorConfig, component: &LoadedComponent, file: &LoadedComponent) {
+    let load_ms = component.load_time.as_millis() as u64;
+    if component.sha256 == file.sha256 {
+        tracing::info!(
+            processor = %p.name, version = %component.sha256, from = "config",
+            cached = component.cached, load_ms, "component loaded"
+        );
+    } else {
+        tracing::info!(
+            processor = %p.name, version = %component.sha256, from = "registry",
+            config_version = %file.sha256, cached = component.cached, load_ms,
+            "component loaded"
+        );
+    }
 }
 
 /// Warns about an embedded-log input that nothing has written to yet and

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Multipart, Path as UrlPath, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
@@ -20,6 +20,7 @@ use crate::admin::ops::Then;
 use crate::admin::{Admin, ApiError};
 use crate::control::CanaryPlan;
 use crate::control::registry::UploadError;
+use crate::text::clip;
 
 /// The event the pages listen to for refreshing after a change.
 pub const CHANGED: &str = "tidewater-changed";
@@ -98,8 +99,9 @@ async fn read_upload(mut form: Multipart, limit: usize) -> Result<UploadForm, Ap
             let mut bytes = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(bad)? {
                 if bytes.len() + chunk.len() > limit {
+                    // Reading stops here: the file's whole size is unknown.
                     return Err(UploadError::TooLarge {
-                        size_bytes: (bytes.len() + chunk.len()) as u64,
+                        size_bytes: None,
                         limit_bytes: limit as u64,
                     }
                     .into());
@@ -130,11 +132,25 @@ pub(super) async fn upload(
     let result = async {
         admin.processor(&name)?;
         let f = read_upload(form, admin.max_upload_bytes).await?;
-        let Some((file_name, bytes)) = f.file.filter(|(_, b)| !b.is_empty()) else {
+        // No file chosen: the browser sends the field with no name and no bytes.
+        let Some((file_name, bytes)) = f
+            .file
+            .filter(|(name, b)| !(name.is_empty() && b.is_empty()))
+        else {
             return Err(ApiError::bad_request(
                 "choose a .wasm file first (drop it on the box, or click it to pick one)",
             ));
         };
+        if bytes.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                UploadError::Empty.code(),
+                format!(
+                    "{} is empty (0 bytes): choose the component's built .wasm file; nothing was uploaded",
+                    clip(&file_name)
+                ),
+            ));
+        }
         let then = match f.then.as_str() {
             "activate" => Then::Activate(form_canary(
                 f.canary_events.as_deref(),

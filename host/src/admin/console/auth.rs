@@ -7,8 +7,13 @@
 //!   never stored in the browser. A wrong token makes nothing.
 //! - Every change (a POST) needs a live session, its CSRF token (a random
 //!   value of the session, sent by the pages in the `X-CSRF-Token` header),
-//!   and, when the browser sends an `Origin` header, this host's origin. So
-//!   another site can neither send the cookie nor know the CSRF token.
+//!   and a request that does not come from another origin: its `Origin`,
+//!   when the browser sends one, must be this host's; without `Origin`,
+//!   `Sec-Fetch-Site` must not be `cross-site` or `same-site` (a page of a
+//!   sibling host or another port); without either, a `Referer`'s origin
+//!   must be this host's. A request with none of the three (not a browser)
+//!   is left to the session and the CSRF token. So another site can
+//!   neither send the cookie nor know the CSRF token.
 //! - Read-only pages need a session too, unless `[admin] console_public`.
 
 use std::collections::HashMap;
@@ -159,7 +164,8 @@ impl FromRequestParts<Arc<Admin>> for Reader {
 }
 
 /// A viewer allowed to change things: a live session, its CSRF token in
-/// [`CSRF_HEADER`], and this host's origin (when the browser names one).
+/// [`CSRF_HEADER`], and a request the browser says comes from this host's
+/// own pages (see the module's docs).
 pub struct Changer(pub Viewer);
 
 impl FromRequestParts<Arc<Admin>> for Changer {
@@ -169,11 +175,13 @@ impl FromRequestParts<Arc<Admin>> for Changer {
         parts: &mut Parts,
         admin: &Arc<Admin>,
     ) -> Result<Self, Self::Rejection> {
-        if !same_origin(&parts.headers) {
+        if let Err(why) = same_origin(&parts.headers) {
             return Err(refusal(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "this change came from another site's page (its Origin is not this host's): refused",
+                &format!(
+                    "this change came from another site's page ({why}): refused; nothing was changed"
+                ),
             ));
         }
         let Ok(viewer) = Viewer::from_request_parts(parts, admin).await;
@@ -200,16 +208,52 @@ impl FromRequestParts<Arc<Admin>> for Changer {
     }
 }
 
-/// Whether the request's `Origin`, if any, is this host (`http://<Host>`).
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
+/// Whether the request comes from this host's own pages, as far as the
+/// browser says: its `Origin` is this host (`http://<Host>` or
+/// `https://<Host>`); without `Origin`, its `Sec-Fetch-Site` is neither
+/// `cross-site` nor `same-site`; without either, its `Referer`'s origin is
+/// this host. None of the three: `Ok` (not a browser; the session and the
+/// CSRF token decide).
+///
+/// # Errors
+///
+/// Which header says the request came from elsewhere, in words.
+fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    match (origin.to_str().ok(), host) {
-        (Some(o), Some(h)) => o == format!("http://{h}") || o == format!("https://{h}"),
-        _ => false,
+    let is_this_host = |origin: &str| {
+        host.is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"))
+    };
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return match origin.to_str() {
+            Ok(o) if is_this_host(o) => Ok(()),
+            _ => Err("its Origin is not this host's"),
+        };
     }
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.as_bytes() {
+            b"cross-site" => Err("its Sec-Fetch-Site is cross-site"),
+            b"same-site" => Err("its Sec-Fetch-Site is same-site, another host or port"),
+            _ => Ok(()),
+        };
+    }
+    if let Some(referer) = headers.get(header::REFERER) {
+        return match referer.to_str().ok().and_then(origin_of) {
+            Some(o) if is_this_host(o) => Ok(()),
+            _ => Err("its Referer is not this host's"),
+        };
+    }
+    Ok(())
+}
+
+/// The origin (`scheme://host[:port]`) of an absolute `url`; `None` when
+/// it has no `scheme://`.
+fn origin_of(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme.is_empty() || rest.is_empty() {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&url[..scheme.len() + 3 + end])
 }
 
 /// An HTML fragment saying why a change was refused, with `status`.
@@ -275,10 +319,10 @@ pub(super) async fn login(
         };
         (status, page(&p)).into_response()
     };
-    if !same_origin(&headers) {
+    if let Err(why) = same_origin(&headers) {
         return refused(
             StatusCode::FORBIDDEN,
-            "this login came from another site's page: refused".into(),
+            format!("this login came from another site's page ({why}): refused"),
         );
     }
     if !same_token(form.token.trim(), &admin.token) {
@@ -345,13 +389,74 @@ mod tests {
     fn only_this_hosts_origin_may_change_things() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:7070".parse().unwrap());
-        assert!(same_origin(&h), "no Origin: the CSRF token decides");
+        assert_eq!(same_origin(&h), Ok(()), "no header: the CSRF token decides");
         h.insert(header::ORIGIN, "http://127.0.0.1:7070".parse().unwrap());
-        assert!(same_origin(&h));
+        assert_eq!(same_origin(&h), Ok(()));
         h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
-        assert!(!same_origin(&h));
+        assert_eq!(same_origin(&h), Err("its Origin is not this host's"));
         h.insert(header::ORIGIN, "null".parse().unwrap());
-        assert!(!same_origin(&h));
+        assert_eq!(same_origin(&h), Err("its Origin is not this host's"));
+        // Origin decides over the other two.
+        h.insert(header::ORIGIN, "http://127.0.0.1:7070".parse().unwrap());
+        h.insert(header::REFERER, "http://evil.example/".parse().unwrap());
+        assert_eq!(same_origin(&h), Ok(()));
+    }
+
+    #[test]
+    fn without_origin_sec_fetch_site_then_referer_decide() {
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, "127.0.0.1:7070".parse().unwrap());
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            same_origin(&h)
+        };
+        assert_eq!(with(&[("sec-fetch-site", "same-origin")]), Ok(()));
+        assert_eq!(with(&[("sec-fetch-site", "none")]), Ok(()));
+        assert_eq!(
+            with(&[("sec-fetch-site", "cross-site")]),
+            Err("its Sec-Fetch-Site is cross-site")
+        );
+        assert_eq!(
+            with(&[("sec-fetch-site", "same-site")]),
+            Err("its Sec-Fetch-Site is same-site, another host or port")
+        );
+        // Sec-Fetch-Site decides over Referer.
+        assert_eq!(
+            with(&[
+                ("sec-fetch-site", "cross-site"),
+                ("referer", "http://127.0.0.1:7070/processors/probe")
+            ]),
+            Err("its Sec-Fetch-Site is cross-site")
+        );
+        assert_eq!(
+            with(&[("referer", "http://127.0.0.1:7070/processors/probe?x=1")]),
+            Ok(())
+        );
+        assert_eq!(with(&[("referer", "https://127.0.0.1:7070")]), Ok(()));
+        for other in [
+            "http://evil.example/processors/probe",
+            "http://127.0.0.1:7071/",
+            "http://127.0.0.1:7070.evil.example/",
+            "/processors/probe",
+            "not a url",
+        ] {
+            assert_eq!(
+                with(&[("referer", other)]),
+                Err("its Referer is not this host's"),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_of_urls() {
+        assert_eq!(origin_of("http://a:1/b?c#d"), Some("http://a:1"));
+        assert_eq!(origin_of("https://a?x"), Some("https://a"));
+        assert_eq!(origin_of("https://a#x"), Some("https://a"));
+        assert_eq!(origin_of("http://"), None);
+        assert_eq!(origin_of("/relative"), None);
     }
 
     #[test]

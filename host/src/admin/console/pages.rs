@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use askama::Template;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use super::auth::{Reader, Viewer};
 use super::chart;
 use super::fmt::Shown;
-use crate::admin::api::blocking;
+use crate::admin::api::{blocking, path_error};
 use crate::admin::rates::{SAMPLE_INTERVAL, Sample};
 use crate::admin::views::{
     CompareView, DeadLetterView, DeadLettersView, ProcessorView, TailView, TopicView, VersionRow,
@@ -395,8 +396,12 @@ struct DeadLetterPage {
 pub(super) async fn dead_letter(
     State(admin): State<Arc<Admin>>,
     Reader(viewer): Reader,
-    UrlPath((name, partition, offset)): UrlPath<(String, u32, u64)>,
+    path: Result<UrlPath<(String, u32, u64)>, PathRejection>,
 ) -> Response {
+    let (name, partition, offset) = match path {
+        Ok(UrlPath(p)) => p,
+        Err(r) => return error_page(&admin, &viewer, path_error(r)),
+    };
     let (a, n) = (admin.clone(), name.clone());
     let data = blocking(move || {
         Ok((
