@@ -100,8 +100,9 @@ pub(super) struct ProduceArgs {
     date_column: Option<String>,
     /// CSV: how times are written: iso (the default: 2024-03-01T13:45:56Z,
     /// 2024-03-01 13:45, with or without an offset), epoch-s, epoch-ms,
-    /// epoch-us (numbers since 1970-01-01T00:00:00Z), or a strftime pattern
-    /// such as "%d.%m.%Y %H:%M" (UTC unless it has %z). The hour 24:00 is
+    /// epoch-us (numbers since 1970-01-01T00:00:00Z, rounded to the nearest
+    /// ms, a half ms away from zero), or a strftime pattern such as
+    /// "%d.%m.%Y %H:%M" (UTC unless it has %z). The hour 24:00 is
     /// read as the next day's 00:00 in every shape.
     #[arg(long)]
     time_format: Option<String>,

@@ -374,19 +374,50 @@ impl<R> QuoteScan<R> {
         if std::mem::take(&mut self.fresh) && bytes.starts_with(b"\xef\xbb\xbf") {
             bytes = &bytes[3..];
         }
-        for &b in bytes {
-            self.state = match (self.state, b) {
-                (ScanState::Quoted, b'"') => ScanState::QuoteInQuoted,
-                (ScanState::Quoted, _) | (ScanState::QuoteInQuoted, b'"') => ScanState::Quoted,
-                (ScanState::CellStart, b'"') => {
-                    self.quote_line = self.newlines + 1;
-                    ScanState::Quoted
+        let newlines = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count() as u64;
+        // Newlines are counted up to `counted` only when a quote opens, and
+        // the rest at the end: one pass over the bytes either way.
+        let (mut at, mut counted) = (0, 0);
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            self.state = match self.state {
+                ScanState::Plain => match rest.iter().position(|&c| c == b',' || c == b'\n') {
+                    Some(k) => {
+                        at += k + 1;
+                        ScanState::CellStart
+                    }
+                    None => {
+                        at = bytes.len();
+                        ScanState::Plain
+                    }
+                },
+                ScanState::Quoted => match rest.iter().position(|&c| c == b'"') {
+                    Some(k) => {
+                        at += k + 1;
+                        ScanState::QuoteInQuoted
+                    }
+                    None => {
+                        at = bytes.len();
+                        ScanState::Quoted
+                    }
+                },
+                state => {
+                    at += 1;
+                    match (state, rest[0]) {
+                        (ScanState::QuoteInQuoted, b'"') => ScanState::Quoted,
+                        (_, b'"') => {
+                            self.newlines += newlines(&bytes[counted..at]);
+                            counted = at;
+                            self.quote_line = self.newlines + 1;
+                            ScanState::Quoted
+                        }
+                        (_, b',' | b'\n') => ScanState::CellStart,
+                        _ => ScanState::Plain,
+                    }
                 }
-                (_, b',' | b'\n') => ScanState::CellStart,
-                _ => ScanState::Plain,
             };
-            self.newlines += u64::from(b == b'\n');
         }
+        self.newlines += newlines(&bytes[counted..]);
         if let Some(&b) = bytes.last() {
             self.last = b;
         }
@@ -799,6 +830,28 @@ mod tests {
             0,
         );
         assert_eq!((bad.len(), good.len()), (0, 1));
+        // Read a byte at a time: the same.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(1);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut lines = Vec::new();
+        read_csv_with(
+            Trickle(data),
+            &opts(),
+            &CsvFormat {
+                skip_lines: 1,
+                ..CsvFormat::default()
+            },
+            |line, r| lines.push((line, r.is_ok())),
+        )
+        .unwrap();
+        assert_eq!(lines, [(3, true), (5, false)]);
         // In the header.
         let e = read_csv(&b"\xef\xbb\xbf\"isig,datetime\n1,2\n"[..], &opts(), |_| {}).unwrap_err();
         assert_eq!(
