@@ -89,7 +89,7 @@ fn device_time_on_the_embedded_log_every_record_stored_with_the_policys_timestam
     let (text, times) = jumpy_clock_csv(now());
     let err = ok(&produce(&env, "jumpy", &text, &[]));
     assert!(
-        err.contains("3 records stamped with the ingest time, their device clock out of the window (2 ahead by more than 15m, 1 behind by more than 20years or at/before 1970)"),
+        err.contains("3 records stamped with the ingest time, their device clock out of the window (2 ahead by more than 15 min, 1 behind by more than 20 years or at/before 1970)"),
         "{err}"
     );
     let got = by_v(env.records("jumpy"));
@@ -560,6 +560,24 @@ fn csv_a_preamble_is_skipped_and_bad_rows_name_their_real_line() {
 }
 
 #[test]
+fn csv_skip_lines_that_leave_no_header_name_the_file_and_n() {
+    let env = Env::new();
+    let out = produce(
+        &env,
+        "short",
+        "TOA5,station-12\r\nunits,C\r\n",
+        &["--skip-lines", "2"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("short.csv: 0 records were stored before the error: no header is left after skipping 2 lines (--skip-lines 2): the file has 2 lines"),
+        "{err}"
+    );
+    assert!(!err.contains("empty"), "{err}");
+}
+
+#[test]
 fn csv_date_and_time_in_two_columns_with_a_pattern_hour_24_and_sentinels() {
     let env = Env::new();
     let text = "date,time,temp,rh\n01.03.2024,23:00,7.5,80\n01.03.2024,24:00,-9900,81\n02.03.2024,01:00,7.25,-999.0\n";
@@ -622,26 +640,51 @@ fn csv_hour_24_in_iso_times() {
 #[test]
 fn csv_epoch_seconds_milliseconds_and_microseconds() {
     let env = Env::new();
-    for (flag, cell) in [
-        ("epoch-s", "1709251200.25"),
-        ("epoch-ms", "1709251200250"),
-        ("epoch-us", "1709251200250999"),
+    // Each unit rounds to the nearest ms the same way, a half ms away
+    // from zero: .250 exactly, just under .2505, and .2505.
+    for (flag, cells) in [
+        (
+            "epoch-s",
+            ["1709251200.25", "1709251200.2504999", "1709251200.2505"],
+        ),
+        (
+            "epoch-ms",
+            ["1709251200250", "1709251200250.4999", "1709251200250.5"],
+        ),
+        (
+            "epoch-us",
+            ["1709251200250000", "1709251200250499", "1709251200250500"],
+        ),
     ] {
         ok(&produce(
             &env,
             flag,
-            &format!("time,v\n{cell},1\n"),
+            &format!("time,v\n{},1\n{},2\n{},3\n", cells[0], cells[1], cells[2]),
             &["--time-format", flag],
         ));
-        assert_eq!(
-            events(&env, flag),
-            [(
-                MAR_1 + 250,
-                format!(r#"{{"device":"d","ts":"{cell}","v":1}}"#)
-            )],
-            "{flag}"
-        );
+        let want: Vec<(i64, String)> = [250, 250, 251]
+            .into_iter()
+            .zip(cells)
+            .enumerate()
+            .map(|(i, (ms, cell))| {
+                (
+                    MAR_1 + ms,
+                    format!(r#"{{"device":"d","ts":"{cell}","v":{}}}"#, i + 1),
+                )
+            })
+            .collect();
+        assert_eq!(events(&env, flag), want, "{flag}");
     }
+    // A unit there is no word for is refused by name before anything is read.
+    let out = produce(&env, "ns", "time,v\n1,1\n", &["--time-format", "epoch-ns"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "--time-format \"epoch-ns\" is not a strftime pattern (no %), nor iso, epoch-s, epoch-ms or epoch-us"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -827,6 +827,12 @@ listen = "127.0.0.1:0"
     });
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["accepted"], 3);
+    // The answer says what the policy replaced, and its window (20 years
+    // of 365.25 days behind).
+    assert_eq!(
+        answer.body["device_time_replaced"],
+        json!({"ahead": 1, "behind": 1, "max_ahead_ms": 900_000, "max_behind_ms": 631_152_000_000u64})
+    );
     host.stop();
     let got = env.records("readings");
     assert_eq!(got.len(), 3);
@@ -922,6 +928,12 @@ fn produce_works_the_same_with_and_without_a_running_host() {
         assert!(err.contains("in.ndjson:3: not JSON"), "{err}");
         assert!(err.contains("in.ndjson:6: no key at /device"), "{err}");
         assert!(err.contains("appended 3 events"), "{err}");
+        // ts 1000 and 2000 (1970): the summary line either way, the host's
+        // window (the default) through the host.
+        assert!(
+            err.contains("readings: 2 records stamped with the ingest time, their device clock out of the window (0 ahead by more than 15 min, 2 behind by more than 20 years or at/before 1970); each keeps its device time in the header tidewater-device-time"),
+            "{err}"
+        );
     }
     let view = |env: &Env, topic: &str| -> Vec<String> {
         env.records(topic)
@@ -985,6 +997,104 @@ fn produce_works_the_same_with_and_without_a_running_host() {
         lines,
         ["3".to_owned(), "6".to_owned()].into_iter().collect()
     );
+}
+
+#[test]
+fn csv_a_quote_left_open_is_rejected_at_its_line_with_and_without_a_running_host() {
+    // Row 3 opens a quote it never closes: csv would read rows 3 to 5 as
+    // one last cell. It is a bad row at line 3 instead, the text kept.
+    let input = "time,v,note\n\
+                 2024-03-01T00:00:00Z,1,ok\n\
+                 2024-03-01T01:00:00Z,2,\"said \"\"hi\n\
+                 2024-03-01T02:00:00Z,3,lost?\n\
+                 2024-03-01T03:00:00Z,4,lost?\n";
+    let run_produce = |env: &Env| {
+        let file = env.dir.path().join("open.csv");
+        std::fs::write(&file, input).unwrap();
+        let out = env
+            .cmd()
+            .args([
+                "produce",
+                "readings",
+                "--device",
+                "d",
+                "--time-column",
+                "time",
+                "--csv",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        err
+    };
+    let alone = Env::new();
+    let err_alone = run_produce(&alone);
+    let hosted = Env::new();
+    let host = Child_::start(&hosted, &hosted.config(HTTP_CONFIG), &[], true);
+    let err_hosted = run_produce(&hosted);
+    host.stop();
+    assert!(
+        err_hosted.contains("through the running host"),
+        "{err_hosted}"
+    );
+    for (env, err) in [(&alone, &err_alone), (&hosted, &err_hosted)] {
+        assert!(
+            err.contains("open.csv:3: a double quote opened on this line is never closed: lines 3 to 5 (the end of the file) would be one cell"),
+            "{err}"
+        );
+        assert!(err.contains("readings: appended 1 events from"), "{err}");
+        assert!(
+            err.contains("; 1 bad rows kept in topic readings.rejected"),
+            "{err}"
+        );
+        let stored: Vec<Vec<u8>> = env
+            .records("readings")
+            .into_iter()
+            .map(|r| r.record.value.unwrap())
+            .collect();
+        assert_eq!(
+            stored,
+            [br#"{"device":"d","ts":"2024-03-01T00:00:00Z","v":1,"note":"ok"}"#.to_vec()]
+        );
+        let rejected = env.records("readings.rejected");
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(
+            header(&rejected[0], "tidewater-source-line").as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            String::from_utf8(rejected[0].record.value.clone().unwrap()).unwrap(),
+            "2024-03-01T01:00:00Z,2,\"said \"\"hi\n2024-03-01T02:00:00Z,3,lost?\n2024-03-01T03:00:00Z,4,lost?"
+        );
+    }
+}
+
+#[test]
+fn a_csv_body_is_refused_as_an_unsupported_media_type_naming_the_ones_taken() {
+    let env = Env::new();
+    let host = Child_::start(&env, &env.config(HTTP_CONFIG), &[], true);
+    let url = host.ingest.clone().unwrap();
+    let answer = rt().block_on(async {
+        let mut c = IngestClient::new(&url, None, None).unwrap();
+        c.post(
+            "readings",
+            "",
+            b"time,v\n2024-03-01T00:00:00Z,\"1\n".to_vec(),
+            "text/csv",
+            false,
+        )
+        .await
+        .unwrap()
+    });
+    host.stop();
+    assert_eq!(answer.status, 415, "{}", answer.body);
+    assert_eq!(
+        answer.body["error"]["message"],
+        "Content-Type \"text/csv\" is not one of application/x-ndjson, application/json, application/octet-stream (CSV is read by `tidewater produce TOPIC --csv FILE`, which sends its rows here and reports each bad row's line)"
+    );
+    assert!(env.records("readings").is_empty());
 }
 
 // ---------------------------------------------------------------- MQTT

@@ -100,8 +100,9 @@ pub(super) struct ProduceArgs {
     date_column: Option<String>,
     /// CSV: how times are written: iso (the default: 2024-03-01T13:45:56Z,
     /// 2024-03-01 13:45, with or without an offset), epoch-s, epoch-ms,
-    /// epoch-us (numbers since 1970-01-01T00:00:00Z), or a strftime pattern
-    /// such as "%d.%m.%Y %H:%M" (UTC unless it has %z). The hour 24:00 is
+    /// epoch-us (numbers since 1970-01-01T00:00:00Z, rounded to the nearest
+    /// ms, a half ms away from zero), or a strftime pattern such as
+    /// "%d.%m.%Y %H:%M" (UTC unless it has %z). The hour 24:00 is
     /// read as the next day's 00:00 in every shape.
     #[arg(long)]
     time_format: Option<String>,
@@ -176,6 +177,9 @@ struct Stored {
     /// Records the broker refused for what they are: (index in the chunk,
     /// why, the record's value).
     refused: Vec<(usize, String, Vec<u8>)>,
+    /// The window a running host applied (its `[device_time]`), when it
+    /// replaced timestamps.
+    window: Option<DeviceTimePolicy>,
 }
 
 /// Where `produce` appends: the embedded log, the ingest endpoint of the
@@ -252,12 +256,18 @@ impl Target {
                     records: placed.len(),
                     tally,
                     refused: Vec::new(),
+                    window: None,
                 })
             }
-            Target::Host(client) => Ok(Stored {
-                records: block_on(send_to_host(client, topic, partitions, &records))?,
-                ..Stored::default()
-            }),
+            Target::Host(client) => {
+                let sent = block_on(send_to_host(client, topic, partitions, &records))?;
+                Ok(Stored {
+                    records: sent.records,
+                    tally: sent.replaced,
+                    window: sent.window,
+                    ..Stored::default()
+                })
+            }
             Target::Kafka { .. } => {
                 let tally = policy.stamp_all(records.iter_mut(), now_ms() as i64);
                 let mut stored = self.store_on_kafka(topic, partitions, &records)?;
@@ -291,6 +301,7 @@ impl Target {
         Ok(Stored {
             records: records.len() - refused.len(),
             tally: Tally::default(),
+            window: None,
             refused: refused
                 .into_iter()
                 .map(|r| {
@@ -310,7 +321,9 @@ impl Target {
         }
         match self {
             Target::Log(log) => Ok(log.append_creating(topic, None, records)?.len()),
-            Target::Host(client) => block_on(send_to_host(client, topic, None, &records)),
+            Target::Host(client) => {
+                Ok(block_on(send_to_host(client, topic, None, &records))?.records)
+            }
             Target::Kafka { .. } => {
                 self.ensure_kafka_topic(topic, None)?;
                 let Target::Kafka {
@@ -365,6 +378,17 @@ fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyho
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
+/// What a running host did with records sent to it.
+#[derive(Default)]
+struct Sent {
+    /// Records appended.
+    records: usize,
+    /// Timestamps its device-time policy replaced.
+    replaced: Tally,
+    /// Its `[device_time]` window, when it replaced some.
+    window: Option<DeviceTimePolicy>,
+}
+
 /// Sends `records` as envelopes in requests of at most 10,000, waiting and
 /// sending again while the host answers 503 (nothing was appended then).
 async fn send_to_host(
@@ -372,7 +396,11 @@ async fn send_to_host(
     topic: &str,
     partitions: Option<u32>,
     records: &[Record],
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Sent> {
+    let mut sent = Sent {
+        records: records.len(),
+        ..Sent::default()
+    };
     let query = match partitions {
         Some(p) => format!("envelope=true&partitions={p}"),
         None => "envelope=true".to_owned(),
@@ -388,7 +416,19 @@ async fn send_to_host(
                 .post(topic, &query, body.clone(), "application/x-ndjson", false)
                 .await?;
             match a.status {
-                200 => break,
+                200 => {
+                    let r = &a.body["device_time_replaced"];
+                    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+                    sent.replaced.ahead += n("ahead");
+                    sent.replaced.behind += n("behind");
+                    if r.is_object() {
+                        sent.window = Some(DeviceTimePolicy {
+                            max_ahead: Duration::from_millis(n("max_ahead_ms")),
+                            max_behind: Duration::from_millis(n("max_behind_ms")),
+                        });
+                    }
+                    break;
+                }
                 503 => {
                     let wait = a.retry_after.unwrap_or(Duration::from_secs(1));
                     tracing::info!(wait_ms = wait.as_millis() as u64, reason = %a.body["error"]["message"], "the host pushes back; sending again shortly");
@@ -403,7 +443,7 @@ async fn send_to_host(
             }
         }
     }
-    Ok(records.len())
+    Ok(sent)
 }
 
 pub(super) async fn produce(data_dir: &Path, a: ProduceArgs) -> anyhow::Result<ExitCode> {
@@ -659,6 +699,10 @@ impl<'a> Producing<'a> {
             .max(lines.iter().copied().max().unwrap_or(0));
         self.tally.ahead += stored.tally.ahead;
         self.tally.behind += stored.tally.behind;
+        if let Some(window) = stored.window {
+            // A running host stamps with its own window: report that one.
+            self.policy = window;
+        }
         for (i, reason, raw) in stored.refused {
             let line = lines[i];
             errln!(
@@ -766,7 +810,8 @@ impl<'a> Producing<'a> {
         Ok(n)
     }
 
-    /// Says how many timestamps the device-time policy replaced here; on
+    /// Says how many timestamps the device-time policy replaced (here, or
+    /// by the running host, which answers how many and its window); on
     /// Kafka, also counts them in the data dir (the embedded log counted
     /// them with the records, a running host counts its own).
     fn report_device_time(&self, data_dir: &Path) {
@@ -779,9 +824,9 @@ impl<'a> Producing<'a> {
             self.args.topic,
             t.total(),
             t.ahead,
-            humantime::format_duration(self.policy.max_ahead),
+            ingest::device_time::readable_duration(self.policy.max_ahead),
             t.behind,
-            humantime::format_duration(self.policy.max_behind),
+            ingest::device_time::readable_duration(self.policy.max_behind),
             ingest::DEVICE_TIME_HEADER,
         );
         if matches!(self.target, Target::Kafka { .. }) {

@@ -59,7 +59,8 @@ pub struct TopicConfig {
     pub name: String,
     /// Partition count; default `log.default_partitions`.
     pub partitions: Option<u32>,
-    /// How long records stay, and what happens to records some consumer
+    /// How long records stay after they are appended (by append time, not
+    /// their own device time), and what happens to records some consumer
     /// has not read when their time is up.
     #[serde(default)]
     pub retention: Retention,

@@ -163,7 +163,8 @@ fn topic_settings(txn: &WriteTransaction) -> Result<Vec<TopicRetention>, LogErro
 
 /// Removes records of `topic`/`p` from its start while `remove(append_ms,
 /// bytes stored)` says so, never at or past `floor`. Returns the bounds
-/// before and after, and the bytes freed.
+/// before and after (the bytes freed are the difference), and whether the
+/// floor held back a record `remove` wanted gone.
 fn trim_partition(
     parts: &mut redb::Table<'_, (&str, u32), Bounds>,
     records: &mut redb::Table<'_, (&str, u32, u64), &[u8]>,
@@ -171,7 +172,7 @@ fn trim_partition(
     p: u32,
     floor: Option<u64>,
     mut remove: impl FnMut(u64, u64) -> bool,
-) -> Result<(Bounds, Bounds), LogError> {
+) -> Result<(Bounds, Bounds, bool), LogError> {
     let before = parts.get((topic, p))?.map_or((0, 0, 0), |g| g.value());
     let (mut start, end, mut size) = before;
     while start < end && floor.is_none_or(|f| start < f) {
@@ -195,8 +196,22 @@ fn trim_partition(
         size -= len;
         start += 1;
     }
+    let mut held = false;
+    if start < end && floor == Some(start) {
+        let first = records.range((topic, p, start)..(topic, p, end))?.next();
+        if let Some(e) = first {
+            let (k, v) = e?;
+            let append_ms = decode(v.value()).map_err(|reason| LogError::Corrupt {
+                topic: topic.to_owned(),
+                partition: p,
+                offset: k.value().2,
+                reason,
+            })?;
+            held = remove(append_ms.0, size);
+        }
+    }
     parts.insert((topic, p), (start, end, size))?;
-    Ok((before, (start, end, size)))
+    Ok((before, (start, end, size), held))
 }
 
 impl Log {
@@ -282,7 +297,7 @@ impl Log {
                         Unread::Keep => slowest.map(|(_, next)| *next),
                         Unread::Delete => None,
                     };
-                    let (before, after) =
+                    let (before, after, held) =
                         trim_partition(&mut parts, &mut records, &topic, p, floor, |ms, size| {
                             cutoff.is_some_and(|c| ms < c)
                                 || retention_bytes.is_some_and(|b| size > b)
@@ -307,10 +322,9 @@ impl Log {
                             });
                         }
                     }
-                    if let (Some(f), Some((consumer, next))) = (floor, slowest)
-                        && after.0 == f
-                        && after.0 < after.1
-                    {
+                    // Only when a record past its time (or over the size)
+                    // is kept for the slowest consumer.
+                    if let (true, Some((consumer, next))) = (held, slowest) {
                         report.kept_unread.push(UnreadRecords {
                             consumer: consumer.clone(),
                             records: after.1 - next,
@@ -369,7 +383,7 @@ impl Log {
                 }
                 let freed = report.bytes_freed;
                 let size_before = parts.get((topic.as_str(), p))?.map_or(0, |g| g.value().2);
-                let (before, after) = trim_partition(
+                let (before, after, _) = trim_partition(
                     &mut parts,
                     &mut records,
                     &topic,
@@ -502,6 +516,45 @@ mod tests {
         assert_eq!(r.kept_unread[0].records, 6);
         assert!(log.deleted_unread().unwrap().is_empty());
         assert_eq!(log.topics().unwrap()[0].retention_unread, Unread::Keep);
+    }
+
+    #[test]
+    fn nothing_is_reported_kept_when_nothing_is_past_its_time() {
+        // Retention of a day: the 10 records, appended just now, stay
+        // anyway; the slow consumer holds nothing back.
+        let (_d, log) = log_with(&[("slow", 0), ("fast", 10)], Unread::Keep);
+        log.set_retention("t", Some(86_400_000), None).unwrap();
+        let r = log.enforce_retention(now_ms()).unwrap();
+        assert_eq!((r.removed, start(&log)), (0, 0));
+        assert_eq!(r.kept_unread, []);
+        // A day later they are past it: kept for "slow", and said so.
+        let r = log.enforce_retention(now_ms() + 86_400_001).unwrap();
+        assert_eq!(r.removed, 0);
+        assert_eq!(
+            r.kept_unread,
+            [UnreadRecords {
+                consumer: "slow".into(),
+                topic: "t".into(),
+                partition: 0,
+                first_offset: 0,
+                records: 10,
+            }]
+        );
+        // By size: 5 records' bytes allowed; "slow" at 2 holds back the 3 over it.
+        let one = log.topics().unwrap()[0].partitions[0].bytes / 10;
+        log.set_retention("t", None, Some(5 * one)).unwrap();
+        let txn = log.db().begin_write().unwrap();
+        crate::streams::positions::set_position_in(&txn, "slow", "t", 0, 2).unwrap();
+        txn.commit().unwrap();
+        let r = log.enforce_retention(now_ms()).unwrap();
+        assert_eq!((r.removed, start(&log)), (2, 2));
+        assert_eq!(r.kept_unread[0].records, 8);
+        // Within the size once it has read on: nothing kept, nothing said.
+        let txn = log.db().begin_write().unwrap();
+        crate::streams::positions::set_position_in(&txn, "slow", "t", 0, 5).unwrap();
+        txn.commit().unwrap();
+        let r = log.enforce_retention(now_ms()).unwrap();
+        assert_eq!((r.removed, start(&log), r.kept_unread.len()), (3, 5, 0));
     }
 
     #[test]

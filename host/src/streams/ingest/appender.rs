@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::device_time::{DeviceTimePolicy, count_in};
+use super::device_time::{DeviceTimePolicy, Tally, count_in};
 use super::metrics::IngestMetrics;
 use crate::db::now_ms;
 use crate::streams::Record;
@@ -103,11 +103,14 @@ impl AppendError {
     }
 }
 
-/// Where a request's records went: per record, in order, its partition and offset.
+/// Where a request's records went: per record, in order, its partition and
+/// offset; and the timestamps the device-time policy replaced among them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     /// (partition, offset) of each record.
     pub placed: Vec<(u32, u64)>,
+    /// The request's records stamped with the ingest time, by reason.
+    pub replaced: Tally,
 }
 
 impl Appended {
@@ -264,6 +267,11 @@ impl Appender {
         Ok(rx)
     }
 
+    /// The device-time policy every record passes (`[device_time]`).
+    pub fn device_time(&self) -> DeviceTimePolicy {
+        self.inner.options.device_time
+    }
+
     /// Records accepted and not yet appended.
     pub fn queued(&self) -> usize {
         self.inner.queue.lock().map_or(0, |q| q.records)
@@ -345,7 +353,7 @@ impl Inner {
     /// refused on its own (a missing topic, the quota) is answered with its
     /// error and the others go on; a storage failure fails them all.
     fn commit_group(&self, jobs: Vec<Job>) {
-        let mut done: Vec<(Job, Vec<(u32, u64)>)> = Vec::with_capacity(jobs.len());
+        let mut done: Vec<(Job, Appended)> = Vec::with_capacity(jobs.len());
         let result = (|| -> Result<u64, LogError> {
             let txn = self.log.db().begin_write()?;
             let mut stored = txn.stored_bytes()?;
@@ -362,7 +370,13 @@ impl Inner {
                 let placed = append_all_in(&txn, &job.topic, &job.records, now)?;
                 count_in(&txn, &job.topic, &tally)?;
                 stored += job.bytes;
-                done.push((job, placed));
+                done.push((
+                    job,
+                    Appended {
+                        placed,
+                        replaced: tally,
+                    },
+                ));
             }
             let stored = txn.stored_bytes()?;
             txn.commit()?;
@@ -372,8 +386,8 @@ impl Inner {
             Ok(stored) => {
                 self.stored.store(stored, Ordering::Relaxed);
                 self.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                for (job, placed) in done {
-                    let _ = job.reply.send(Ok(Appended { placed }));
+                for (job, appended) in done {
+                    let _ = job.reply.send(Ok(appended));
                 }
             }
             Err(e) => {

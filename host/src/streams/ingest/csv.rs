@@ -78,8 +78,10 @@ pub enum IngestError {
     /// The header is unreadable.
     #[error("cannot read the CSV header: {0}")]
     Header(String),
-    /// The file ended within the lines to skip.
-    #[error("the file has {lines} lines, all before the header (--skip-lines {skip})")]
+    /// Nothing but the lines to skip (and empty lines): no header is left.
+    #[error(
+        "no header is left after skipping {skip} lines (--skip-lines {skip}): the file has {lines} lines"
+    )]
     Preamble {
         /// Lines the file has.
         lines: u64,
@@ -224,7 +226,7 @@ pub fn read_csv_with(
         .flexible(true)
         .has_headers(false)
         .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(input);
+        .from_reader(QuoteScan::new(input));
     let mut row = csv::ByteRecord::new();
     let layout = read_header(&mut csv, &mut row, options, format)?;
     let device_json = serde_json::Value::from(options.device.as_str()).to_string();
@@ -251,6 +253,27 @@ pub fn read_csv_with(
         }
         let line = row.position().map_or(last_line + 1, |p| p.line() + skip);
         last_line = line;
+        if let Some(open) = csv.get_ref().unclosed_quote() {
+            // csv reads a quote left open to the end of the file as one
+            // last cell holding the rest of the file: refuse it whole.
+            let (quote_line, end_line) = (open.quote_line + skip, open.end_line + skip);
+            let lines = if end_line > quote_line {
+                format!("lines {quote_line} to {end_line} (the end of the file) would be")
+            } else {
+                "the rest of the line (the end of the file) would be".to_owned()
+            };
+            each(
+                quote_line,
+                Err(BadRow {
+                    line: quote_line,
+                    reason: format!(
+                        "a double quote opened on this line is never closed: {lines} one cell (a quote within a cell is written \"\")"
+                    ),
+                    raw: unclosed_row_bytes(&row),
+                }),
+            );
+            break;
+        }
         if !strip_cr(&mut row) {
             continue;
         }
@@ -284,6 +307,163 @@ fn strip_cr(row: &mut csv::ByteRecord) -> bool {
     true
 }
 
+/// Where a double quote left open at the end of the input opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UnclosedQuote {
+    /// The 1-based line of the input the quote is on.
+    quote_line: u64,
+    /// The input's last line (1-based).
+    end_line: u64,
+}
+
+/// Where a quoted cell begins and ends, as csv reads it (`,` between
+/// cells, `\n` between rows, `"` opens a cell only as its first byte and
+/// `""` within one is a quote), tracked over the bytes csv takes from
+/// `inner`; so once `inner` has ended, whether it ended within a quoted
+/// cell, which csv does not say.
+struct QuoteScan<R> {
+    inner: R,
+    state: ScanState,
+    /// `\n`s read.
+    newlines: u64,
+    /// The 1-based line where the quoted cell being read opened.
+    quote_line: u64,
+    /// The last byte read (`\n` before any).
+    last: u8,
+    /// Nothing read yet (a UTF-8 BOM there is not a cell's first byte).
+    fresh: bool,
+    /// `inner` has ended.
+    ended: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanState {
+    /// At a cell's first byte.
+    CellStart,
+    /// In a cell that is not quoted.
+    Plain,
+    /// In a quoted cell.
+    Quoted,
+    /// Just after a `"` in a quoted cell: it closes the cell unless another `"` follows.
+    QuoteInQuoted,
+}
+
+impl<R> QuoteScan<R> {
+    fn new(inner: R) -> Self {
+        QuoteScan {
+            inner,
+            state: ScanState::CellStart,
+            newlines: 0,
+            quote_line: 0,
+            last: b'\n',
+            fresh: true,
+            ended: false,
+        }
+    }
+
+    /// When the input has ended within a quoted cell: where it opened. The
+    /// row csv returns then is the input's last.
+    fn unclosed_quote(&self) -> Option<UnclosedQuote> {
+        (self.ended && self.state == ScanState::Quoted).then(|| UnclosedQuote {
+            quote_line: self.quote_line,
+            end_line: self.newlines + u64::from(self.last != b'\n'),
+        })
+    }
+
+    fn scan(&mut self, mut bytes: &[u8]) {
+        if std::mem::take(&mut self.fresh) && bytes.starts_with(b"\xef\xbb\xbf") {
+            bytes = &bytes[3..];
+        }
+        let newlines = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count() as u64;
+        // Newlines are counted up to `counted` only when a quote opens, and
+        // the rest at the end: one pass over the bytes either way.
+        let (mut at, mut counted) = (0, 0);
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            self.state = match self.state {
+                ScanState::Plain => match rest.iter().position(|&c| c == b',' || c == b'\n') {
+                    Some(k) => {
+                        at += k + 1;
+                        ScanState::CellStart
+                    }
+                    None => {
+                        at = bytes.len();
+                        ScanState::Plain
+                    }
+                },
+                ScanState::Quoted => match rest.iter().position(|&c| c == b'"') {
+                    Some(k) => {
+                        at += k + 1;
+                        ScanState::QuoteInQuoted
+                    }
+                    None => {
+                        at = bytes.len();
+                        ScanState::Quoted
+                    }
+                },
+                state => {
+                    at += 1;
+                    match (state, rest[0]) {
+                        (ScanState::QuoteInQuoted, b'"') => ScanState::Quoted,
+                        (_, b'"') => {
+                            self.newlines += newlines(&bytes[counted..at]);
+                            counted = at;
+                            self.quote_line = self.newlines + 1;
+                            ScanState::Quoted
+                        }
+                        (_, b',' | b'\n') => ScanState::CellStart,
+                        _ => ScanState::Plain,
+                    }
+                }
+            };
+        }
+        self.newlines += newlines(&bytes[counted..]);
+        if let Some(&b) = bytes.last() {
+            self.last = b;
+        }
+    }
+}
+
+impl<R: Read> Read for QuoteScan<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended = true;
+        }
+        self.scan(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The last row of a file whose last cell opened a quote and never closed
+/// it, as written: its cells joined by commas, the last one after its
+/// opening `"` (without the file's last line end).
+fn unclosed_row_bytes(row: &csv::ByteRecord) -> Vec<u8> {
+    let n = row.len();
+    let mut front = csv::ByteRecord::new();
+    for cell in row.iter().take(n.saturating_sub(1)) {
+        front.push_field(cell);
+    }
+    let mut out = if n > 1 { row_bytes(&front) } else { Vec::new() };
+    if n > 1 {
+        out.push(b',');
+    }
+    out.push(b'"');
+    for &b in row.get(n.saturating_sub(1)).unwrap_or_default() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    if out.last() == Some(&b'\n') {
+        out.pop();
+        if out.last() == Some(&b'\r') {
+            out.pop();
+        }
+    }
+    out
+}
+
 /// Reads and drops the first `skip` lines.
 fn skip_preamble(input: &mut impl BufRead, skip: u64) -> Result<(), IngestError> {
     let mut line = Vec::new();
@@ -314,8 +494,8 @@ struct Layout {
 
 /// Reads the header row into `row`: the column names (a UTF-8 BOM taken
 /// off) and where the time (and date) columns are.
-fn read_header(
-    csv: &mut csv::Reader<impl Read>,
+fn read_header<R: Read>(
+    csv: &mut csv::Reader<QuoteScan<R>>,
     row: &mut csv::ByteRecord,
     options: &CsvOptions,
     format: &CsvFormat,
@@ -324,8 +504,21 @@ fn read_header(
         Ok(true) => {
             strip_cr(row);
         }
+        Ok(false) if format.skip_lines > 0 => {
+            // Empty lines after the skipped ones count (csv skips them).
+            return Err(IngestError::Preamble {
+                lines: format.skip_lines + csv.position().line() - 1,
+                skip: format.skip_lines,
+            });
+        }
         Ok(false) => return Err(IngestError::Empty),
         Err(e) => return Err(IngestError::Header(e.to_string())),
+    }
+    if let Some(open) = csv.get_ref().unclosed_quote() {
+        return Err(IngestError::Header(format!(
+            "the double quote opened on line {} is never closed, so the whole file would be the header",
+            open.quote_line + format.skip_lines
+        )));
     }
     let header: Vec<String> = row
         .iter()
@@ -571,6 +764,102 @@ mod tests {
         );
     }
 
+    /// (line, reason, raw as text) of each bad row, and the good rows' values.
+    fn outcome(data: &[u8], skip_lines: u64) -> (Vec<(u64, String, String)>, Vec<String>) {
+        let format = CsvFormat {
+            skip_lines,
+            ..CsvFormat::default()
+        };
+        let (mut bad, mut good) = (Vec::new(), Vec::new());
+        read_csv_with(data, &opts(), &format, |line, r| match r {
+            Ok(r) => good.push(String::from_utf8(r.value.unwrap()).unwrap()),
+            Err(b) => {
+                assert_eq!(b.line, line);
+                bad.push((b.line, b.reason, String::from_utf8(b.raw).unwrap()));
+            }
+        })
+        .unwrap();
+        (bad, good)
+    }
+
+    #[test]
+    fn a_quote_left_open_to_the_end_is_a_bad_row_at_its_line_keeping_the_rest() {
+        let data = b"isig,datetime,glucose\n1,2010-03-24 09:51:00,2\n3,2010-03-24 09:56:00,\"4\n5,2010-03-24 10:01:00,6\n7,2010-03-24 10:06:00,8\n";
+        let (bad, good) = outcome(data, 0);
+        assert_eq!(
+            good,
+            [r#"{"device":"cgm-1","ts":"2010-03-24 09:51:00","isig":1,"glucose":2}"#]
+        );
+        assert_eq!(
+            bad,
+            [(
+                3,
+                "a double quote opened on this line is never closed: lines 3 to 5 (the end of the file) would be one cell (a quote within a cell is written \"\")".into(),
+                "3,2010-03-24 09:56:00,\"4\n5,2010-03-24 10:01:00,6\n7,2010-03-24 10:06:00,8".into()
+            )]
+        );
+        // CRLF, a preamble, no last line end, a quote within the open
+        // cell, and a closed multi-line cell before it.
+        let data = b"logger 7\r\nisig,datetime,glucose\r\n\"a\r\nb\",2010-03-24 09:51:00,2\r\n1,2010-03-24 09:56:00,\"x \"\"y\"\" z\r\n9,2010-03-24 10:01:00,9";
+        let (bad, good) = outcome(data, 1);
+        assert_eq!(good.len(), 1);
+        assert_eq!(
+            bad,
+            [(
+                5,
+                "a double quote opened on this line is never closed: lines 5 to 6 (the end of the file) would be one cell (a quote within a cell is written \"\")".into(),
+                "1,2010-03-24 09:56:00,\"x \"\"y\"\" z\r\n9,2010-03-24 10:01:00,9".into()
+            )]
+        );
+        // Open on the last line only.
+        let (bad, good) = outcome(b"isig,datetime,glucose\n1,2010-03-24 09:51:00,\"2\n", 0);
+        assert!(good.is_empty());
+        assert_eq!(
+            bad,
+            [(
+                2,
+                "a double quote opened on this line is never closed: the rest of the line (the end of the file) would be one cell (a quote within a cell is written \"\")".into(),
+                "1,2010-03-24 09:51:00,\"2".into()
+            )]
+        );
+        // A quote closed at the very end, and quotes within a plain cell, are fine.
+        let (bad, good) = outcome(b"isig,datetime,glucose\n1,2010-03-24 09:51:00,\"2\"", 0);
+        assert_eq!((bad.len(), good.len()), (0, 1));
+        let (bad, good) = outcome(
+            b"isig,datetime,glucose\nsay \"hi,2010-03-24 09:51:00,2\n",
+            0,
+        );
+        assert_eq!((bad.len(), good.len()), (0, 1));
+        // Read a byte at a time: the same.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(1);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut lines = Vec::new();
+        read_csv_with(
+            Trickle(data),
+            &opts(),
+            &CsvFormat {
+                skip_lines: 1,
+                ..CsvFormat::default()
+            },
+            |line, r| lines.push((line, r.is_ok())),
+        )
+        .unwrap();
+        assert_eq!(lines, [(3, true), (5, false)]);
+        // In the header.
+        let e = read_csv(&b"\xef\xbb\xbf\"isig,datetime\n1,2\n"[..], &opts(), |_| {}).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot read the CSV header: the double quote opened on line 1 is never closed, so the whole file would be the header"
+        );
+    }
+
     #[test]
     fn rows_that_are_not_utf8_keep_their_bytes() {
         let rows = collect(b"isig,datetime,glucose\n\xff,2010-03-24 09:51:00,1\n");
@@ -675,8 +964,26 @@ mod tests {
         );
         assert_eq!(
             e.unwrap_err().to_string(),
-            "the file has 2 lines, all before the header (--skip-lines 3)"
+            "no header is left after skipping 3 lines (--skip-lines 3): the file has 2 lines"
         );
+        // Skipping exactly the lines there are, or them and empty lines.
+        for (data, lines) in [
+            (&b"one\ntwo\n"[..], 2),
+            (b"one\ntwo", 2),
+            (b"one\ntwo\n\n\n", 4),
+        ] {
+            let skip2 = CsvFormat {
+                skip_lines: 2,
+                ..CsvFormat::default()
+            };
+            let e = read_csv_with(data, &options, &skip2, |_, _| {}).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "no header is left after skipping 2 lines (--skip-lines 2): the file has {lines} lines"
+                )
+            );
+        }
     }
 
     #[test]

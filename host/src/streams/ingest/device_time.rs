@@ -114,6 +114,27 @@ impl Tally {
     }
 }
 
+/// `d` for people: humantime's units with a space before each and minutes
+/// as `min`: `20 years`, `15 min`, `1 h 30 min`, `1 s 500 ms`, `0 s`.
+pub fn readable_duration(d: Duration) -> String {
+    humantime::format_duration(d)
+        .to_string()
+        .split(' ')
+        .map(|part| {
+            let at = part
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(part.len());
+            let unit = match &part[at..] {
+                "m" => "min",
+                "us" => "µs",
+                u => u,
+            };
+            format!("{} {unit}", &part[..at])
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl DeviceTimePolicy {
     /// Checks the window.
     ///
@@ -128,7 +149,7 @@ impl DeviceTimePolicy {
             if d > MAX_WINDOW {
                 return Err(format!(
                     "device_time.{key} is {}, the most is 1000 years",
-                    humantime::format_duration(d)
+                    readable_duration(d)
                 ));
             }
         }
@@ -408,7 +429,21 @@ mod tests {
             too_far
                 .check()
                 .unwrap_err()
-                .starts_with("device_time.max_ahead is 1001years")
+                .starts_with("device_time.max_ahead is 1001 years, the most")
         );
+    }
+
+    #[test]
+    fn durations_read_with_a_space_before_the_unit() {
+        let d = DeviceTimePolicy::default();
+        assert_eq!(readable_duration(d.max_behind), "20 years");
+        assert_eq!(readable_duration(d.max_ahead), "15 min");
+        assert_eq!(
+            readable_duration(Duration::from_secs(YEAR_S + 90 * 60)),
+            "1 year 1 h 30 min"
+        );
+        assert_eq!(readable_duration(Duration::from_millis(1500)), "1 s 500 ms");
+        assert_eq!(readable_duration(Duration::from_micros(7)), "7 µs");
+        assert_eq!(readable_duration(Duration::ZERO), "0 s");
     }
 }

@@ -14,7 +14,11 @@
 //!   the host received the request.
 //! - 200 `{"accepted": N, "first_offsets": {"<partition>": offset}}` once
 //!   the records are durably appended (fsync'd), in one commit shared with
-//!   the other requests in flight (group commit).
+//!   the other requests in flight (group commit). When the device-time
+//!   policy stamped some of them with the ingest time, also
+//!   `"device_time_replaced": {"ahead": N, "behind": N, "max_ahead_ms": ms,
+//!   "max_behind_ms": ms}` (the counts, and the host's `[device_time]`
+//!   window).
 //! - Refusals append nothing (a retry is then safe), as
 //!   `{"error": {"code", "message", "lines"?}}`: 400 `malformed` listing
 //!   every bad line's number and reason; 413 `body-too-large`,
@@ -423,11 +427,16 @@ fn format_of(headers: &HeaderMap) -> Result<Format, Response> {
         | "application/json-lines" => Ok(Format::Ndjson),
         "application/json" => Ok(Format::Json),
         "application/octet-stream" => Ok(Format::Bytes),
-        _ => Err(refuse(
+        other => Err(refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             format!(
-                "Content-Type {ct:?} is not one of application/x-ndjson, application/json, application/octet-stream"
+                "Content-Type {ct:?} is not one of application/x-ndjson, application/json, application/octet-stream{}",
+                if other == "text/csv" {
+                    " (CSV is read by `tidewater produce TOPIC --csv FILE`, which sends its rows here and reports each bad row's line)"
+                } else {
+                    ""
+                }
             ),
         )),
     }
@@ -659,7 +668,17 @@ async fn take_records(
                 .into_iter()
                 .map(|(p, o)| (p.to_string(), o))
                 .collect();
-            Ok(axum::Json(json!({"accepted": n, "first_offsets": first})).into_response())
+            let mut answer = json!({"accepted": n, "first_offsets": first});
+            if a.replaced.total() > 0 {
+                let policy = s.appender.device_time();
+                answer["device_time_replaced"] = json!({
+                    "ahead": a.replaced.ahead,
+                    "behind": a.replaced.behind,
+                    "max_ahead_ms": policy.max_ahead.as_millis() as u64,
+                    "max_behind_ms": policy.max_behind.as_millis() as u64,
+                });
+            }
+            Ok(axum::Json(answer).into_response())
         }
         Err(e) => {
             let status = match &e {

@@ -27,8 +27,9 @@ pub enum TimeFormat {
     /// unless it reads an offset (`%z`, `%:z`). A pattern with a date and
     /// no time reads midnight.
     Pattern(String),
-    /// A number since the Unix epoch, integer or decimal (a decimal is
-    /// rounded to the nearest ms).
+    /// A number since the Unix epoch, integer or decimal, rounded to the
+    /// nearest ms (a half ms away from zero: 1500 µs is 2 ms, -1500 µs is
+    /// -2 ms).
     Epoch(EpochUnit),
     /// A time elapsed since `start_ms` (ms since the Unix epoch), written
     /// `N days HH:MM:SS[.f]` (pandas' Timedelta), `HH:MM:SS[.f]` (hours
@@ -45,14 +46,20 @@ impl TimeFormat {
     ///
     /// # Errors
     ///
-    /// A message naming the pattern when it has an unknown `%` item or does
-    /// not hold a full date.
+    /// A message naming the text when it is none of the words and has no
+    /// `%` (such as `epoch-ns`), and naming the pattern when it has an
+    /// unknown `%` item or does not hold a full date.
     pub fn from_flag(text: &str) -> Result<TimeFormat, String> {
         Ok(match text {
             "iso" => TimeFormat::Iso,
             "epoch-s" => TimeFormat::Epoch(EpochUnit::Seconds),
             "epoch-ms" => TimeFormat::Epoch(EpochUnit::Millis),
             "epoch-us" => TimeFormat::Epoch(EpochUnit::Micros),
+            pattern if !pattern.contains('%') => {
+                return Err(format!(
+                    "--time-format {pattern:?} is not a strftime pattern (no %), nor iso, epoch-s, epoch-ms or epoch-us"
+                ));
+            }
             pattern => {
                 check_pattern(pattern)?;
                 TimeFormat::Pattern(pattern.to_owned())
@@ -194,22 +201,44 @@ fn hour_24_at(t: &str) -> Option<usize> {
     clean.then_some(at)
 }
 
+/// `t`, a number of `unit`s since the Unix epoch (`[+-]digits[.digits]`),
+/// in ms, rounded half away from zero. Exact: the digits are read as an
+/// integer, never through a float.
 fn parse_epoch(t: &str, unit: EpochUnit) -> Option<i64> {
     let (per_ms_num, per_ms_den): (i128, i128) = match unit {
         EpochUnit::Seconds => (1000, 1),
         EpochUnit::Millis => (1, 1),
         EpochUnit::Micros => (1, 1000),
     };
-    if let Ok(i) = t.parse::<i128>() {
-        let ms = (i * per_ms_num).div_euclid(per_ms_den);
-        return i64::try_from(ms).ok();
-    }
-    let x: f64 = t.parse().ok()?;
-    if !x.is_finite() || !t.bytes().all(|b| b.is_ascii_digit() || b"+-.".contains(&b)) {
+    let (negative, body) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
         return None;
     }
-    let ms = (x * per_ms_num as f64 / per_ms_den as f64).round();
-    (ms.abs() < 9.0e18).then_some(ms as i64)
+    // Digits past the 18th of the fraction are below a femtosecond: they
+    // cannot move a rounding that the first 18 leave undecided.
+    let frac = &frac[..frac.len().min(18)];
+    let scale = 10i128.pow(frac.len() as u32);
+    let int: i128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let frac: i128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let num = int
+        .checked_mul(scale)?
+        .checked_add(frac)?
+        .checked_mul(per_ms_num)?;
+    let den = per_ms_den * scale;
+    let (q, r) = (num / den, num % den);
+    let ms = if 2 * r >= den { q + 1 } else { q };
+    i64::try_from(if negative { -ms } else { ms }).ok()
 }
 
 /// An elapsed time in ms: `N days HH:MM:SS[.f]`, `HH:MM:SS[.f]` or seconds.
@@ -321,6 +350,14 @@ mod tests {
                 .unwrap_err()
                 .contains("is not a strftime pattern")
         );
+        for word in ["epoch-ns", "epoch", "ISO", "unix"] {
+            assert_eq!(
+                TimeFormat::from_flag(word),
+                Err(format!(
+                    "--time-format {word:?} is not a strftime pattern (no %), nor iso, epoch-s, epoch-ms or epoch-us"
+                ))
+            );
+        }
     }
 
     #[test]
@@ -334,6 +371,33 @@ mod tests {
         assert_eq!(ms.parse_ms("1709337600123"), Ok(MAR_2 + 123));
         assert_eq!(us.parse_ms("1709337600123456"), Ok(MAR_2 + 123));
         assert_eq!(us.parse_ms("-1500"), Ok(-2));
+        // µs round to the nearest ms, half away from zero, as the decimals
+        // of epoch-s and epoch-ms do.
+        for (text, want) in [
+            ("1499", 1),
+            ("1500", 2),
+            ("1501", 2),
+            ("2500", 3),
+            ("999", 1),
+            ("499", 0),
+            ("500", 1),
+            ("-499", 0),
+            ("-1499", -1),
+            ("-1501", -2),
+            ("1709337600123500", MAR_2 + 124),
+            ("1709337600123499", MAR_2 + 123),
+            ("1500.0", 2),
+        ] {
+            assert_eq!(us.parse_ms(text), Ok(want), "{text} µs");
+        }
+        assert_eq!(ms.parse_ms("1.5"), Ok(2));
+        assert_eq!(ms.parse_ms("-1.5"), Ok(-2));
+        assert_eq!(s.parse_ms("0.5005"), Ok(501));
+        assert_eq!(s.parse_ms("-0.0015"), Ok(-2));
+        assert_eq!(s.parse_ms(".25"), Ok(250));
+        for bad in ["", "-", ".", "1.2.3", "1e3", "0x10", "- 1"] {
+            assert!(s.parse_ms(bad).is_err(), "{bad:?}");
+        }
         assert!(s.parse_ms("1e9").is_err());
         assert!(s.parse_ms("soon").is_err());
         assert!(s.parse_ms("99999999999999999999").is_err());
