@@ -1238,3 +1238,214 @@ idempotency.key = "json:/device,/n"
         seen.values().sum::<usize>() as u64
     );
 }
+
+/// A Mosquitto of the test's own (the one `make test` starts takes anyone):
+/// TLS with `certificates`, user `dev` with password `s3cret`, no anonymous
+/// clients, sessions kept in `dir` across restarts. Killed on drop.
+struct PrivateBroker {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    fn start(dir: &Path) -> PrivateBroker {
+        let (ca, cert, key) = certificates(dir);
+        let passwd = std::process::Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(dir.join("passwd"))
+            .args(["dev", "s3cret"])
+            .output()
+            .expect("mosquitto_passwd (Debian's mosquitto package)");
+        assert!(passwd.status.success(), "{passwd:?}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!(
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+                 cafile {}\ncertfile {}\nkeyfile {}\npersistence true\npersistence_location {}/\n\
+                 autosave_interval 1\nlog_dest stderr\n",
+                dir.join("passwd").display(),
+                ca.display(),
+                cert.display(),
+                key.display(),
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut b = PrivateBroker {
+            dir: dir.to_owned(),
+            port,
+            child: None,
+        };
+        b.restart();
+        b
+    }
+
+    /// Starts (again) on the same port and files; waits until it answers.
+    fn restart(&mut self) {
+        self.stop();
+        let bin = ["/usr/sbin/mosquitto", "mosquitto"]
+            .into_iter()
+            .find(|b| std::path::Path::new(b).exists())
+            .unwrap_or("mosquitto");
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM: Mosquitto saves its sessions and stops.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Publishes `{"device":"d<i>","n":i}` for `i` in `range` over TLS as `dev`
+/// to `<prefix>/d<i>/readings`, QoS 1; returns once each was acknowledged.
+async fn publish_tls(port: u16, ca: &Path, prefix: &str, range: std::ops::Range<u64>) {
+    let mut o =
+        rumqttc::MqttOptions::new(format!("pub-{prefix}-{}", range.start), "127.0.0.1", port);
+    o.set_credentials("dev", "s3cret");
+    o.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(Arc::new(
+            tidewater::streams::ingest::client::client_tls(Some(ca)).unwrap(),
+        )),
+    ));
+    let (client, mut events) = rumqttc::AsyncClient::new(o, 100);
+    let n = range.end - range.start;
+    let poller = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < n {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("publisher: {e}"),
+            }
+        }
+    });
+    for i in range {
+        client
+            .publish(
+                format!("{prefix}/d{i}/readings"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!("{{\"device\":\"d{i}\",\"n\":{i}}}"),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), poller)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn mqtt_over_tls_with_a_password_reconnects_after_the_broker_restarts_and_refuses_a_wrong_one() {
+    if broker().is_none() {
+        return; // Mosquitto is installed by `make test`, with the shared broker.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut mqtt = PrivateBroker::start(dir.path());
+    let ca = dir.path().join("ca.pem");
+    let env = Env::new();
+    let prefix = "secure";
+    let port = mqtt.port;
+    let config_with = |password: &str| {
+        env.config(&format!(
+            r#"
+[[ingest.mqtt]]
+url = "mqtts://127.0.0.1:{port}"
+client_id = "host-{password}"
+username = "dev"
+password = "{password}"
+ca_file = "{ca}"
+max_reconnect_backoff = "500ms"
+topics = {{ "{prefix}/+/readings" = "readings" }}
+
+[[processor]]
+name = "echo"
+component = "{echo}"
+inputs = ["readings"]
+output = "out"
+idempotency.key = "json:/device,/n"
+"#,
+            ca = ca.display(),
+            echo = plugin("echo").display()
+        ))
+    };
+    let host = Child_::start(
+        &env,
+        &config_with("s3cret"),
+        &["--admin", "127.0.0.1:0"],
+        false,
+    );
+    host.wait_log("MQTT subscribed");
+    let rt = rt();
+    rt.block_on(publish_tls(mqtt.port, &ca, prefix, 0..100));
+    host.wait_processor("echo", |p| p["counters"]["outputs"] == 100);
+
+    // The broker goes away and comes back: the host reconnects on its own,
+    // its session (subscription) kept, and takes what is sent next.
+    mqtt.restart();
+    rt.block_on(publish_tls(mqtt.port, &ca, prefix, 100..200));
+    // Messages in flight when it went (appended, their PUBACK not yet
+    // sent) come again: duplicates by payload key, one output each.
+    let p = host.wait_processor("echo", |p| p["counters"]["outputs"] == 200 && p["lag"] == 0);
+    assert_eq!(
+        p["counters"]["events_in"].as_u64().unwrap()
+            - p["counters"]["duplicates"].as_u64().unwrap(),
+        200,
+        "{p}"
+    );
+    assert!(
+        host.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("MQTT connection lost; reconnecting")),
+        "{:?}",
+        host.log.lock().unwrap()
+    );
+    host.stop();
+    let values: BTreeSet<String> = env.values("out").into_iter().collect();
+    assert_eq!(env.values("out").len(), 200);
+    assert_eq!(values.len(), 200);
+    assert!(
+        values.contains("{\"device\":\"d199\",\"n\":199}"),
+        "{values:?}"
+    );
+
+    // A wrong password: the host says why and keeps trying; nothing arrives.
+    let wrong = Child_::start(&env, &config_with("wrong"), &[], false);
+    wrong.wait_log("MQTT broker refused the connection (check username, password");
+    wrong.kill();
+}

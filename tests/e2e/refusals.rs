@@ -559,3 +559,51 @@ fn a_change_without_origin_from_another_sites_page_is_refused_by_referer_or_sec_
         r.text()
     );
 }
+
+#[test]
+fn a_misspelt_field_in_activate_or_replay_is_refused_not_ignored() {
+    let env = Env::new();
+    let host = Host::start(&env, &probe_config(&env, ""), |_| {});
+    let auth = format!("Bearer {TOKEN}");
+    let api = |path: &str, body: Value| {
+        let r = send(
+            &host.url,
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            &serde_json::to_vec(&body).unwrap(),
+            false,
+        );
+        (r.status, r.json()["error"]["message"].clone())
+    };
+    // A canary misspelt would otherwise be a full activation, and a replay
+    // without its reprocess a replay under the old keys.
+    assert_eq!(
+        api(
+            "/v1/processors/probe/activate",
+            json!({"version": "d4ea19f5", "canry": {"events": 1000}})
+        ),
+        (
+            400,
+            json!(
+                "the body is not the JSON expected: unknown field `canry`, expected `version` or `canary` at line 1 column 8"
+            )
+        )
+    );
+    assert_eq!(
+        api(
+            "/v1/processors/probe/replay",
+            json!({"from_offset": 0, "reprocss": true})
+        ),
+        (
+            400,
+            json!(
+                "the body is not the JSON expected: unknown field `reprocss`, expected one of `from_offset`, `from_time`, `reprocess` at line 1 column 27"
+            )
+        )
+    );
+    assert_eq!(versions(&host), 1);
+}

@@ -465,6 +465,7 @@ pub(super) fn parse_config(text: &str) -> Result<Vec<(String, String)>, ApiError
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VersionBody {
     version: Option<String>,
     canary: Option<CanaryPlan>,
@@ -629,6 +630,7 @@ fn replay_from(b: &ReplayBody) -> Result<ReplayFrom, ApiError> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReplayBody {
     from_offset: Option<u64>,
     /// RFC 3339, e.g. `2026-11-30T12:00:00Z`.

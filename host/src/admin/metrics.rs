@@ -70,7 +70,7 @@ fn render_metrics(admin: &Admin) -> Result<String, ApiError> {
         ),
         (
             "instances_recycled_memory_limit",
-            "Component instances discarded for hitting their memory cap (limits.memory)",
+            "Component instances discarded for hitting their memory cap (limits.memory_bytes)",
             |c| c.recycled_memory_limit,
         ),
     ];

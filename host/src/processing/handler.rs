@@ -14,7 +14,7 @@ use crate::runtime::{
 pub struct Recycles {
     /// Every instance discarded (trap, timeout, memory cap, bad output, ...).
     pub total: u64,
-    /// Of those, the instances that hit `limits.memory` (code `memory-limit`).
+    /// Of those, the instances that hit `limits.memory_bytes` (code `memory-limit`).
     pub memory_limit: u64,
 }
 

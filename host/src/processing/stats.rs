@@ -66,7 +66,7 @@ pub struct Counters {
     /// Component instances discarded after a failed call and replaced by
     /// a fresh one (trap, timeout, memory cap, bad output, ...).
     pub recycled: u64,
-    /// Of those, the instances that hit their memory cap (`limits.memory`).
+    /// Of those, the instances that hit their memory cap (`limits.memory_bytes`).
     pub recycled_memory_limit: u64,
 }
 

@@ -188,7 +188,11 @@ async fn run(
             Ok(_) => {}
             Err(e) => {
                 metrics.set_mqtt_connected(&broker, false);
-                tracing::warn!(%broker, error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
+                if let rumqttc::ConnectionError::ConnectionRefused(code) = &e {
+                    tracing::warn!(%broker, client_id = %config.client_id, ?code, retry_in_ms = backoff.as_millis() as u64, "MQTT broker refused the connection (check username, password or TIDEWATER_MQTT_PASSWORD, and client_id); retrying");
+                } else {
+                    tracing::warn!(%broker, error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
+                }
                 tokio::select! {
                     _ = stop.changed() => break,
                     () = tokio::time::sleep(backoff) => {}
