@@ -274,6 +274,10 @@ pub fn read_csv_with(
             );
             break;
         }
+        if let Some(bad) = stray_quote(&mut csv, &row, skip) {
+            each(bad.line, Err(bad));
+            continue;
+        }
         if !strip_cr(&mut row) {
             continue;
         }
@@ -283,6 +287,27 @@ pub fn read_csv_with(
         );
     }
     Ok(())
+}
+
+/// `row` refused whole when a quoted cell in it spans lines and text
+/// follows its closing quote (see [`StrayQuote`]); its cells are kept as
+/// the bad row's text, so the rows csv read into the cell are not lost.
+fn stray_quote<R: Read>(
+    csv: &mut csv::Reader<QuoteScan<R>>,
+    row: &csv::ByteRecord,
+    skip: u64,
+) -> Option<BadRow> {
+    let first = row.position()?.line();
+    let last = first + row.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+    let stray = csv.get_mut().take_stray(first, last)?;
+    let (quote_line, close_line) = (stray.quote_line + skip, stray.close_line + skip);
+    Some(BadRow {
+        line: quote_line,
+        reason: format!(
+            "a double quote opened on this line closes on line {close_line} with text after it, so lines {quote_line} to {close_line} would be one cell (a quote within a cell is written \"\")"
+        ),
+        raw: row_bytes(row),
+    })
 }
 
 /// Takes the "\r" of a CRLF line end off the last cell of `row`. Returns
@@ -334,6 +359,20 @@ struct QuoteScan<R> {
     fresh: bool,
     /// `inner` has ended.
     ended: bool,
+    /// Quoted cells over several lines whose closing quote is followed by
+    /// text, oldest first, not yet matched to a row.
+    strays: std::collections::VecDeque<StrayQuote>,
+}
+
+/// A quoted cell that spans lines and whose closing `"` is followed by
+/// text (`"open…` … `4,"quoted"`): csv reads the lines between as one cell,
+/// so the rows on them would vanish into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StrayQuote {
+    /// The 1-based line the cell's opening quote is on.
+    quote_line: u64,
+    /// The 1-based line of the quote that closed it.
+    close_line: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,7 +397,21 @@ impl<R> QuoteScan<R> {
             last: b'\n',
             fresh: true,
             ended: false,
+            strays: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The stray quote (see [`StrayQuote`]) that opened in the row on
+    /// lines `first..=last`, if any; strays of earlier rows are dropped.
+    fn take_stray(&mut self, first: u64, last: u64) -> Option<StrayQuote> {
+        while self.strays.front().is_some_and(|s| s.quote_line < first) {
+            self.strays.pop_front();
+        }
+        self.strays
+            .front()
+            .is_some_and(|s| s.quote_line <= last)
+            .then(|| self.strays.pop_front())
+            .flatten()
     }
 
     /// When the input has ended within a quoted cell: where it opened. The
@@ -412,6 +465,18 @@ impl<R> QuoteScan<R> {
                             ScanState::Quoted
                         }
                         (_, b',' | b'\n') => ScanState::CellStart,
+                        (ScanState::QuoteInQuoted, c) if c != b'\r' => {
+                            self.newlines += newlines(&bytes[counted..at]);
+                            counted = at;
+                            let close_line = self.newlines + 1;
+                            if close_line > self.quote_line {
+                                self.strays.push_back(StrayQuote {
+                                    quote_line: self.quote_line,
+                                    close_line,
+                                });
+                            }
+                            ScanState::Plain
+                        }
                         _ => ScanState::Plain,
                     }
                 }
@@ -858,6 +923,31 @@ mod tests {
             e.to_string(),
             "cannot read the CSV header: the double quote opened on line 1 is never closed, so the whole file would be the header"
         );
+    }
+
+    #[test]
+    fn a_quote_closed_lines_later_with_text_after_it_is_a_bad_row_keeping_the_lines_between() {
+        let data = b"isig,datetime,glucose\n1,2010-03-24 09:51:00,\"open\n3,2010-03-24 09:56:00,4\n5,2010-03-24 10:01:00,\"6\"x\n7,2010-03-24 10:06:00,8\n";
+        let (bad, good) = outcome(data, 0);
+        assert_eq!(
+            good,
+            [r#"{"device":"cgm-1","ts":"2010-03-24 10:06:00","isig":7,"glucose":8}"#]
+        );
+        assert_eq!(
+            bad,
+            [(
+                2,
+                "a double quote opened on this line closes on line 4 with text after it, so lines 2 to 4 would be one cell (a quote within a cell is written \"\")".into(),
+                "1,2010-03-24 09:51:00,\"open\n3,2010-03-24 09:56:00,4\n5,2010-03-24 10:01:00,6\"\"x\"".into()
+            )]
+        );
+        // A closed multi-line cell, and text after a quote on one line
+        // (csv reads `"6"x` as `6x`), are rows as before.
+        let (bad, good) = outcome(
+            b"isig,datetime,glucose\n\"a\nb\",2010-03-24 09:51:00,2\n1,2010-03-24 09:56:00,\"6\"x\n",
+            0,
+        );
+        assert_eq!((bad.len(), good.len()), (0, 2));
     }
 
     #[test]
