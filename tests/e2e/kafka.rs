@@ -664,12 +664,15 @@ fn a_broker_that_stays_away_fails_the_processor_within_the_flush_timeout() {
             let _ = tx.send(l);
         }
     });
+    let seen = std::cell::RefCell::new(Vec::new());
     let wait_for = |needle: &str, secs: u64| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         while let Ok(l) =
             rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
         {
-            if l.contains(needle) {
+            let found = l.contains(needle);
+            seen.borrow_mut().push(l);
+            if found {
                 return true;
             }
         }
@@ -680,7 +683,8 @@ fn a_broker_that_stays_away_fails_the_processor_within_the_flush_timeout() {
     // enrich cannot publish: it fails once flush_timeout has passed, and does not hang.
     assert!(
         wait_for("processor stopped; the others go on", 90),
-        "enrich did not fail within 90 s"
+        "enrich did not fail within 90 s; the log's last lines:\n{}",
+        seen.borrow()[seen.borrow().len().saturating_sub(30)..].join("\n")
     );
     // And the run still stops when asked.
     assert!(

@@ -11,14 +11,15 @@
 //! (nothing of it committed) and its partition read again from the batch's
 //! start if it is still ours.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::Producer;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::producer::{NOT_INDEXED, send_change, send_to, wait_for_acks};
+use super::producer::{DeliveryContext, NOT_INDEXED, send_change, send_to, wait_for_acks};
 use super::stream::Inner;
 use super::{lock, produce_all};
 use crate::streams::{Batch, StreamError};
@@ -172,7 +173,7 @@ impl Inner {
     /// (which fences the old one and aborts what it left open).
     pub(super) fn renew_producer(&mut self) -> Result<(), StreamError> {
         let id = self.transactional_id.clone();
-        self.producer = super::producer(&self.kafka_config, Some(&id))?;
+        self.producer = Arc::new(super::producer(&self.kafka_config, Some(&id))?);
         Ok(())
     }
 
@@ -242,13 +243,52 @@ impl Inner {
             .consumer
             .group_metadata()
             .ok_or_else(|| (Failure::Membership, "no group metadata yet".to_owned()))?;
-        producer
-            .send_offsets_to_transaction(&tpl, &metadata, self.flush_timeout)
-            .map_err(|e| txn_err("adding the offsets to the transaction", e))?;
+        let timeout = self.flush_timeout;
+        bounded(producer, timeout, move |p| {
+            p.send_offsets_to_transaction(&tpl, &metadata, timeout)
+        })?
+        .map_err(|e| txn_err("adding the offsets to the transaction", e))?;
         producer
             .commit_transaction(self.flush_timeout)
             .map_err(|e| txn_err("committing the transaction", e))?;
         tracing::debug!(processor = %self.processor, topic = %tp.0, partition = tp.1, next, "offsets committed");
         Ok(())
     }
+}
+
+/// Runs `call` on `producer` on a thread of its own and waits for it at
+/// most `timeout` and 5 s more. librdkafka's `send_offsets_to_transaction`
+/// (2.12) can wait forever when the broker goes away between the records'
+/// acknowledgements and the offsets (seen in
+/// `a_broker_that_stays_away_fails_the_processor_within_the_flush_timeout`:
+/// the call blocked with no timeout in `rd_kafka_txn_op_req0`); the
+/// processor must fail instead. The thread is left to librdkafka then.
+///
+/// # Errors
+///
+/// [`Failure::Broken`] when the call has not returned in time (the
+/// producer is in a transaction it cannot finish: it is not aborted).
+fn bounded<T: Send + 'static>(
+    producer: &Arc<BaseProducer<DeliveryContext>>,
+    timeout: Duration,
+    call: impl FnOnce(&BaseProducer<DeliveryContext>) -> T + Send + 'static,
+) -> Result<T, (Failure, String)> {
+    let p = Arc::clone(producer);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("kafka-txn".into())
+        .spawn(move || {
+            let _ = tx.send(call(&p));
+        })
+        .map_err(|e| (Failure::Retry, format!("starting a thread: {e}")))?;
+    let wait = timeout + Duration::from_secs(5);
+    rx.recv_timeout(wait).map_err(|_| {
+        (
+            Failure::Broken,
+            format!(
+                "the broker did not answer adding the offsets to the transaction within {} s",
+                wait.as_secs()
+            ),
+        )
+    })
 }

@@ -97,7 +97,9 @@ pub(super) struct Inner {
     /// Whether the group has assigned this host anything (or nothing) yet.
     pub(super) joined: bool,
     pub(super) out_producer: Option<BaseProducer<DeliveryContext>>,
-    pub(super) producer: BaseProducer<DeliveryContext>,
+    /// Shared so that a call librdkafka may never return from can run on a
+    /// thread of its own (see `commit::bounded`).
+    pub(super) producer: Arc<BaseProducer<DeliveryContext>>,
     pub(super) replays_consumer: BaseConsumer<GroupContext>,
     pub(super) restorer: BaseConsumer<GroupContext>,
     pub(super) consumer: BaseConsumer<GroupContext>,
@@ -192,7 +194,7 @@ impl KafkaStream {
             latest_replay: None,
             joined: false,
             out_producer,
-            producer,
+            producer: Arc::new(producer),
             replays_consumer,
             restorer,
             consumer,
