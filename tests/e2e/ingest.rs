@@ -1245,7 +1245,7 @@ idempotency.key = "json:/device,/n"
 struct PrivateBroker {
     dir: PathBuf,
     port: u16,
-    child: Option<Child>,
+    child: Option<crate::kafka::KillOnDrop>,
 }
 
 impl PrivateBroker {
@@ -1300,7 +1300,7 @@ impl PrivateBroker {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto");
-        self.child = Some(child);
+        self.child = Some(crate::kafka::KillOnDrop(child));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "mosquitto did not start");
@@ -1315,15 +1315,6 @@ impl PrivateBroker {
                 .args(["-TERM", &c.id().to_string()])
                 .status();
             c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }
