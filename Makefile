@@ -379,7 +379,9 @@ compare: tools plugins check-data
 	cargo run --release --locked -p tidewater-host --example compare
 
 bench: tools plugins
+	rm -f target/bench-embedded.json target/bench-kafka.json target/bench-scaleout.json
 	cargo bench --locked -p tidewater-host --bench pipeline
+	cargo bench --locked -p tidewater-host --bench embedded
 	cargo bench --locked -p tidewater-host --bench isolation
 	cargo bench --locked -p tidewater-host --bench swap
 	@$(KAFKA) up >/dev/null
@@ -390,6 +392,7 @@ bench: tools plugins
 	  $(KAFKA) down; $(MQTT) down; exit $$status
 	@$(PG) up >/dev/null
 	status=0; cargo bench --locked -p tidewater-host --bench postgres || status=$$?; $(PG) down; exit $$status
+	cargo bench --locked -p tidewater-host --bench summary
 
 clean:
 	-$(KAFKA) reset

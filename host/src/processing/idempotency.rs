@@ -168,7 +168,7 @@ pub fn derive(mode: &KeyMode, event: &LogRecord) -> Result<(Vec<u8>, [u8; 16]), 
             // serde_json's map is sorted by key (no preserve_order feature),
             // so both strings below are canonical.
             let key = serde_json::Value::Array(parts).to_string().into_bytes();
-            Ok((key, fingerprint(Some(doc.to_string().as_bytes()))))
+            Ok((key, canonical_fingerprint(&doc)))
         }
     }
 }
@@ -176,6 +176,18 @@ pub fn derive(mode: &KeyMode, event: &LogRecord) -> Result<(Vec<u8>, [u8; 16]), 
 /// `topic/partition/offset` of `event`, as bytes.
 pub fn offset_key(event: &LogRecord) -> Vec<u8> {
     format!("{}/{}/{}", event.topic, event.partition, event.offset).into_bytes()
+}
+
+/// [`fingerprint`] of `doc` written as canonical JSON (serde_json's map is
+/// sorted by key), hashed as it is written rather than built as a string.
+fn canonical_fingerprint(doc: &serde_json::Value) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    // Writing a Value into a hasher cannot fail.
+    let _ = serde_json::to_writer(&mut h, doc);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize()[..16]);
+    out
 }
 
 /// The fingerprint of a payload: the first 16 bytes of SHA-256 over a tag
@@ -464,15 +476,18 @@ pub fn mark_all_in(
     let mut keys = txn.open_table(KEYS)?;
     let mut expiry = txn.open_table(EXPIRY)?;
     for (scope, key, record) in entries {
-        let new = keys.get((*scope, *key))?.is_none();
-        if new {
-            keys.insert(
-                (*scope, *key),
-                record.encode_with_version(number).as_slice(),
-            )?;
+        let stored = record.encode_with_version(number);
+        // One descent of the tree for a new key (nearly every one); a key
+        // recorded already gets its first record back.
+        let first = keys
+            .insert((*scope, *key), stored.as_slice())?
+            .map(|old| old.value().to_vec());
+        if let Some(first) = &first {
+            keys.insert((*scope, *key), first.as_slice())?;
+        } else {
             expiry.insert((*scope, record.expires_ms, *key), ())?;
         }
-        marked.push(new);
+        marked.push(first.is_none());
     }
     Ok(marked)
 }
@@ -1107,6 +1122,16 @@ mod tests {
     fn repeated_json_field_counts_last() {
         let e = event(None, Some(br#"{"a":1,"a":2}"#), vec![]);
         assert_eq!(derive_key(&"json:/a".parse().unwrap(), &e).unwrap(), b"[2]");
+    }
+
+    #[test]
+    fn a_json_payload_is_fingerprinted_as_its_canonical_text() {
+        let doc: serde_json::Value =
+            serde_json::from_str(r#"{"b":1,"a":[1.5,"x\u00e9"]}"#).unwrap();
+        assert_eq!(
+            canonical_fingerprint(&doc),
+            fingerprint(Some(r#"{"a":[1.5,"xé"],"b":1}"#.as_bytes()))
+        );
     }
 
     #[test]
