@@ -4,7 +4,7 @@
 #   make console the web console on the demo's data, at http://127.0.0.1:7070/
 #   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts,
 #                the console in headless chromium)
-#   make bench   benchmarks (WASM vs native, batch sizes, idempotency on/off, Kafka, 1 vs 3 hosts)
+#   make bench   benchmarks (WASM vs native, embedded on disk, Kafka vs Kafka Streams, 1 vs 3 hosts), one table at the end
 #   make fuzz    the property-based fuzz tests, long (make test runs them short)
 #   make plugins build the example processors, every language, into target/plugins/
 #   make compare run every language's enrich on the same real data, side by side

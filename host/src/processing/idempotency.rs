@@ -334,7 +334,10 @@ pub fn lookup(
 
 /// The keys table opened once in a read transaction, for looking up a
 /// batch's keys ([`lookup`] opens it per call).
-pub struct KeyReader(Option<redb::ReadOnlyTable<(&'static str, &'static [u8]), &'static [u8]>>);
+pub struct KeyReader(Option<KeysTable>);
+
+/// [`KEYS`] opened for reading.
+type KeysTable = redb::ReadOnlyTable<(&'static str, &'static [u8]), &'static [u8]>;
 
 impl KeyReader {
     /// Opens the keys as of `txn`.
