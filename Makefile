@@ -4,7 +4,7 @@
 #   make console the web console on the demo's data, at http://127.0.0.1:7070/
 #   make test    fmt, clippy, and every test (unit, end-to-end, the real-data demo counts,
 #                the console in headless chromium)
-#   make bench   benchmarks (WASM vs native, batch sizes, idempotency on/off, Kafka, 1 vs 3 hosts)
+#   make bench   benchmarks (WASM vs native, embedded on disk, Kafka vs Kafka Streams, 1 vs 3 hosts), one table at the end
 #   make fuzz    the property-based fuzz tests, long (make test runs them short)
 #   make plugins build the example processors, every language, into target/plugins/
 #   make compare run every language's enrich on the same real data, side by side
@@ -379,7 +379,9 @@ compare: tools plugins check-data
 	cargo run --release --locked -p tidewater-host --example compare
 
 bench: tools plugins
+	rm -f target/bench-embedded.json target/bench-kafka.json target/bench-scaleout.json
 	cargo bench --locked -p tidewater-host --bench pipeline
+	cargo bench --locked -p tidewater-host --bench embedded
 	cargo bench --locked -p tidewater-host --bench isolation
 	cargo bench --locked -p tidewater-host --bench swap
 	@$(KAFKA) up >/dev/null
@@ -390,6 +392,7 @@ bench: tools plugins
 	  $(KAFKA) down; $(MQTT) down; exit $$status
 	@$(PG) up >/dev/null
 	status=0; cargo bench --locked -p tidewater-host --bench postgres || status=$$?; $(PG) down; exit $$status
+	cargo bench --locked -p tidewater-host --bench summary
 
 clean:
 	-$(KAFKA) reset

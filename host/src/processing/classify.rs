@@ -47,6 +47,7 @@ pub(super) fn classify(
     let mut fates = Vec::with_capacity(batch.records.len());
     let mut first_seen: HashMap<(Arc<str>, Vec<u8>), [u8; 16]> = HashMap::new();
     let mut conflicts_seen: HashSet<(Vec<u8>, [u8; 16])> = HashSet::new();
+    let keys = idempotency::KeyReader::open(snapshot)?;
     for (rec, (scope, _)) in batch.records.iter().zip(scopes) {
         if !settings.deduplicate {
             fates.push(Fate::Process {
@@ -79,7 +80,7 @@ pub(super) fn classify(
                 expires_ms: 0,
                 outcome: Outcome::Processed,
             }),
-            None => idempotency::lookup(snapshot, scope, &key)?,
+            None => keys.get(scope, &key)?,
         };
         fates.push(match idempotency::verdict(stored.as_ref(), &fp) {
             Verdict::New => {

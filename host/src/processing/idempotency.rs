@@ -12,6 +12,7 @@
 //! same key is a [`Verdict::Duplicate`] when its fingerprint matches, and a
 //! [`Verdict::Conflict`] when it does not: same key, different payload.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use redb::{
@@ -167,7 +168,7 @@ pub fn derive(mode: &KeyMode, event: &LogRecord) -> Result<(Vec<u8>, [u8; 16]), 
             // serde_json's map is sorted by key (no preserve_order feature),
             // so both strings below are canonical.
             let key = serde_json::Value::Array(parts).to_string().into_bytes();
-            Ok((key, fingerprint(Some(doc.to_string().as_bytes()))))
+            Ok((key, canonical_fingerprint(&doc)))
         }
     }
 }
@@ -175,6 +176,18 @@ pub fn derive(mode: &KeyMode, event: &LogRecord) -> Result<(Vec<u8>, [u8; 16]), 
 /// `topic/partition/offset` of `event`, as bytes.
 pub fn offset_key(event: &LogRecord) -> Vec<u8> {
     format!("{}/{}/{}", event.topic, event.partition, event.offset).into_bytes()
+}
+
+/// [`fingerprint`] of `doc` written as canonical JSON (serde_json's map is
+/// sorted by key), hashed as it is written rather than built as a string.
+fn canonical_fingerprint(doc: &serde_json::Value) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    // Writing a Value into a hasher cannot fail.
+    let _ = serde_json::to_writer(&mut h, doc);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize()[..16]);
+    out
 }
 
 /// The fingerprint of a payload: the first 16 bytes of SHA-256 over a tag
@@ -230,9 +243,20 @@ impl KeyRecord {
         b
     }
 
-    /// The record [`KeyRecord::encode`] wrote; `None` for other bytes.
+    /// The 37 bytes stored per key since versions are numbered: the 33 of
+    /// [`KeyRecord::encode`], then the number of the version that recorded
+    /// it (big-endian u32, see [`version_number_in`]).
+    pub fn encode_with_version(&self, version: u32) -> [u8; 37] {
+        let mut b = [0u8; 37];
+        b[..33].copy_from_slice(&self.encode());
+        b[33..].copy_from_slice(&version.to_be_bytes());
+        b
+    }
+
+    /// The record [`KeyRecord::encode`] or [`KeyRecord::encode_with_version`]
+    /// wrote; `None` for other bytes.
     pub fn decode(b: &[u8]) -> Option<KeyRecord> {
-        if b.len() != 33 {
+        if b.len() != 33 && b.len() != 37 {
             return None;
         }
         Some(KeyRecord {
@@ -306,6 +330,41 @@ pub fn lookup(
     Ok(table
         .get((processor, key))?
         .and_then(|g| KeyRecord::decode(g.value())))
+}
+
+/// The keys table opened once in a read transaction, for looking up a
+/// batch's keys ([`lookup`] opens it per call).
+pub struct KeyReader(Option<KeysTable>);
+
+/// [`KEYS`] opened for reading.
+type KeysTable = redb::ReadOnlyTable<(&'static str, &'static [u8]), &'static [u8]>;
+
+impl KeyReader {
+    /// Opens the keys as of `txn`.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn open(txn: &ReadTransaction) -> Result<KeyReader, StorageError> {
+        match txn.open_table(KEYS) {
+            Ok(t) => Ok(KeyReader(Some(t))),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(KeyReader(None)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What [`lookup`] gives for `key` of `scope`.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors.
+    pub fn get(&self, scope: &str, key: &[u8]) -> Result<Option<KeyRecord>, StorageError> {
+        let Some(t) = &self.0 else {
+            return Ok(None);
+        };
+        Ok(t.get((scope, key))?
+            .and_then(|g| KeyRecord::decode(g.value())))
+    }
 }
 
 /// (processor, key, fingerprint) → expires_ms: payloads already dead-lettered
@@ -402,6 +461,80 @@ pub fn mark_in(
     Ok(true)
 }
 
+/// Records each `(scope, key, record)` of `entries`, in order, inside `txn`,
+/// as processed by `version`, with each table opened once. Returns, for
+/// each entry, whether its key was new (a key recorded already, before or
+/// earlier in `entries`, keeps its first record and version).
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn mark_all_in(
+    txn: &WriteTransaction,
+    entries: &[(&str, &[u8], KeyRecord)],
+    version: &str,
+) -> Result<Vec<bool>, StorageError> {
+    let number = version_number_in(txn, version)?;
+    let mut marked = Vec::with_capacity(entries.len());
+    let mut keys = txn.open_table(KEYS)?;
+    let mut expiry = txn.open_table(EXPIRY)?;
+    for (scope, key, record) in entries {
+        let stored = record.encode_with_version(number);
+        // One descent of the tree for a new key (nearly every one); a key
+        // recorded already gets its first record back.
+        let first = keys
+            .insert((*scope, *key), stored.as_slice())?
+            .map(|old| old.value().to_vec());
+        if let Some(first) = &first {
+            keys.insert((*scope, *key), first.as_slice())?;
+        } else {
+            expiry.insert((*scope, record.expires_ms, *key), ())?;
+        }
+        marked.push(first.is_none());
+    }
+    Ok(marked)
+}
+
+/// version (component SHA-256, hex) → its number, stored with each key it
+/// recorded (4 bytes rather than 64 and a second copy of the key).
+const VERSION_NUMBERS: TableDefinition<&str, u32> =
+    TableDefinition::new("idempotency.version_numbers");
+/// number → version: the inverse of [`VERSION_NUMBERS`].
+const VERSION_NAMES: TableDefinition<u32, &str> = TableDefinition::new("idempotency.version_names");
+
+/// The number of `version` in this data dir, given inside `txn` when it
+/// has none yet (0, 1, 2 … in the order versions first record a key).
+///
+/// # Errors
+///
+/// Storage errors.
+pub fn version_number_in(txn: &WriteTransaction, version: &str) -> Result<u32, StorageError> {
+    let mut numbers = txn.open_table(VERSION_NUMBERS)?;
+    if let Some(n) = numbers.get(version)? {
+        return Ok(n.value());
+    }
+    let mut names = txn.open_table(VERSION_NAMES)?;
+    let next = names.last()?.map_or(0, |(n, _)| n.value() + 1);
+    names.insert(next, version)?;
+    numbers.insert(version, next)?;
+    Ok(next)
+}
+
+/// The version stored with a key's bytes, by number, as of `txn`; `None`
+/// for a key recorded without one (or before versions were numbered: see
+/// [`VERSIONS`]).
+fn stored_version(txn: &ReadTransaction, stored: &[u8]) -> Result<Option<String>, StorageError> {
+    let Some(number) = stored.get(33..37) else {
+        return Ok(None);
+    };
+    let number = u32::from_be_bytes(number.try_into().unwrap_or_default());
+    match txn.open_table(VERSION_NAMES) {
+        Ok(t) => Ok(t.get(number)?.map(|g| g.value().to_owned())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Sets `key` of `scope` to `record` processed by `version`, inside `txn`,
 /// whatever was there: what a restore from a changelog does.
 ///
@@ -416,8 +549,7 @@ pub fn put_key_in(
     version: &str,
 ) -> Result<(), StorageError> {
     remove_key_in(txn, scope, key)?;
-    mark_in(txn, scope, key, record)?;
-    txn.open_table(VERSIONS)?.insert((scope, key), version)?;
+    mark_all_in(txn, &[(scope, key, *record)], version)?;
     Ok(())
 }
 
@@ -440,31 +572,15 @@ pub fn remove_key_in(txn: &WriteTransaction, scope: &str, key: &[u8]) -> Result<
 }
 
 /// (processor, key) → the version (component SHA-256, hex) that processed
-/// the event that recorded the key.
+/// the event that recorded the key: how data dirs kept versions before they
+/// were numbered and stored with the key ([`KeyRecord::encode_with_version`]).
+/// Read and cleared, no longer written.
 const VERSIONS: TableDefinition<(&str, &[u8]), &str> = TableDefinition::new("idempotency.versions");
-
-/// Notes, inside `txn`, that `version` processed the event keyed `key`,
-/// unless a version is already noted for it.
-///
-/// # Errors
-///
-/// Storage errors.
-pub fn mark_version_in(
-    txn: &WriteTransaction,
-    processor: &str,
-    key: &[u8],
-    version: &str,
-) -> Result<(), StorageError> {
-    let mut t = txn.open_table(VERSIONS)?;
-    if t.get((processor, key))?.is_none() {
-        t.insert((processor, key), version)?;
-    }
-    Ok(())
-}
 
 /// Every key of `processor` (a key scope: the processor's name, or
 /// `<name>#<epoch>` after a replay with reprocessing) with the version that
-/// processed its event, sorted by key.
+/// processed its event, sorted by key. Keys recorded without a version are
+/// left out.
 ///
 /// # Errors
 ///
@@ -475,21 +591,53 @@ pub fn versions(
 ) -> Result<Vec<(Vec<u8>, String)>, StorageError> {
     use redb::ReadableDatabase;
     let txn = db.begin_read()?;
-    let t = match txn.open_table(VERSIONS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
     let mut out = Vec::new();
     let lo: (&str, &[u8]) = (processor, &[]);
-    for e in t.range(lo..)? {
-        let (k, v) = e?;
-        let (p, key) = k.value();
-        if p != processor {
-            break;
+    match txn.open_table(KEYS) {
+        Ok(t) => {
+            let mut names: HashMap<Vec<u8>, Option<String>> = HashMap::new();
+            for e in t.range(lo..)? {
+                let (k, v) = e?;
+                let (p, key) = k.value();
+                if p != processor {
+                    break;
+                }
+                let stored = v.value();
+                let Some(number) = stored.get(33..37) else {
+                    continue;
+                };
+                let name = match names.get(number) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let name = stored_version(&txn, stored)?;
+                        names.insert(number.to_vec(), name.clone());
+                        name
+                    }
+                };
+                if let Some(name) = name {
+                    out.push((key.to_vec(), name));
+                }
+            }
         }
-        out.push((key.to_vec(), v.value().to_owned()));
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
     }
+    match txn.open_table(VERSIONS) {
+        Ok(t) => {
+            for e in t.range(lo..)? {
+                let (k, v) = e?;
+                let (p, key) = k.value();
+                if p != processor {
+                    break;
+                }
+                out.push((key.to_vec(), v.value().to_owned()));
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.0 == b.0);
     Ok(out)
 }
 
@@ -536,13 +684,21 @@ pub fn first_processing(
     key: &[u8],
     fingerprint: &[u8; 16],
 ) -> Result<Option<FirstProcessing>, StorageError> {
-    let Some(record) = lookup(txn, scope, key)? else {
-        return Ok(None);
-    };
-    let version = match txn.open_table(VERSIONS) {
-        Ok(t) => t.get((scope, key))?.map(|g| g.value().to_owned()),
+    let stored = match txn.open_table(KEYS) {
+        Ok(t) => t.get((scope, key))?.map(|g| g.value().to_vec()),
         Err(redb::TableError::TableDoesNotExist(_)) => None,
         Err(e) => return Err(e.into()),
+    };
+    let Some(record) = stored.as_deref().and_then(KeyRecord::decode) else {
+        return Ok(None);
+    };
+    let version = match stored_version(txn, stored.as_deref().unwrap_or_default())? {
+        Some(v) => Some(v),
+        None => match txn.open_table(VERSIONS) {
+            Ok(t) => t.get((scope, key))?.map(|g| g.value().to_owned()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
     };
     Ok(Some(FirstProcessing {
         scope: scope.to_owned(),
@@ -972,6 +1128,16 @@ mod tests {
     }
 
     #[test]
+    fn a_json_payload_is_fingerprinted_as_its_canonical_text() {
+        let doc: serde_json::Value =
+            serde_json::from_str(r#"{"b":1,"a":[1.5,"x\u00e9"]}"#).unwrap();
+        assert_eq!(
+            canonical_fingerprint(&doc),
+            fingerprint(Some(r#"{"a":[1.5,"xé"],"b":1}"#.as_bytes()))
+        );
+    }
+
+    #[test]
     fn fingerprint_tells_tombstone_from_empty() {
         assert_ne!(fingerprint(None), fingerprint(Some(b"")));
         assert_eq!(fingerprint(Some(b"x")), fingerprint(Some(b"x")));
@@ -1016,12 +1182,35 @@ mod tests {
             expires_ms: 9999,
             outcome: Outcome::DeadLettered,
         };
-        mark_in(&txn, "p", b"k", &rec).unwrap();
-        mark_version_in(&txn, "p", b"k", "abc").unwrap();
+        assert_eq!(
+            mark_all_in(&txn, &[("p", b"k", rec), ("p", b"k", rec)], "abc").unwrap(),
+            [true, false]
+        );
         // The first version noted wins, as the first record does.
-        mark_version_in(&txn, "p", b"k", "def").unwrap();
+        assert_eq!(
+            mark_all_in(&txn, &[("p", b"k", rec)], "def").unwrap(),
+            [false]
+        );
+        assert_eq!(
+            mark_all_in(&txn, &[("p", b"m", rec)], "def").unwrap(),
+            [true]
+        );
         mark_in(&txn, "p", b"old", &rec).unwrap();
+        // A data dir from before versions were numbered.
+        mark_in(&txn, "p", b"legacy", &rec).unwrap();
+        txn.open_table(VERSIONS)
+            .unwrap()
+            .insert(("p", &b"legacy"[..]), "0ld")
+            .unwrap();
         txn.commit().unwrap();
+        assert_eq!(
+            versions(&db, "p").unwrap(),
+            [
+                (b"k".to_vec(), "abc".to_owned()),
+                (b"legacy".to_vec(), "0ld".to_owned()),
+                (b"m".to_vec(), "def".to_owned()),
+            ]
+        );
         let r = db.begin_read().unwrap();
         assert_eq!(
             first_processing(&r, "p", b"k", &[7; 16]).unwrap(),
@@ -1041,6 +1230,14 @@ mod tests {
                 .unwrap()
                 .version,
             None
+        );
+        assert_eq!(
+            first_processing(&r, "p", b"legacy", &[7; 16])
+                .unwrap()
+                .unwrap()
+                .version
+                .as_deref(),
+            Some("0ld")
         );
         assert_eq!(first_processing(&r, "p#1", b"k", &[7; 16]).unwrap(), None);
     }
@@ -1076,6 +1273,7 @@ mod tests {
         fn key_record_round_trips(fp in any::<[u8; 16]>(), a in any::<u64>(), b in any::<u64>(), dl in 0usize..3) {
             let k = KeyRecord { fingerprint: fp, recorded_ms: a, expires_ms: b, outcome: [Outcome::Processed, Outcome::DeadLettered, Outcome::Skipped][dl] };
             prop_assert_eq!(KeyRecord::decode(&k.encode()), Some(k));
+            prop_assert_eq!(KeyRecord::decode(&k.encode_with_version(a as u32)), Some(k));
         }
     }
 

@@ -45,7 +45,7 @@ use super::state::ApplyState;
 use super::stats::{self, Counters, ErrorCodes};
 use crate::db::{StorageError, now_ms};
 use crate::runtime::{CallError, Event, StateOverlay};
-use crate::streams::{Batch, Change, ChangeKind, LogRecord, Sink, Source, StreamError};
+use crate::streams::{Batch, Change, ChangeKind, LogRecord, Record, Sink, Source, StreamError};
 
 /// The most expired keys (and as many conflicts) removed with one batch of a
 /// partition; the rest go with the next batches.
@@ -440,6 +440,10 @@ impl Pipeline {
             now,
             expires_ms: now.saturating_add(s.key_ttl.as_millis() as u64),
             changelog: changelog.then(|| (batch.topic.clone(), batch.partition)),
+            output: Arc::from(s.output.as_str()),
+            dead_letter_topic: Arc::from(s.dead_letter_topic.as_str()),
+            published: Vec::with_capacity(batch.records.len()),
+            marks: Vec::with_capacity(batch.records.len()),
         };
         let mut endings = called.endings.into_iter();
         for ((rec, fate), (scope, epoch)) in batch.records.iter().zip(called.fates).zip(scopes) {
@@ -453,11 +457,12 @@ impl Pipeline {
                     let ending = endings.next().expect("one ending per processed event");
                     let outcome = effects.ended(rec, &key, *epoch, ending)?;
                     if let Some(fingerprint) = fingerprint {
-                        effects.mark(scope, *epoch, &key, fingerprint, outcome)?;
+                        effects.mark(scope, *epoch, key, fingerprint, outcome);
                     }
                 }
             }
         }
+        effects.publish_and_mark()?;
         if changelog {
             effects.expire(batch, now)?;
         }
@@ -541,6 +546,22 @@ struct Effects<'a> {
     expires_ms: u64,
     /// The batch's (topic, partition) when the sink keeps a changelog.
     changelog: Option<(String, u32)>,
+    /// The settings' output and dead-letter topics, shared by the records
+    /// published to them.
+    output: Arc<str>,
+    dead_letter_topic: Arc<str>,
+    /// Outputs and dead letters in order, published together at the end.
+    published: Vec<(Arc<str>, Record)>,
+    /// Keys to record, in order, recorded together at the end.
+    marks: Vec<Mark>,
+}
+
+/// A key to record as processed: its scope, epoch, key and record.
+struct Mark {
+    scope: Arc<str>,
+    epoch: u64,
+    key: Vec<u8>,
+    record: KeyRecord,
 }
 
 impl Effects<'_> {
@@ -631,10 +652,13 @@ impl Effects<'_> {
             Ending::Done(outputs) => {
                 self.counters.outputs += outputs.len() as u64;
                 for (i, out) in outputs.into_iter().enumerate() {
-                    let topic = out.topic.clone().unwrap_or_else(|| s.output.clone());
+                    let topic = match &out.topic {
+                        Some(t) => Arc::from(t.as_str()),
+                        None => self.output.clone(),
+                    };
                     let record =
                         idempotency::in_epoch(output_record(rec, out, key, &s.name, i), epoch);
-                    self.sink.publish_in(self.txn, &topic, &record)?;
+                    self.published.push((topic, record));
                 }
                 Ok(Outcome::Processed)
             }
@@ -678,30 +702,53 @@ impl Effects<'_> {
         *self.codes.entry(kind).or_default() += 1;
         let s = self.settings;
         let dl = dead_letter(rec, kind, message, &s.name, self.version, attempts);
-        self.sink.publish_in(self.txn, &s.dead_letter_topic, &dl)?;
+        self.published.push((self.dead_letter_topic.clone(), dl));
         Ok(())
     }
 
-    /// Records `key` as processed (with `outcome`) by this version.
+    /// Notes `key` to be recorded as processed (with `outcome`) by this
+    /// version, at [`Effects::publish_and_mark`].
     fn mark(
         &mut self,
-        scope: &str,
+        scope: &Arc<str>,
         epoch: u64,
-        key: &[u8],
+        key: Vec<u8>,
         fingerprint: [u8; 16],
         outcome: Outcome,
-    ) -> Result<(), PipelineError> {
+    ) {
         let record = KeyRecord {
             fingerprint,
             recorded_ms: self.now,
             expires_ms: self.expires_ms,
             outcome,
         };
-        let marked = idempotency::mark_in(self.txn, scope, key, &record)?;
-        idempotency::mark_version_in(self.txn, scope, key, self.version)?;
-        if marked && self.changelog.is_some() {
-            let value = super::changes::key_value(&record, self.version);
-            self.record(ChangeKind::Key, epoch, key.to_vec(), Some(value));
+        self.marks.push(Mark {
+            scope: scope.clone(),
+            epoch,
+            key,
+            record,
+        });
+    }
+
+    /// Publishes the batch's outputs and dead letters, in order, and records
+    /// its keys with this version, each table opened once; hands each newly
+    /// recorded key to the changelog.
+    fn publish_and_mark(&mut self) -> Result<(), PipelineError> {
+        let published = std::mem::take(&mut self.published);
+        self.sink.publish_all_in(self.txn, &published)?;
+        let marks = std::mem::take(&mut self.marks);
+        let entries: Vec<_> = marks
+            .iter()
+            .map(|m| (&*m.scope, m.key.as_slice(), m.record))
+            .collect();
+        let marked = idempotency::mark_all_in(self.txn, &entries, self.version)?;
+        if self.changelog.is_some() {
+            for (m, marked) in marks.into_iter().zip(marked) {
+                if marked {
+                    let value = super::changes::key_value(&m.record, self.version);
+                    self.record(ChangeKind::Key, m.epoch, m.key, Some(value));
+                }
+            }
         }
         Ok(())
     }

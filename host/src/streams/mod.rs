@@ -28,6 +28,8 @@ pub mod record;
 pub mod sinks;
 pub mod topic;
 
+use std::sync::Arc;
+
 use redb::WriteTransaction;
 use serde::Serialize;
 
@@ -221,6 +223,26 @@ pub trait Sink: Send {
         topic: &str,
         record: &Record,
     ) -> Result<(), StreamError>;
+
+    /// Publishes each `(topic, record)` of `records`, in order, as part of
+    /// `txn`: a batch's outputs and dead letters at once. The default calls
+    /// [`Sink::publish_in`] for each; a sink that writes into `txn` itself
+    /// does it with each table opened once.
+    ///
+    /// # Errors
+    ///
+    /// When a record cannot be placed (the transaction should then be
+    /// dropped: some records may be in it).
+    fn publish_all_in(
+        &mut self,
+        txn: &WriteTransaction,
+        records: &[(Arc<str>, Record)],
+    ) -> Result<(), StreamError> {
+        for (topic, record) in records {
+            self.publish_in(txn, topic, record)?;
+        }
+        Ok(())
+    }
 
     /// Makes what was published for `batch` durable downstream.
     ///

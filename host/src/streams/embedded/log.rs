@@ -14,6 +14,7 @@
 //! partition) live beside the records, so a processor commits its position
 //! in the same transaction as its outputs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -148,6 +149,14 @@ struct Stored<'a> {
 }
 
 fn encode(record: &Record, append_ms: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(record, append_ms, &mut out);
+    out
+}
+
+/// [`encode`] into `out`, replacing what it held (a buffer reused across
+/// records).
+fn encode_into(record: &Record, append_ms: u64, out: &mut Vec<u8>) {
     let stored = Stored {
         append_ms,
         timestamp_ms: record.timestamp_ms,
@@ -159,10 +168,14 @@ fn encode(record: &Record, append_ms: u64) -> Vec<u8> {
             .map(|(n, v)| (n.as_str(), Bytes::new(v)))
             .collect(),
     };
-    let mut out = vec![FORMAT_V1];
+    out.clear();
+    out.push(FORMAT_V1);
     // Serializing into a Vec cannot fail for this type.
-    out.extend(postcard::to_allocvec(&stored).unwrap_or_default());
-    out
+    if let Ok(full) = postcard::to_extend(&stored, std::mem::take(out)) {
+        *out = full;
+    } else {
+        out.push(FORMAT_V1);
+    }
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<(u64, Record), String> {
@@ -323,6 +336,57 @@ pub fn append_all_in<'r>(
         parts.insert((topic, p), b)?;
     }
     Ok(placed)
+}
+
+/// Appends each `(topic, record)` of `records`, in order, inside `txn`,
+/// creating missing topics with `default_partitions` partitions, each record
+/// to the partition the partitioner picks, stamped with `append_ms` (ms since
+/// the Unix epoch). What [`append_at_in`] does record by record, with each
+/// table opened once and each touched partition's bounds read and written
+/// once: a processor's batch of outputs and dead letters.
+///
+/// # Errors
+///
+/// [`LogError::BadTopicName`], [`LogError::BadPartitionCount`], storage
+/// errors (the transaction should then be dropped: some records may be in it).
+pub fn append_many_in(
+    txn: &WriteTransaction,
+    records: &[(Arc<str>, Record)],
+    default_partitions: u32,
+    append_ms: u64,
+) -> Result<(), LogError> {
+    let mut partitions: HashMap<&str, u32> = HashMap::new();
+    for (topic, _) in records {
+        if !partitions.contains_key(&**topic) {
+            partitions.insert(
+                topic,
+                ensure_topic_in(txn, topic, None, default_partitions)?,
+            );
+        }
+    }
+    let mut parts = txn.open_table(PARTITIONS)?;
+    let mut table = txn.open_table(RECORDS)?;
+    // (start, end, bytes) of each partition touched, written back at the end.
+    let mut bounds: HashMap<(&str, u32), (u64, u64, u64)> = HashMap::new();
+    let mut bytes = Vec::new();
+    for (topic, record) in records {
+        let topic: &str = topic;
+        let p = partition_for(record, partitions[topic]);
+        let b = match bounds.entry((topic, p)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(parts.get((topic, p))?.map_or((0, 0, 0), |g| g.value()))
+            }
+        };
+        encode_into(record, append_ms, &mut bytes);
+        table.insert((topic, p, b.1), bytes.as_slice())?;
+        b.1 += 1;
+        b.2 += bytes.len() as u64;
+    }
+    for ((topic, p), b) in bounds {
+        parts.insert((topic, p), b)?;
+    }
+    Ok(())
 }
 
 /// A transaction (read or write) in which the log's stored bytes can be summed.

@@ -17,7 +17,7 @@ mod source;
 pub use config::{LogConfig, Retention, TopicConfig, Unread, check_log_config};
 pub use log::{
     Log, LogError, PartitionInfo, StoredBytes, TopicInfo, append_all_in, append_at_in, append_in,
-    ensure_topic_in,
+    append_many_in, ensure_topic_in,
 };
 pub use retention::{RetentionReport, UnreadRecords};
 pub use sink::EmbeddedSink;

@@ -1,6 +1,8 @@
 //! The embedded log as a processor's [`Sink`]: outputs and dead letters are
 //! appended inside the transaction that commits the batch.
 
+use std::sync::Arc;
+
 use redb::WriteTransaction;
 
 use crate::streams::{Batch, Record, Sink, StreamError};
@@ -25,6 +27,15 @@ impl Sink for EmbeddedSink {
         record: &Record,
     ) -> Result<(), StreamError> {
         super::append_in(txn, topic, None, record, self.default_partitions)?;
+        Ok(())
+    }
+
+    fn publish_all_in(
+        &mut self,
+        txn: &WriteTransaction,
+        records: &[(Arc<str>, Record)],
+    ) -> Result<(), StreamError> {
+        super::append_many_in(txn, records, self.default_partitions, crate::db::now_ms())?;
         Ok(())
     }
 
