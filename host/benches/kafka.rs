@@ -458,13 +458,14 @@ fn main() {
     row("tidewater enrich+dedupe, exactly_once", Some(eos));
     row("Kafka Streams EOS enrich", ks_enrich);
     row("Kafka Streams EOS dedupe+enrich", ks_dedupe);
+    let tenth = |x: f64| (x * 10.0).round() / 10.0;
     let report = json!({
         "events": n,
-        "tidewater_at_least_once": alo,
-        "tidewater_exactly_once": eos,
-        "raw_copy": raw,
-        "kstreams_eos_enrich": ks_enrich,
-        "kstreams_eos_dedupe_enrich": ks_dedupe,
+        "tidewater_at_least_once": tenth(alo),
+        "tidewater_exactly_once": tenth(eos),
+        "raw_copy": tenth(raw),
+        "kstreams_eos_enrich": ks_enrich.map(tenth),
+        "kstreams_eos_dedupe_enrich": ks_dedupe.map(tenth),
     });
     let path = root().join("target/bench-kafka.json");
     std::fs::write(&path, format!("{report:#}\n")).unwrap();
