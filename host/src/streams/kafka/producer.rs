@@ -318,7 +318,7 @@ pub fn produce_each(
 ) -> Result<Vec<Refusal>, BrokerError> {
     let deadline = Instant::now() + timeout;
     let mut wait = |p: &BaseProducer<DeliveryContext>| {
-        p.flush(deadline.saturating_duration_since(Instant::now()))
+        wait_for_acks(p, deadline.saturating_duration_since(Instant::now()))
             .map(|()| true)
             .map_err(kafka("waiting for acknowledgements"))
     };
@@ -541,7 +541,7 @@ fn wait_patiently(
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
-        if producer.flush(Duration::from_secs(5)).is_err() && !warned {
+        if wait_for_acks(producer, Duration::from_secs(5)).is_err() && !warned {
             warned = true;
             tracing::warn!(
                 topic,
