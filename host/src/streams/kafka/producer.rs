@@ -2,9 +2,12 @@
 //! every record the broker did not acknowledge.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::bindings as rdsys;
+use rdkafka::client::Client as NativeClient;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -22,6 +25,72 @@ use crate::streams::Record;
 pub struct DeliveryContext {
     pub(super) errors: Mutex<Vec<Refusal>>,
     pub(super) offsets: Mutex<HashMap<String, HashMap<i32, i64>>>,
+    /// Set by librdkafka when an event (a delivery report) arrives on the
+    /// producer's queue; [`wait_for_acks`] sleeps on it.
+    wakeup: Wakeup,
+}
+
+/// A flag librdkafka raises (from its own threads) when the producer's
+/// event queue goes from empty to not empty, and a condition variable to
+/// sleep on until it does.
+#[derive(Default)]
+struct Wakeup {
+    /// Whether the callback is installed on the producer's queue.
+    listening: AtomicBool,
+    raised: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Wakeup {
+    /// Waits until the flag is raised, at most `timeout`, and lowers it.
+    fn wait(&self, timeout: Duration) {
+        let raised = lock(&self.raised);
+        let (mut raised, _) = self
+            .cond
+            .wait_timeout_while(raised, timeout, |r| !*r)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *raised = false;
+    }
+}
+
+/// librdkafka's queue event callback: called under the queue's lock on a
+/// librdkafka thread, so it only raises the flag.
+///
+/// # Safety
+///
+/// `opaque` is the address of the [`Wakeup`] in the producer's
+/// [`DeliveryContext`], which rdkafka drops only after the native client
+/// (its `Client` holds the native handle before the context).
+unsafe extern "C" fn raise(_rk: *mut rdsys::rd_kafka_t, opaque: *mut std::ffi::c_void) {
+    // SAFETY: see above; the Wakeup is alive while librdkafka can call this.
+    let w = unsafe { &*(opaque as *const Wakeup) };
+    *lock(&w.raised) = true;
+    w.cond.notify_all();
+}
+
+/// The producer's main (event) queue, where librdkafka puts delivery
+/// reports; destroyed (the handle, not the queue) on drop.
+struct MainQueue(*mut rdsys::rd_kafka_queue_t);
+
+impl MainQueue {
+    fn of(client: &NativeClient<DeliveryContext>) -> Self {
+        // SAFETY: the client's handle is valid while `client` is borrowed;
+        // the queue handle holds a reference of its own.
+        MainQueue(unsafe { rdsys::rd_kafka_queue_get_main(client.native_ptr()) })
+    }
+
+    fn len(&self) -> usize {
+        // SAFETY: a live queue handle.
+        unsafe { rdsys::rd_kafka_queue_length(self.0) }
+    }
+}
+
+impl Drop for MainQueue {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rd_kafka_queue_get_main and is
+        // destroyed once.
+        unsafe { rdsys::rd_kafka_queue_destroy(self.0) }
+    }
 }
 
 impl DeliveryContext {
@@ -249,7 +318,7 @@ pub fn produce_each(
 ) -> Result<Vec<Refusal>, BrokerError> {
     let deadline = Instant::now() + timeout;
     let mut wait = |p: &BaseProducer<DeliveryContext>| {
-        p.flush(deadline.saturating_duration_since(Instant::now()))
+        wait_for_acks(p, deadline.saturating_duration_since(Instant::now()))
             .map(|()| true)
             .map_err(kafka("waiting for acknowledgements"))
     };
@@ -318,10 +387,17 @@ fn send_and_sort(
 }
 
 /// Waits until every record handed to `producer` is acknowledged (or
-/// failed), up to `timeout`. rdkafka's `flush` polls in steps of up to
-/// 100 ms and, once its own poll has served the last acknowledgement, waits
-/// that whole step for another: a batch then costs 100 ms more. This polls
-/// in 1 ms steps.
+/// failed), up to `timeout`, serving the delivery reports as they arrive
+/// and sleeping in between.
+///
+/// Neither rdkafka's `flush` nor its `poll` fits: `flush` polls in steps
+/// of up to 100 ms and waits out the whole step after the last
+/// acknowledgement (100 ms more per batch), and `poll(d)` always runs
+/// until `d` has passed, spinning the last sub-millisecond of it
+/// (librdkafka takes whole milliseconds, so `poll(1 ms)` never sleeps:
+/// a core busy for the whole wait, taken from the broker on a small
+/// machine). This sleeps on a callback librdkafka calls when a report
+/// arrives on the producer's queue.
 ///
 /// # Errors
 ///
@@ -331,13 +407,29 @@ pub(super) fn wait_for_acks(
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     let deadline = Instant::now() + timeout;
-    while producer.in_flight_count() > 0 {
-        if Instant::now() >= deadline {
+    let queue = MainQueue::of(producer.client());
+    let wakeup = &producer.context().wakeup;
+    if !wakeup.listening.swap(true, Ordering::SeqCst) {
+        let opaque = std::ptr::from_ref(wakeup).cast_mut().cast();
+        // SAFETY: a live queue handle; `raise` and `opaque` as documented
+        // on `raise`.
+        unsafe { rdsys::rd_kafka_queue_cb_event_enable(queue.0, Some(raise), opaque) };
+    }
+    loop {
+        while queue.len() > 0 {
+            producer.poll(Duration::ZERO);
+        }
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
             return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
         }
-        producer.poll(Duration::from_millis(1));
+        // A report that arrived since the queue was seen empty raised the
+        // flag; the 100 ms bound is a safety net, not a step.
+        wakeup.wait((deadline - now).min(Duration::from_millis(100)));
     }
-    Ok(())
 }
 
 /// An idempotent producer (`acks=all`, murmur2 partitioner); transactional
@@ -355,7 +447,11 @@ pub fn producer(
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
+        // Every caller waits for the acknowledgements right after it sent
+        // a batch, so lingering is pure delay (5 ms was 10 ms a batch: the
+        // outputs, then the changelog); records sent while a request is in
+        // flight still go out together in the next one.
+        .set("linger.ms", "0")
         // Give up on a record no later than the run loop gives up on the
         // batch (its outbox keeps it for the next run).
         .set(
@@ -445,7 +541,7 @@ fn wait_patiently(
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
-        if producer.flush(Duration::from_secs(5)).is_err() && !warned {
+        if wait_for_acks(producer, Duration::from_secs(5)).is_err() && !warned {
             warned = true;
             tracing::warn!(
                 topic,
