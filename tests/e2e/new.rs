@@ -80,6 +80,30 @@ fn helper_file(lang: &str) -> &'static str {
     }
 }
 
+/// Writes `file` so that its mtime is later than `built`'s, as a user's
+/// edit after a build is. File times come from the kernel's coarse clock
+/// (one tick, up to 10 ms): a file written right after the build can carry
+/// the very mtime of the build's output, which make counts as up to date.
+fn write_after(file: &Path, built: &Path) {
+    let mtime = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .expect("mtime")
+    };
+    for _ in 0..200 {
+        std::fs::write(file, "\n").expect("write helper");
+        if mtime(file) > mtime(built) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!(
+        "{} stays dated after {} for 1 s",
+        built.display(),
+        file.display()
+    );
+}
+
 /// The host's log lines, captured.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -130,7 +154,7 @@ fn every_language_scaffolds_a_processor_that_tests_builds_and_runs() {
         assert!(up_to_date(&dir, lang), "{lang}: stale right after make");
         let helper = dir.join(helper_file(lang));
         std::fs::create_dir_all(helper.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&helper, "\n").expect("write helper");
+        write_after(&helper, &dir.join(format!("{name}.wasm")));
         assert!(
             !up_to_date(&dir, lang),
             "{lang}: {} is not a prerequisite",

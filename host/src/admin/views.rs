@@ -465,7 +465,7 @@ impl Admin {
         let parts: Vec<u32> = match partition {
             Some(p) if p >= n => {
                 return Err(ApiError::bad_request(format!(
-                    "topic {topic:?} has {n} partitions, there is no partition {p}"
+                    "topic {topic:?} has no partition {p}: its partition count is {n}"
                 )));
             }
             Some(p) => vec![p],

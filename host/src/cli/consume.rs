@@ -75,7 +75,7 @@ pub(super) fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Res
             };
             let partitions: Vec<u32> = match a.partition {
                 Some(p) if p >= n => bail!(
-                    "topic {:?} has {n} partitions, there is no partition {p}",
+                    "topic {:?} has no partition {p}: its partition count is {n}",
                     a.topic
                 ),
                 Some(p) => vec![p],

@@ -54,6 +54,14 @@ pub struct Cli {
     command: Command,
 }
 
+/// `produce --help`'s examples, one command a line.
+const PRODUCE_EXAMPLES: &str = "\
+Examples:
+  tidewater produce readings --file r.ndjson --key-pointer /device --timestamp-pointer /ts
+  echo '{\"device\":\"a\",\"t\":1}' | tidewater produce readings --key-pointer /device
+  tidewater produce logs --format raw --key gw-1 -H site=7 < app.log
+  tidewater produce sensor-readings --csv data/water-flow.csv --device p7 --time-column Time";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the processors of a config file until Ctrl-C (or until idle).
@@ -68,12 +76,7 @@ enum Command {
     /// topic <TOPIC>.rejected; the exit status is then 2. An input that cannot
     /// be read to its end (e.g. a truncated gzip file) is an error (exit 1)
     /// after the records before the damage were appended.
-    ///
-    /// Examples:
-    ///   tidewater produce readings --file r.ndjson --key-pointer /device --timestamp-pointer /ts
-    ///   echo '{"device":"a","t":1}' | tidewater produce readings --key-pointer /device
-    ///   tidewater produce logs --format raw --key gw-1 -H site=7 < app.log
-    ///   tidewater produce sensor-readings --csv data/water-flow.csv --device p7 --time-column Time
+    #[command(after_long_help = PRODUCE_EXAMPLES)]
     Produce(ProduceArgs),
     /// Virtual devices replaying the real data sets (data/) to a running
     /// host over HTTP or MQTT, with jitter, bursts, out-of-order sends and

@@ -61,7 +61,7 @@ pub enum LogError {
     #[error("topic {0:?} does not exist")]
     NoSuchTopic(String),
     /// The partition does not exist.
-    #[error("topic {topic:?} has {partitions} partitions, there is no partition {partition}")]
+    #[error("topic {topic:?} has no partition {partition}: its partition count is {partitions}")]
     NoSuchPartition {
         /// The topic.
         topic: String,
@@ -71,7 +71,9 @@ pub enum LogError {
         partitions: u32,
     },
     /// A topic exists with another partition count.
-    #[error("topic {topic:?} exists with {existing} partitions, not {requested}")]
+    #[error(
+        "topic {topic:?} has partition count {existing}, not {requested} (a topic's partition count cannot change: ask for {existing}, or use another topic)"
+    )]
     PartitionCount {
         /// The topic.
         topic: String,

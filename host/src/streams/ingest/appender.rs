@@ -59,7 +59,9 @@ pub enum AppendError {
     #[error("topic {0:?} does not exist (and ingest.create_topics is off)")]
     NoSuchTopic(String),
     /// The topic exists with another partition count than asked for.
-    #[error("topic {topic:?} exists with {existing} partitions, not {requested}")]
+    #[error(
+        "topic {topic:?} has partition count {existing}, not {requested} (a topic's partition count cannot change: ask for {existing}, or use another topic)"
+    )]
     PartitionCount {
         /// The topic.
         topic: String,

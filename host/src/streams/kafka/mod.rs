@@ -302,7 +302,7 @@ pub enum BrokerError {
     #[error("topic {0:?} does not exist on the broker")]
     NoSuchTopic(String),
     /// The partition does not exist.
-    #[error("topic {topic:?} has {partitions} partitions, there is no partition {partition}")]
+    #[error("topic {topic:?} has no partition {partition}: its partition count is {partitions}")]
     NoSuchPartition {
         /// The topic.
         topic: String,

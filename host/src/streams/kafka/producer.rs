@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::bindings as rdsys;
 use rdkafka::client::Client as NativeClient;
 use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -443,30 +444,7 @@ pub fn producer(
     config: &KafkaConfig,
     transactional_id: Option<&str>,
 ) -> Result<BaseProducer<DeliveryContext>, BrokerError> {
-    let mut c = config.config_for(Client::Producer);
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        // Every caller waits for the acknowledgements right after it sent
-        // a batch, so lingering is pure delay (5 ms was 10 ms a batch: the
-        // outputs, then the changelog); records sent while a request is in
-        // flight still go out together in the next one.
-        .set("linger.ms", "0")
-        // Give up on a record no later than the run loop gives up on the
-        // batch (its outbox keeps it for the next run).
-        .set(
-            "message.timeout.ms",
-            config.flush_timeout.as_millis().max(1).to_string(),
-        );
-    if let Some(id) = transactional_id {
-        // librdkafka requires message.timeout.ms <= transaction.timeout.ms;
-        // a batch that cannot be acknowledged in time is tried again in a
-        // new transaction (until flush_timeout).
-        let t = config.transaction_timeout.as_millis().max(1000).to_string();
-        c.set("transactional.id", id)
-            .set("transaction.timeout.ms", &t)
-            .set("message.timeout.ms", &t);
-    }
+    let c = producer_config(config, transactional_id);
     let p: BaseProducer<DeliveryContext> = c
         .create_with_context(DeliveryContext::default())
         .map_err(kafka("creating the producer"))?;
@@ -477,6 +455,41 @@ pub fn producer(
             .map_err(kafka(format!("initialising transactions of {id}")))?;
     }
     Ok(p)
+}
+
+/// The settings of [`producer`]: `[kafka.properties]` that apply to
+/// producers, then what effect-once needs (idempotence, `acks=all`,
+/// murmur2 as Kafka's Java clients partition, the timeouts), then
+/// `linger.ms = 0` unless the user set it.
+fn producer_config(config: &KafkaConfig, transactional_id: Option<&str>) -> ClientConfig {
+    let mut c = config.config_for(Client::Producer);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        // Give up on a record no later than the run loop gives up on the
+        // batch (its outbox keeps it for the next run).
+        .set(
+            "message.timeout.ms",
+            config.flush_timeout.as_millis().max(1).to_string(),
+        );
+    if !config.properties.contains_key("linger.ms") {
+        // Every caller waits for the acknowledgements right after it sent
+        // a batch, so lingering is pure delay (5 ms was 10 ms a batch: the
+        // outputs, then the changelog); records sent while a request is in
+        // flight still go out together in the next one. A user who set it
+        // in `[kafka.properties]` keeps theirs.
+        c.set("linger.ms", "0");
+    }
+    if let Some(id) = transactional_id {
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms;
+        // a batch that cannot be acknowledged in time is tried again in a
+        // new transaction (until flush_timeout).
+        let t = config.transaction_timeout.as_millis().max(1000).to_string();
+        c.set("transactional.id", id)
+            .set("transaction.timeout.ms", &t)
+            .set("message.timeout.ms", &t);
+    }
+    c
 }
 
 /// A producer for store-and-forward: idempotent, `acks=all`, and records
@@ -554,4 +567,24 @@ fn wait_patiently(
         tracing::info!(topic, "the brokers are back; records acknowledged");
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producers_do_not_linger_unless_the_user_says_so() {
+        let mut config = KafkaConfig::new("127.0.0.1:9092");
+        let c = producer_config(&config, None);
+        assert_eq!(c.get("linger.ms"), Some("0"));
+        assert_eq!(c.get("acks"), Some("all"));
+        config.properties.insert("linger.ms".into(), "20".into());
+        config.properties.insert("acks".into(), "1".into());
+        let c = producer_config(&config, Some("t-1"));
+        assert_eq!(c.get("linger.ms"), Some("20"));
+        // Effect-once needs every in-sync replica's acknowledgement.
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("transactional.id"), Some("t-1"));
+    }
 }
