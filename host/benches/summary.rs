@@ -108,8 +108,9 @@ fn embedded_rows(rows: &mut Vec<Row>, missing: &mut Vec<&str>) {
     });
     rows.push(Row {
         what: format!(
-            "storage: database file / record bytes ({:.0} bytes per input event)",
-            num("bytes_per_event")
+            "storage: database on disk / record bytes ({:.0} B per input event; file length {:.2})",
+            num("bytes_per_event"),
+            num("file_ratio")
         ),
         value: format!("{:.2}", num("storage_ratio")),
         against: format!("{} of records", mib(num("payload_bytes"))),

@@ -14,7 +14,8 @@
 //! partition) live beside the records, so a processor commits its position
 //! in the same transaction as its outputs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -315,29 +316,72 @@ pub fn append_all_in<'r>(
         .get(topic)?
         .map(|g| g.value().0)
         .ok_or_else(|| LogError::NoSuchTopic(topic.to_owned()))?;
+    let records: Vec<&Record> = records.into_iter().collect();
+    let mut runs: BTreeMap<u32, Vec<&Record>> = BTreeMap::new();
+    let placed: Vec<(u32, usize)> = records
+        .iter()
+        .map(|record| {
+            let p = partition_for(record, partitions);
+            let run = runs.entry(p).or_default();
+            run.push(record);
+            (p, run.len() - 1)
+        })
+        .collect();
     let mut parts = txn.open_table(PARTITIONS)?;
     let mut table = txn.open_table(RECORDS)?;
-    // (start, end, bytes) of each partition touched, written back at the end.
-    let mut bounds: std::collections::BTreeMap<u32, (u64, u64, u64)> = Default::default();
-    let mut placed = Vec::new();
-    for record in records {
-        let p = partition_for(record, partitions);
-        let b = match bounds.entry(p) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(parts.get((topic, p))?.map_or((0, 0, 0), |g| g.value()))
-            }
-        };
-        let bytes = encode(record, append_ms);
-        table.insert((topic, p, b.1), bytes.as_slice())?;
-        placed.push((p, b.1));
-        b.1 += 1;
-        b.2 += bytes.len() as u64;
+    let mut buf = Vec::new();
+    let mut ends = BTreeMap::new();
+    for (p, run) in runs {
+        let end = append_run(
+            &mut parts,
+            &mut table,
+            (topic, p),
+            &run,
+            append_ms,
+            &mut buf,
+        )?;
+        ends.insert(p, end - run.len() as u64);
     }
-    for (p, b) in bounds {
-        parts.insert((topic, p), b)?;
+    Ok(placed
+        .into_iter()
+        .map(|(p, i)| (p, ends[&p] + i as u64))
+        .collect())
+}
+
+/// Appends `run`, in order, at the end of partition `(topic, p)` in
+/// `table`, stamped with `append_ms`, and writes the partition's new bounds
+/// to `parts`; returns its new end offset. `buf` is reused across records.
+///
+/// Through a cursor at the partition's end rather than record by record:
+/// redb buffers a cursor's run of ascending inserts and packs it into full
+/// leaves, where one insert at a time splits each full leaf in half and
+/// leaves an append-only table's pages about half empty (log.records held
+/// 108 MB of records in 200 MB of pages before).
+///
+/// # Errors
+///
+/// Storage errors.
+fn append_run(
+    parts: &mut redb::Table<(&'static str, u32), (u64, u64, u64)>,
+    table: &mut redb::Table<(&'static str, u32, u64), &'static [u8]>,
+    (topic, p): (&str, u32),
+    run: &[&Record],
+    append_ms: u64,
+    buf: &mut Vec<u8>,
+) -> Result<u64, LogError> {
+    let (start, mut end, mut size) = parts.get((topic, p))?.map_or((0, 0, 0), |g| g.value());
+    let mut cursor = table.upper_bound_mut(Bound::Included((topic, p, u64::MAX)))?;
+    for record in run {
+        encode_into(record, append_ms, buf);
+        cursor
+            .insert_before((topic, p, end), buf.as_slice())
+            .map_err(|e| LogError::Storage(redb::Error::from(e).into()))?;
+        end += 1;
+        size += buf.len() as u64;
     }
-    Ok(placed)
+    cursor.close()?;
+    parts.insert((topic, p), (start, end, size))?;
+    Ok(end)
 }
 
 /// Appends each `(topic, record)` of `records`, in order, inside `txn`,
@@ -366,27 +410,16 @@ pub fn append_many_in(
             );
         }
     }
+    let mut runs: BTreeMap<(&str, u32), Vec<&Record>> = BTreeMap::new();
+    for (topic, record) in records {
+        let p = partition_for(record, partitions[&**topic]);
+        runs.entry((topic, p)).or_default().push(record);
+    }
     let mut parts = txn.open_table(PARTITIONS)?;
     let mut table = txn.open_table(RECORDS)?;
-    // (start, end, bytes) of each partition touched, written back at the end.
-    let mut bounds: HashMap<(&str, u32), (u64, u64, u64)> = HashMap::new();
-    let mut bytes = Vec::new();
-    for (topic, record) in records {
-        let topic: &str = topic;
-        let p = partition_for(record, partitions[topic]);
-        let b = match bounds.entry((topic, p)) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(parts.get((topic, p))?.map_or((0, 0, 0), |g| g.value()))
-            }
-        };
-        encode_into(record, append_ms, &mut bytes);
-        table.insert((topic, p, b.1), bytes.as_slice())?;
-        b.1 += 1;
-        b.2 += bytes.len() as u64;
-    }
-    for ((topic, p), b) in bounds {
-        parts.insert((topic, p), b)?;
+    let mut buf = Vec::new();
+    for (partition, run) in runs {
+        append_run(&mut parts, &mut table, partition, &run, append_ms, &mut buf)?;
     }
     Ok(())
 }
@@ -788,6 +821,67 @@ mod tests {
             log.create_topic("a/b", 1),
             Err(LogError::BadTopicName(_))
         ));
+    }
+
+    /// Batches appended to the ends of interleaved partitions (two topics
+    /// of four, as a processor's inputs and outputs are) read back in order,
+    /// in leaves packed full: one insert at a time left them half empty.
+    #[test]
+    fn appended_batches_read_back_in_order_from_full_pages() {
+        let (_dir, log) = temp_log();
+        log.create_topic("a", 4).unwrap();
+        log.create_topic("b", 4).unwrap();
+        let rec = |i: u64| Record {
+            timestamp_ms: i as i64,
+            key: Some(format!("device-{}", i % 37).into_bytes()),
+            value: Some(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(120)).into_bytes()),
+            headers: vec![],
+        };
+        let mut sent: BTreeMap<(&str, u32), Vec<u64>> = BTreeMap::new();
+        let mut n = 0;
+        for batch in 0..40 {
+            let txn = log.db().begin_write().unwrap();
+            if batch % 2 == 0 {
+                let records: Vec<Record> = (n..n + 500).map(rec).collect();
+                let placed = append_all_in(&txn, "a", &records, 7).unwrap();
+                for (i, (p, offset)) in (n..).zip(placed) {
+                    let run = sent.entry(("a", p)).or_default();
+                    assert_eq!(offset, run.len() as u64, "record {i}'s offset");
+                    run.push(i);
+                }
+            } else {
+                let records: Vec<(Arc<str>, Record)> = (n..n + 500)
+                    .map(|i| (Arc::from(if i % 3 == 0 { "a" } else { "b" }), rec(i)))
+                    .collect();
+                append_many_in(&txn, &records, 1, 7).unwrap();
+                for (topic, r) in &records {
+                    let topic = if &**topic == "a" { "a" } else { "b" };
+                    let i = r.timestamp_ms as u64;
+                    sent.entry((topic, partition_for(r, 4)))
+                        .or_default()
+                        .push(i);
+                }
+            }
+            txn.commit().unwrap();
+            n += 500;
+        }
+        for ((topic, p), want) in &sent {
+            let got = log.read(topic, *p, 0, usize::MAX, usize::MAX).unwrap();
+            let got: Vec<(u64, u64)> = got
+                .iter()
+                .map(|r| (r.offset, r.record.timestamp_ms as u64))
+                .collect();
+            let want: Vec<(u64, u64)> = (0..).zip(want.iter().copied()).collect();
+            assert_eq!(got, want, "{topic}/{p}");
+        }
+        let txn = log.db().begin_read().unwrap();
+        let stats = redb::ReadableTableMetadata::stats(&txn.open_table(RECORDS).unwrap()).unwrap();
+        let pages = stats.leaf_pages() * 4096;
+        assert!(
+            pages * 10 <= stats.stored_bytes() * 12,
+            "{pages} bytes of leaves for {} bytes of records",
+            stats.stored_bytes()
+        );
     }
 
     #[test]

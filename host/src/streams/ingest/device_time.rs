@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::StorageError;
 use crate::streams::Record;
-use crate::streams::embedded::{Log, LogError, append_at_in, ensure_topic_in};
+use crate::streams::embedded::{Log, LogError, append_all_in, ensure_topic_in};
 
 /// The header that keeps a device's own time, in ms since the Unix epoch
 /// (decimal text, may be negative), on a record whose timestamp the policy
@@ -277,18 +277,14 @@ pub fn append_stamped(
     ensure_topic_in(&txn, topic, partitions, log.default_partitions())?;
     let now = crate::db::now_ms();
     let mut tally = Tally::default();
-    let mut placed = Vec::new();
-    for mut r in records {
-        tally.add(policy.stamp(&mut r, now as i64));
-        placed.push(append_at_in(
-            &txn,
-            topic,
-            None,
-            &r,
-            log.default_partitions(),
-            now,
-        )?);
-    }
+    let records: Vec<Record> = records
+        .into_iter()
+        .map(|mut r| {
+            tally.add(policy.stamp(&mut r, now as i64));
+            r
+        })
+        .collect();
+    let placed = append_all_in(&txn, topic, &records, now)?;
     count_in(&txn, topic, &tally)?;
     txn.commit()?;
     Ok((placed, tally))
