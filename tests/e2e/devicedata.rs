@@ -222,7 +222,7 @@ fn on_kafka_a_record_the_broker_refuses_is_rejected_with_its_line_and_the_rest_i
     );
     let why = header(&rejected[0], "tidewater-error-message").unwrap();
     assert!(
-        why.starts_with("refused by the broker: ") && why.contains("InvalidTimestamp"),
+        why.starts_with("the broker refused the record: ") && why.contains("InvalidTimestamp"),
         "{why}"
     );
 }

@@ -875,6 +875,90 @@ listen = "127.0.0.1:0"
     );
 }
 
+/// Through a running host, a record it refuses for its size (over
+/// `max_record_bytes`, or over what one request holds) is reported at its
+/// line and kept, cut to 1 KiB, in `<topic>.rejected`; every other record
+/// of the file is stored, once, in order.
+#[test]
+fn through_a_running_host_a_record_too_large_is_set_aside_and_the_rest_stored() {
+    let env = Env::new();
+    let line = |n: u64, pad: usize| {
+        format!(
+            "{{\"device\":\"d\",\"n\":{n},\"pad\":\"{}\"}}",
+            "x".repeat(pad)
+        )
+    };
+    let lines: Vec<String> = (1..=3000)
+        .map(|n| match n {
+            1500 => line(n, 2_000_000),
+            2800 => line(n, 17_000_000),
+            _ => line(n, 10),
+        })
+        .collect();
+    let file = env.dir.path().join("big.ndjson");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let host = Child_::start(&env, &env.config(HTTP_CONFIG), &[], true);
+    let out = env
+        .cmd()
+        .args([
+            "produce",
+            "big",
+            "--key-pointer",
+            "/device",
+            "--chunk",
+            "1000",
+            "--file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    host.stop();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("through the running host"), "{err}");
+    // The host measures the record's value; a request holds the envelope.
+    let too_large = format!(
+        "big.ndjson:1500: the host refused the record: the record is {} bytes, the limit is 1048576 bytes\n",
+        lines[1499].len()
+    );
+    assert!(err.contains(&too_large), "{err}");
+    let (_, sent) = err
+        .split_once("big.ndjson:2800: the host refused the record: the record is ")
+        .expect("line 2800 reported");
+    let (size, rest) = sent.split_once(' ').unwrap();
+    assert!(size.parse::<usize>().unwrap() > 16_777_216, "{err}");
+    assert!(
+        rest.starts_with("bytes as sent, more than a request to a running host holds (16777216 bytes, ingest.http.max_body_bytes): produce it with the host stopped\n"),
+        "{err}"
+    );
+    assert!(err.contains("big: appended 2998 events"), "{err}");
+    let stored: Vec<u64> = env
+        .records("big")
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value =
+                serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
+            v["n"].as_u64().unwrap()
+        })
+        .collect();
+    let want: Vec<u64> = (1..=3000).filter(|n| ![1500, 2800].contains(n)).collect();
+    assert_eq!(stored, want);
+    let rejected = env.records("big.rejected");
+    let kept: Vec<(String, usize)> = rejected
+        .iter()
+        .map(|r| {
+            let line = header(r, "tidewater-source-line").unwrap();
+            let n: usize = line.parse().unwrap();
+            let value = r.record.value.as_deref().unwrap();
+            assert_eq!(value, &lines[n - 1].as_bytes()[..1024], "line {n}");
+            let why = header(r, "tidewater-error-message").unwrap();
+            assert!(why.contains("(kept: the first 1024 of its "), "{why}");
+            (line, value.len())
+        })
+        .collect();
+    assert_eq!(kept, [("1500".to_owned(), 1024), ("2800".to_owned(), 1024)]);
+}
+
 #[test]
 fn produce_works_the_same_with_and_without_a_running_host() {
     let input = "{\"device\":\"a\",\"ts\":\"2020-01-01T00:00:00Z\",\"v\":1}\n\
@@ -1046,7 +1130,7 @@ fn csv_a_quote_left_open_is_rejected_at_its_line_with_and_without_a_running_host
         );
         assert!(err.contains("readings: appended 1 events from"), "{err}");
         assert!(
-            err.contains("; 1 bad rows kept in topic readings.rejected"),
+            err.contains("; 1 bad row kept in topic readings.rejected"),
             "{err}"
         );
         let stored: Vec<Vec<u8>> = env

@@ -265,7 +265,14 @@ impl Target {
                     records: sent.records,
                     tally: sent.replaced,
                     window: sent.window,
-                    ..Stored::default()
+                    refused: sent
+                        .refused
+                        .into_iter()
+                        .map(|(i, why)| {
+                            let value = records[i].value.clone().unwrap_or_default();
+                            (i, format!("the host refused the record: {why}"), value)
+                        })
+                        .collect(),
                 })
             }
             Target::Kafka { .. } => {
@@ -306,7 +313,8 @@ impl Target {
                 .into_iter()
                 .map(|r| {
                     let value = records[r.index].value.clone().unwrap_or_default();
-                    (r.index, r.message, value)
+                    let why = format!("the broker refused the record: {}", r.message);
+                    (r.index, why, value)
                 })
                 .collect(),
         })
@@ -322,7 +330,21 @@ impl Target {
         match self {
             Target::Log(log) => Ok(log.append_creating(topic, None, records)?.len()),
             Target::Host(client) => {
-                Ok(block_on(send_to_host(client, topic, None, &records))?.records)
+                let sent = block_on(send_to_host(client, topic, None, &records))?;
+                let cut: Vec<Record> = sent
+                    .refused
+                    .iter()
+                    .map(|(i, _)| truncated(&records[*i]))
+                    .collect();
+                let again = block_on(send_to_host(client, topic, None, &cut))?;
+                if let Some((i, why)) = again.refused.first() {
+                    bail!(
+                        "the host refused to keep {} rejected lines in {topic}, even cut to {KEPT_BYTES} bytes (the first: line {}: {why})",
+                        again.refused.len(),
+                        header_text(&cut[*i], "tidewater-source-line"),
+                    );
+                }
+                Ok(sent.records + again.records)
             }
             Target::Kafka { .. } => {
                 self.ensure_kafka_topic(topic, None)?;
@@ -387,63 +409,172 @@ struct Sent {
     replaced: Tally,
     /// Its `[device_time]` window, when it replaced some.
     window: Option<DeviceTimePolicy>,
+    /// Records the host refused for what they are: (index in the records
+    /// sent, why).
+    refused: Vec<(usize, String)>,
 }
 
-/// Sends `records` as envelopes in requests of at most 10,000, waiting and
-/// sending again while the host answers 503 (nothing was appended then).
+/// The most records one request to a running host holds (its
+/// `ingest.http.max_records` by default).
+const REQUEST_RECORDS: usize = ingest::DEFAULT_MAX_RECORDS;
+
+/// The most bytes one request to a running host holds (its
+/// `ingest.http.max_body_bytes` by default): a larger body is refused
+/// before it is read.
+const REQUEST_BYTES: usize = ingest::DEFAULT_MAX_BODY_BYTES;
+
+/// Sends `records` as envelopes in requests of at most [`REQUEST_RECORDS`]
+/// and [`REQUEST_BYTES`], waiting and sending again while the host answers
+/// 503 (nothing was appended then). A record the host refuses for what it
+/// is (too large, malformed) is set aside in [`Sent::refused`] and the
+/// others of its request are sent again, so one bad record stops nothing;
+/// a record too large for any request is refused without being sent.
+///
+/// # Errors
+///
+/// When the host cannot be reached, or refuses a request for another
+/// reason (a wrong token, a topic with another partition count).
 async fn send_to_host(
     client: &mut IngestClient,
     topic: &str,
     partitions: Option<u32>,
     records: &[Record],
 ) -> anyhow::Result<Sent> {
-    let mut sent = Sent {
-        records: records.len(),
-        ..Sent::default()
-    };
     let query = match partitions {
         Some(p) => format!("envelope=true&partitions={p}"),
         None => "envelope=true".to_owned(),
     };
-    for part in records.chunks(10_000) {
+    let lines: Vec<Vec<u8>> = records.iter().map(parse::to_envelope).collect();
+    let mut sent = Sent::default();
+    let mut queue = std::collections::VecDeque::from(requests(&lines, &mut sent.refused));
+    while let Some(request) = queue.pop_front() {
         let mut body = Vec::new();
-        for r in part {
-            body.extend(parse::to_envelope(r));
+        for &i in &request {
+            body.extend_from_slice(&lines[i]);
             body.push(b'\n');
         }
-        loop {
-            let a = client
-                .post(topic, &query, body.clone(), "application/x-ndjson", false)
-                .await?;
-            match a.status {
-                200 => {
-                    let r = &a.body["device_time_replaced"];
-                    let n = |k: &str| r[k].as_u64().unwrap_or(0);
-                    sent.replaced.ahead += n("ahead");
-                    sent.replaced.behind += n("behind");
-                    if r.is_object() {
-                        sent.window = Some(DeviceTimePolicy {
-                            max_ahead: Duration::from_millis(n("max_ahead_ms")),
-                            max_behind: Duration::from_millis(n("max_behind_ms")),
-                        });
+        let a = client
+            .post(topic, &query, body, "application/x-ndjson", false)
+            .await?;
+        match a.status {
+            200 => {
+                sent.records += request.len();
+                count_replaced(&mut sent, &a.body["device_time_replaced"]);
+            }
+            503 => {
+                let wait = a.retry_after.unwrap_or(Duration::from_secs(1));
+                tracing::info!(wait_ms = wait.as_millis() as u64, reason = %a.body["error"]["message"], "the host pushes back; sending again shortly");
+                tokio::time::sleep(wait).await;
+                queue.push_front(request);
+            }
+            status => {
+                let error = &a.body["error"];
+                let message = error["message"]
+                    .as_str()
+                    .map_or_else(|| a.body.to_string(), str::to_owned);
+                match refusal(status, error, &request) {
+                    Some(Refusal::Records(bad)) => {
+                        // Nothing of the request was appended: the rest goes again.
+                        let rest: Vec<usize> = request
+                            .iter()
+                            .copied()
+                            .filter(|i| !bad.iter().any(|(b, _)| b == i))
+                            .collect();
+                        sent.refused.extend(bad);
+                        if !rest.is_empty() {
+                            queue.push_front(rest);
+                        }
                     }
-                    break;
+                    Some(Refusal::Split) if request.len() > 1 => {
+                        let (first, second) = request.split_at(request.len() / 2);
+                        queue.push_front(second.to_vec());
+                        queue.push_front(first.to_vec());
+                    }
+                    Some(Refusal::Split) => sent.refused.push((request[0], message)),
+                    None => bail!("the host refused the records ({status}): {message}"),
                 }
-                503 => {
-                    let wait = a.retry_after.unwrap_or(Duration::from_secs(1));
-                    tracing::info!(wait_ms = wait.as_millis() as u64, reason = %a.body["error"]["message"], "the host pushes back; sending again shortly");
-                    tokio::time::sleep(wait).await;
-                }
-                s => bail!(
-                    "the host refused the records ({s}): {}",
-                    a.body["error"]["message"]
-                        .as_str()
-                        .unwrap_or(&a.body.to_string())
-                ),
             }
         }
     }
+    sent.refused.sort_unstable();
     Ok(sent)
+}
+
+/// The indices of `lines` in requests of at most [`REQUEST_RECORDS`] and
+/// [`REQUEST_BYTES`] (with their newlines), in order; a line that fits
+/// no request goes to `refused` instead.
+fn requests(lines: &[Vec<u8>], refused: &mut Vec<(usize, String)>) -> Vec<Vec<usize>> {
+    let mut requests: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let size = line.len() + 1;
+        if size > REQUEST_BYTES {
+            refused.push((
+                i,
+                format!(
+                    "the record is {size} bytes as sent, more than a request to a running host holds ({REQUEST_BYTES} bytes, ingest.http.max_body_bytes): produce it with the host stopped"
+                ),
+            ));
+            continue;
+        }
+        match requests.last_mut() {
+            Some(last) if last.len() < REQUEST_RECORDS && bytes + size <= REQUEST_BYTES => {
+                last.push(i);
+                bytes += size;
+            }
+            _ => {
+                requests.push(vec![i]);
+                bytes = size;
+            }
+        }
+    }
+    requests
+}
+
+/// What a refused request says of its records.
+enum Refusal {
+    /// These records (index in the records sent, why) cannot be taken.
+    Records(Vec<(usize, String)>),
+    /// The request as a whole was too large: send it in halves.
+    Split,
+}
+
+/// How to go on after the host refused `request` with `status` and
+/// `error` (its JSON error); `None` when the refusal is not about records
+/// (nothing to set aside: produce stops).
+fn refusal(status: u16, error: &serde_json::Value, request: &[usize]) -> Option<Refusal> {
+    if status == 413
+        && matches!(
+            error["code"].as_str(),
+            Some("body-too-large" | "too-many-records")
+        )
+    {
+        return Some(Refusal::Split);
+    }
+    let lines = error["lines"].as_array().filter(|l| !l.is_empty())?;
+    let bad = lines
+        .iter()
+        .map(|l| {
+            // The host numbers the request's lines from 1, one record a line.
+            let line = l["line"].as_u64().and_then(|n| usize::try_from(n).ok())?;
+            let index = *request.get(line.checked_sub(1)?)?;
+            Some((index, l["reason"].as_str().unwrap_or("refused").to_owned()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Refusal::Records(bad))
+}
+
+/// Adds a host's answer's `device_time_replaced` to `sent`.
+fn count_replaced(sent: &mut Sent, r: &serde_json::Value) {
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    sent.replaced.ahead += n("ahead");
+    sent.replaced.behind += n("behind");
+    if r.is_object() {
+        sent.window = Some(DeviceTimePolicy {
+            max_ahead: Duration::from_millis(n("max_ahead_ms")),
+            max_behind: Duration::from_millis(n("max_behind_ms")),
+        });
+    }
 }
 
 pub(super) async fn produce(data_dir: &Path, a: ProduceArgs) -> anyhow::Result<ExitCode> {
@@ -705,13 +836,10 @@ impl<'a> Producing<'a> {
         }
         for (i, reason, raw) in stored.refused {
             let line = lines[i];
-            errln!(
-                "{}:{line}: the broker refused the record: {reason}",
-                self.source
-            );
+            errln!("{}:{line}: {reason}", self.source);
             let bad = BadLine {
                 line,
-                reason: format!("refused by the broker: {reason}"),
+                reason,
                 raw,
                 too_large: false,
             };
@@ -772,10 +900,11 @@ impl<'a> Producing<'a> {
             },
             started.elapsed().as_secs_f64(),
             if bad > 0 {
-                let what = if a.input_format() == InputFormat::Csv {
-                    "rows"
-                } else {
-                    "lines"
+                let what = match (a.input_format() == InputFormat::Csv, bad == 1) {
+                    (true, true) => "row",
+                    (true, false) => "rows",
+                    (false, true) => "line",
+                    (false, false) => "lines",
                 };
                 format!("; {bad} bad {what} kept in topic {}.rejected", a.topic)
             } else {
@@ -859,6 +988,38 @@ fn shape(a: &ProduceArgs) -> Shape {
             .collect(),
         max_record_bytes: usize::MAX,
     }
+}
+
+/// How many bytes of a rejected line are kept when the whole one is more
+/// than a running host takes (as for a line over the size limit).
+const KEPT_BYTES: usize = 1024;
+
+/// `rejected` with its value cut to its first [`KEPT_BYTES`] bytes, saying
+/// so in its error message.
+fn truncated(rejected: &Record) -> Record {
+    let mut r = rejected.clone();
+    let value = r.value.take().unwrap_or_default();
+    let length = value.len();
+    r.value = Some(value[..length.min(KEPT_BYTES)].to_vec());
+    for (name, text) in &mut r.headers {
+        if name == "tidewater-error-message" {
+            text.extend_from_slice(
+                format!(
+                    " (kept: the first {KEPT_BYTES} of its {length} bytes, as the running host refused it whole)"
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    r
+}
+
+/// The text of `record`'s header `name`, or "?".
+fn header_text(record: &Record, name: &str) -> String {
+    record.headers.iter().find(|(n, _)| n == name).map_or_else(
+        || "?".to_owned(),
+        |(_, v)| String::from_utf8_lossy(v).into_owned(),
+    )
 }
 
 /// A line that could not become a record (or one the broker refused), as
