@@ -465,7 +465,8 @@ impl Admin {
         let parts: Vec<u32> = match partition {
             Some(p) if p >= n => {
                 return Err(ApiError::bad_request(format!(
-                    "topic {topic:?} has no partition {p}: its partition count is {n}"
+                    "topic {topic:?} has no partition {p}: {}",
+                    crate::streams::topic::partitions_text(n)
                 )));
             }
             Some(p) => vec![p],

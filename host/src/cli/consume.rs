@@ -75,8 +75,9 @@ pub(super) fn consume(data_dir: &std::path::Path, a: ConsumeArgs) -> anyhow::Res
             };
             let partitions: Vec<u32> = match a.partition {
                 Some(p) if p >= n => bail!(
-                    "topic {:?} has no partition {p}: its partition count is {n}",
-                    a.topic
+                    "topic {:?} has no partition {p}: {}",
+                    a.topic,
+                    tidewater::streams::topic::partitions_text(n)
                 ),
                 Some(p) => vec![p],
                 None => (0..n).collect(),

@@ -72,6 +72,17 @@ pub fn check_topic_name(name: &str) -> Result<(), BadTopicName> {
     }
 }
 
+/// The partitions a topic of `count` has, for messages: "its only
+/// partition is 0" or "its partitions are 0 to N-1" (numbered from 0, as
+/// on Kafka).
+pub fn partitions_text(count: u32) -> String {
+    match count {
+        0 => "it has no partition".to_owned(),
+        1 => "its only partition is 0".to_owned(),
+        n => format!("its partitions are 0 to {}", n - 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +99,11 @@ mod tests {
             -58897971
         );
         assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn partitions_are_named_from_zero() {
+        assert_eq!(partitions_text(1), "its only partition is 0");
+        assert_eq!(partitions_text(4), "its partitions are 0 to 3");
     }
 }

@@ -16,7 +16,7 @@ use crate::processing::changes::PartitionStore;
 use crate::processing::stats;
 use crate::processing::{Pipeline, Settings, WasmHandler};
 use crate::runtime::{CallError, LoadedComponent, Runtime};
-use crate::streams::embedded::{EmbeddedSink, EmbeddedSource, Log};
+use crate::streams::embedded::{EmbeddedSink, EmbeddedSource, Log, LogError};
 use crate::streams::forward::Forwarder;
 use crate::streams::kafka::{KafkaConfig, KafkaStream, StreamSetup};
 use crate::streams::sinks::postgres::PostgresWriter;
@@ -350,10 +350,14 @@ pub(super) async fn prepare_streams(config: &Config, host: &Host) -> Result<(), 
     }
     let log = &host.log;
     for t in &config.topics {
-        log.create_topic(
-            &t.name,
-            t.partitions.unwrap_or(config.log.default_partitions),
-        )?;
+        let partitions = t.partitions.unwrap_or(config.log.default_partitions);
+        log.create_topic(&t.name, partitions).map_err(|e| match e {
+            LogError::PartitionCount { existing, .. } => RunError::Invalid(format!(
+                "[[topic]] {:?}: partitions = {partitions}, but the topic exists with partition count {existing}, which cannot change: say partitions = {existing}, or use another topic",
+                t.name
+            )),
+            e => e.into(),
+        })?;
         log.set_retention(
             &t.name,
             t.retention.time.map(|d| d.as_millis() as u64),

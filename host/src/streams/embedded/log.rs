@@ -62,7 +62,7 @@ pub enum LogError {
     #[error("topic {0:?} does not exist")]
     NoSuchTopic(String),
     /// The partition does not exist.
-    #[error("topic {topic:?} has no partition {partition}: its partition count is {partitions}")]
+    #[error("topic {topic:?} has no partition {partition}: {}", crate::streams::topic::partitions_text(*.partitions))]
     NoSuchPartition {
         /// The topic.
         topic: String,

@@ -302,7 +302,7 @@ pub enum BrokerError {
     #[error("topic {0:?} does not exist on the broker")]
     NoSuchTopic(String),
     /// The partition does not exist.
-    #[error("topic {topic:?} has no partition {partition}: its partition count is {partitions}")]
+    #[error("topic {topic:?} has no partition {partition}: {}", crate::streams::topic::partitions_text(u32::try_from(*.partitions).unwrap_or(u32::MAX)))]
     NoSuchPartition {
         /// The topic.
         topic: String,
