@@ -928,7 +928,7 @@ fn through_a_running_host_a_record_too_large_is_set_aside_and_the_rest_stored() 
     let (size, rest) = sent.split_once(' ').unwrap();
     assert!(size.parse::<usize>().unwrap() > 16_777_216, "{err}");
     assert!(
-        rest.starts_with("bytes as sent, more than a request to a running host holds (16777216 bytes, ingest.http.max_body_bytes): produce it with the host stopped\n"),
+        rest.starts_with("bytes as sent, more than a request to the running host holds (16777216 bytes, its ingest.http.max_body_bytes): produce it with the host stopped\n"),
         "{err}"
     );
     assert!(err.contains("big: appended 2998 events"), "{err}");
@@ -957,6 +957,95 @@ fn through_a_running_host_a_record_too_large_is_set_aside_and_the_rest_stored() 
         })
         .collect();
     assert_eq!(kept, [("1500".to_owned(), 1024), ("2800".to_owned(), 1024)]);
+}
+
+/// A host with small limits: `produce` keeps its requests within them (it
+/// reads them from the data dir), reports each refused record once (also
+/// with `--redeliver-percent`), and stores every other record in order.
+#[test]
+fn produce_keeps_within_a_running_hosts_limits() {
+    let env = Env::new();
+    let line = |n: u64, pad: usize| {
+        format!(
+            "{{\"device\":\"d\",\"n\":{n},\"pad\":\"x{}\"}}",
+            "é".repeat(pad)
+        )
+    };
+    let lines: Vec<String> = (1..=200)
+        .map(|n| match n {
+            50 | 51 => line(n, 3000),
+            120 => "not json".to_owned(),
+            _ => line(n, 100),
+        })
+        .collect();
+    let file = env.dir.path().join("small.ndjson");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let config = "[ingest.http]\nlisten = \"127.0.0.1:0\"\nmax_record_bytes = 5000\n\
+                  max_body_bytes = 20000\nmax_records = 7\n";
+    let host = Child_::start(&env, &env.config(config), &[], true);
+    let out = env
+        .cmd()
+        .args([
+            "produce",
+            "small",
+            "--key-pointer",
+            "/device",
+            "--redeliver-percent",
+            "50",
+            "--file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    host.stop();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for n in [50, 51] {
+        let report = format!(
+            "small.ndjson:{n}: the host refused the record: the record is {} bytes, the limit is 5000 bytes\n",
+            lines[n - 1].len()
+        );
+        assert_eq!(err.matches(&report).count(), 1, "{err}");
+    }
+    assert_eq!(
+        err.matches("small.ndjson:120: not JSON").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("; 3 bad lines kept in topic small.rejected"),
+        "{err}"
+    );
+    let stored: Vec<u64> = env
+        .records("small")
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value =
+                serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
+            v["n"].as_u64().unwrap()
+        })
+        .collect();
+    let want: Vec<u64> = (1..=200).filter(|n| ![50, 51, 120].contains(n)).collect();
+    assert_eq!(stored[..want.len()], want[..]);
+    let rejected: Vec<(String, usize)> = env
+        .records("small.rejected")
+        .iter()
+        .map(|r| {
+            let value = r.record.value.as_deref().unwrap();
+            // Cut at a character: the text stays UTF-8.
+            assert!(std::str::from_utf8(value).is_ok(), "{value:?}");
+            (header(r, "tidewater-source-line").unwrap(), value.len())
+        })
+        .collect();
+    // 29 bytes before the first "é", 2 bytes each: byte 1,024 would split one.
+    assert_eq!(
+        rejected,
+        [
+            ("120".to_owned(), 8),
+            ("50".to_owned(), 1023),
+            ("51".to_owned(), 1023)
+        ]
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ use tidewater::db::now_ms;
 use tidewater::streams::Record;
 use tidewater::streams::embedded::Log;
 use tidewater::streams::ingest::client::IngestClient;
+use tidewater::streams::ingest::http::RequestLimits;
 use tidewater::streams::ingest::parse::{self, BadLine, Shape};
 use tidewater::streams::ingest::{
     self, CsvFormat, CsvOptions, DeviceTimePolicy, Tally, TimeFormat,
@@ -331,15 +332,16 @@ impl Target {
             Target::Log(log) => Ok(log.append_creating(topic, None, records)?.len()),
             Target::Host(client) => {
                 let sent = block_on(send_to_host(client, topic, None, &records))?;
+                let keep = KEPT_BYTES.min(client.limits().max_record_bytes);
                 let cut: Vec<Record> = sent
                     .refused
                     .iter()
-                    .map(|(i, _)| truncated(&records[*i]))
+                    .map(|(i, _)| truncated(&records[*i], keep))
                     .collect();
                 let again = block_on(send_to_host(client, topic, None, &cut))?;
                 if let Some((i, why)) = again.refused.first() {
                     bail!(
-                        "the host refused to keep {} rejected lines in {topic}, even cut to {KEPT_BYTES} bytes (the first: line {}: {why})",
+                        "the host refused to keep {} rejected lines in {topic}, even cut to {keep} bytes (the first: line {}: {why})",
                         again.refused.len(),
                         header_text(&cut[*i], "tidewater-source-line"),
                     );
@@ -414,17 +416,8 @@ struct Sent {
     refused: Vec<(usize, String)>,
 }
 
-/// The most records one request to a running host holds (its
-/// `ingest.http.max_records` by default).
-const REQUEST_RECORDS: usize = ingest::DEFAULT_MAX_RECORDS;
-
-/// The most bytes one request to a running host holds (its
-/// `ingest.http.max_body_bytes` by default): a larger body is refused
-/// before it is read.
-const REQUEST_BYTES: usize = ingest::DEFAULT_MAX_BODY_BYTES;
-
-/// Sends `records` as envelopes in requests of at most [`REQUEST_RECORDS`]
-/// and [`REQUEST_BYTES`], waiting and sending again while the host answers
+/// Sends `records` as envelopes in requests within the host's limits
+/// ([`IngestClient::limits`]), waiting and sending again while the host answers
 /// 503 (nothing was appended then). A record the host refuses for what it
 /// is (too large, malformed) is set aside in [`Sent::refused`] and the
 /// others of its request are sent again, so one bad record stops nothing;
@@ -446,7 +439,8 @@ async fn send_to_host(
     };
     let lines: Vec<Vec<u8>> = records.iter().map(parse::to_envelope).collect();
     let mut sent = Sent::default();
-    let mut queue = std::collections::VecDeque::from(requests(&lines, &mut sent.refused));
+    let limits = client.limits();
+    let mut queue = std::collections::VecDeque::from(requests(&lines, limits, &mut sent.refused));
     while let Some(request) = queue.pop_front() {
         let mut body = Vec::new();
         for &i in &request {
@@ -500,25 +494,30 @@ async fn send_to_host(
     Ok(sent)
 }
 
-/// The indices of `lines` in requests of at most [`REQUEST_RECORDS`] and
-/// [`REQUEST_BYTES`] (with their newlines), in order; a line that fits
-/// no request goes to `refused` instead.
-fn requests(lines: &[Vec<u8>], refused: &mut Vec<(usize, String)>) -> Vec<Vec<usize>> {
+/// The indices of `lines` in requests within `limits` (records, and
+/// bytes with their newlines), in order; a line that fits no request goes
+/// to `refused` instead.
+fn requests(
+    lines: &[Vec<u8>],
+    limits: RequestLimits,
+    refused: &mut Vec<(usize, String)>,
+) -> Vec<Vec<usize>> {
+    let max_bytes = limits.max_body_bytes;
     let mut requests: Vec<Vec<usize>> = Vec::new();
     let mut bytes = 0;
     for (i, line) in lines.iter().enumerate() {
         let size = line.len() + 1;
-        if size > REQUEST_BYTES {
+        if size > max_bytes {
             refused.push((
                 i,
                 format!(
-                    "the record is {size} bytes as sent, more than a request to a running host holds ({REQUEST_BYTES} bytes, ingest.http.max_body_bytes): produce it with the host stopped"
+                    "the record is {size} bytes as sent, more than a request to the running host holds ({max_bytes} bytes, its ingest.http.max_body_bytes): produce it with the host stopped"
                 ),
             ));
             continue;
         }
         match requests.last_mut() {
-            Some(last) if last.len() < REQUEST_RECORDS && bytes + size <= REQUEST_BYTES => {
+            Some(last) if last.len() < limits.max_records && bytes + size <= max_bytes => {
                 last.push(i);
                 bytes += size;
             }
@@ -680,6 +679,9 @@ struct Producing<'a> {
     good: u64,
     /// Records to send again after the input (`--redeliver-percent`).
     again: Vec<Record>,
+    /// Whether the records being stored are those sent again: one refused
+    /// then was refused, reported and kept the first time.
+    redelivering: bool,
     /// Records stored so far.
     stored: usize,
     /// The last line of the input stored so far.
@@ -709,6 +711,7 @@ impl<'a> Producing<'a> {
             lines: Vec::new(),
             good: 0,
             again: Vec::new(),
+            redelivering: false,
             stored: 0,
             stored_through: 0,
             tally: Tally::default(),
@@ -835,6 +838,9 @@ impl<'a> Producing<'a> {
             self.policy = window;
         }
         for (i, reason, raw) in stored.refused {
+            if self.redelivering {
+                continue;
+            }
             let line = lines[i];
             errln!("{}:{line}: {reason}", self.source);
             let bad = BadLine {
@@ -881,6 +887,7 @@ impl<'a> Producing<'a> {
         }
         self.flush().map_err(|e| self.storing(e, data_dir))?;
         let again = std::mem::take(&mut self.again);
+        self.redelivering = true;
         for part in again.chunks(a.chunk as usize) {
             self.chunk.extend(part.iter().cloned());
             self.lines.extend(std::iter::repeat_n(0, part.len()));
@@ -994,18 +1001,25 @@ fn shape(a: &ProduceArgs) -> Shape {
 /// than a running host takes (as for a line over the size limit).
 const KEPT_BYTES: usize = 1024;
 
-/// `rejected` with its value cut to its first [`KEPT_BYTES`] bytes, saying
-/// so in its error message.
-fn truncated(rejected: &Record) -> Record {
+/// `rejected` with its value cut to its first `keep` bytes (fewer when
+/// the cut would split a UTF-8 character of a text), saying so in its
+/// error message.
+fn truncated(rejected: &Record, keep: usize) -> Record {
     let mut r = rejected.clone();
     let value = r.value.take().unwrap_or_default();
     let length = value.len();
-    r.value = Some(value[..length.min(KEPT_BYTES)].to_vec());
+    let mut end = length.min(keep);
+    if let Ok(text) = std::str::from_utf8(&value) {
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+    }
+    r.value = Some(value[..end].to_vec());
     for (name, text) in &mut r.headers {
         if name == "tidewater-error-message" {
             text.extend_from_slice(
                 format!(
-                    " (kept: the first {KEPT_BYTES} of its {length} bytes, as the running host refused it whole)"
+                    " (kept: the first {end} of its {length} bytes, as the running host refused it whole)"
                 )
                 .as_bytes(),
             );

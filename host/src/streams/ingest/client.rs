@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::Value;
 
-use super::http::{INGEST_TOKEN_FILE, INGEST_URL_FILE};
+use super::http::{INGEST_LIMITS_FILE, INGEST_TOKEN_FILE, INGEST_URL_FILE, RequestLimits};
 
 /// Why a request could not be made (an answer with any status is not an error).
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,7 @@ pub struct IngestClient {
     tls: Option<tokio_rustls::TlsConnector>,
     token: Option<String>,
     sender: Option<Sender>,
+    limits: RequestLimits,
 }
 
 /// A rustls client config (ring provider) trusting the PEM certificates in
@@ -138,11 +139,13 @@ impl IngestClient {
             tls,
             token,
             sender: None,
+            limits: RequestLimits::default(),
         })
     }
 
-    /// The client of the host running on `data_dir` (the URL and token it
-    /// wrote there), or `None` when it serves no HTTP ingest.
+    /// The client of the host running on `data_dir` (the URL, token and
+    /// request limits it wrote there), or `None` when it serves no HTTP
+    /// ingest.
     ///
     /// # Errors
     ///
@@ -154,7 +157,17 @@ impl IngestClient {
         let token = std::fs::read_to_string(data_dir.join(INGEST_TOKEN_FILE))
             .ok()
             .map(|t| t.trim().to_owned());
-        Self::new(url.trim(), token, ca_file).map(Some)
+        let limits = std::fs::read(data_dir.join(INGEST_LIMITS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self::new(url.trim(), token, ca_file).map(|c| Some(Self { limits, ..c }))
+    }
+
+    /// What one request to this host may hold: what the host wrote into
+    /// its data dir, else `[ingest.http]`'s defaults.
+    pub fn limits(&self) -> RequestLimits {
+        self.limits
     }
 
     /// The base URL.

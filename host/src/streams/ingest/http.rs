@@ -69,6 +69,41 @@ use crate::streams::topic::check_topic_name;
 pub const INGEST_URL_FILE: &str = "ingest.url";
 /// The file in the data dir that holds the running host's own ingest token.
 pub const INGEST_TOKEN_FILE: &str = "ingest.token";
+/// The file in the data dir that holds the running host's request limits
+/// ([`RequestLimits`] as JSON), so that `produce` sends what it takes.
+pub const INGEST_LIMITS_FILE: &str = "ingest.limits";
+
+/// What one request to the ingest endpoint may hold (`[ingest.http]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestLimits {
+    /// Largest body, in bytes, after gzip is undone.
+    pub max_body_bytes: usize,
+    /// Most records.
+    pub max_records: usize,
+    /// Largest record value, in bytes.
+    pub max_record_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    /// The defaults of `[ingest.http]`.
+    fn default() -> Self {
+        RequestLimits {
+            max_body_bytes: super::DEFAULT_MAX_BODY_BYTES,
+            max_records: super::DEFAULT_MAX_RECORDS,
+            max_record_bytes: super::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+}
+
+impl From<&HttpIngestConfig> for RequestLimits {
+    fn from(h: &HttpIngestConfig) -> Self {
+        RequestLimits {
+            max_body_bytes: h.max_body_bytes,
+            max_records: h.max_records,
+            max_record_bytes: h.max_record_bytes,
+        }
+    }
+}
 /// Seconds a refused-for-backpressure client is told to wait.
 pub const RETRY_AFTER_S: u64 = 1;
 

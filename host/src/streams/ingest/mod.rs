@@ -113,7 +113,7 @@ impl Ingest {
                     return Err(e);
                 }
             };
-            write_discovery(data_dir, &running.url, &token).map_err(|e| {
+            write_discovery(data_dir, &running.url, &token, h.into()).map_err(|e| {
                 format!(
                     "cannot write the ingest URL and token into {}: {e}",
                     data_dir.display()
@@ -150,6 +150,7 @@ impl Ingest {
             h.stop().await;
             let _ = std::fs::remove_file(data_dir.join(http::INGEST_URL_FILE));
             let _ = std::fs::remove_file(data_dir.join(http::INGEST_TOKEN_FILE));
+            let _ = std::fs::remove_file(data_dir.join(http::INGEST_LIMITS_FILE));
         }
         for m in self.mqtt.drain(..) {
             m.stop().await;
@@ -167,17 +168,28 @@ fn random_token() -> std::io::Result<String> {
     Ok(hex::encode(b))
 }
 
-/// Writes `ingest.url` and `ingest.token` (mode 0600) into `data_dir`.
-fn write_discovery(data_dir: &Path, url: &str, token: &str) -> std::io::Result<()> {
+/// Writes `ingest.limits`, `ingest.token` (mode 0600) and then
+/// `ingest.url` into `data_dir`: a client that finds the URL finds the
+/// others too.
+fn write_discovery(
+    data_dir: &Path,
+    url: &str,
+    token: &str,
+    limits: http::RequestLimits,
+) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::write(data_dir.join(http::INGEST_URL_FILE), format!("{url}\n"))?;
+    std::fs::write(
+        data_dir.join(http::INGEST_LIMITS_FILE),
+        serde_json::to_vec(&limits).map_err(std::io::Error::other)?,
+    )?;
     let path = data_dir.join(http::INGEST_TOKEN_FILE);
     let _ = std::fs::remove_file(&path);
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)?;
-    f.write_all(token.as_bytes())
+        .open(&path)?
+        .write_all(token.as_bytes())?;
+    std::fs::write(data_dir.join(http::INGEST_URL_FILE), format!("{url}\n"))
 }
