@@ -875,6 +875,58 @@ listen = "127.0.0.1:0"
     );
 }
 
+/// Lines 1..=`count` of NDJSON `{"device":"d","n":N,"pad":"x…"}`, the pad
+/// `pad(N)` times `fill`.
+fn numbered_lines(count: u64, fill: &str, pad: impl Fn(u64) -> usize) -> Vec<String> {
+    (1..=count)
+        .map(|n| {
+            format!(
+                "{{\"device\":\"d\",\"n\":{n},\"pad\":\"x{}\"}}",
+                fill.repeat(pad(n))
+            )
+        })
+        .collect()
+}
+
+/// Writes `lines` to `<topic>.ndjson` and produces it to `topic` through a
+/// host started with `config`, with `args` added; stops the host and
+/// returns the exit code and stderr.
+fn produce_through_a_host(
+    env: &Env,
+    config: &str,
+    topic: &str,
+    lines: &[String],
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let file = env.dir.path().join(format!("{topic}.ndjson"));
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let host = Child_::start(env, &env.config(config), &[], true);
+    let out = env
+        .cmd()
+        .args(["produce", topic, "--key-pointer", "/device"])
+        .args(args)
+        .arg("--file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    host.stop();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("through the running host"), "{err}");
+    (out.status.code(), err)
+}
+
+/// The `n` of every record of `topic`, in order.
+fn numbers(env: &Env, topic: &str) -> Vec<u64> {
+    env.records(topic)
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value =
+                serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
+            v["n"].as_u64().unwrap()
+        })
+        .collect()
+}
+
 /// Through a running host, a record it refuses for its size (over
 /// `max_record_bytes`, or over what one request holds) is reported at its
 /// line and kept, cut to 1 KiB, in `<topic>.rejected`; every other record
@@ -882,40 +934,14 @@ listen = "127.0.0.1:0"
 #[test]
 fn through_a_running_host_a_record_too_large_is_set_aside_and_the_rest_stored() {
     let env = Env::new();
-    let line = |n: u64, pad: usize| {
-        format!(
-            "{{\"device\":\"d\",\"n\":{n},\"pad\":\"{}\"}}",
-            "x".repeat(pad)
-        )
-    };
-    let lines: Vec<String> = (1..=3000)
-        .map(|n| match n {
-            1500 => line(n, 2_000_000),
-            2800 => line(n, 17_000_000),
-            _ => line(n, 10),
-        })
-        .collect();
-    let file = env.dir.path().join("big.ndjson");
-    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    let host = Child_::start(&env, &env.config(HTTP_CONFIG), &[], true);
-    let out = env
-        .cmd()
-        .args([
-            "produce",
-            "big",
-            "--key-pointer",
-            "/device",
-            "--chunk",
-            "1000",
-            "--file",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    host.stop();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("through the running host"), "{err}");
+    let lines = numbered_lines(3000, "x", |n| match n {
+        1500 => 2_000_000,
+        2800 => 17_000_000,
+        _ => 10,
+    });
+    let (code, err) =
+        produce_through_a_host(&env, HTTP_CONFIG, "big", &lines, &["--chunk", "1000"]);
+    assert_eq!(code, Some(2), "{err}");
     // The host measures the record's value; a request holds the envelope.
     let too_large = format!(
         "big.ndjson:1500: the host refused the record: the record is {} bytes, the limit is 1048576 bytes\n",
@@ -932,19 +958,10 @@ fn through_a_running_host_a_record_too_large_is_set_aside_and_the_rest_stored() 
         "{err}"
     );
     assert!(err.contains("big: appended 2998 events"), "{err}");
-    let stored: Vec<u64> = env
-        .records("big")
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value =
-                serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
-            v["n"].as_u64().unwrap()
-        })
-        .collect();
     let want: Vec<u64> = (1..=3000).filter(|n| ![1500, 2800].contains(n)).collect();
-    assert_eq!(stored, want);
-    let rejected = env.records("big.rejected");
-    let kept: Vec<(String, usize)> = rejected
+    assert_eq!(numbers(&env, "big"), want);
+    let kept: Vec<(String, usize)> = env
+        .records("big.rejected")
         .iter()
         .map(|r| {
             let line = header(r, "tidewater-source-line").unwrap();
@@ -965,41 +982,18 @@ fn through_a_running_host_a_record_too_large_is_set_aside_and_the_rest_stored() 
 #[test]
 fn produce_keeps_within_a_running_hosts_limits() {
     let env = Env::new();
-    let line = |n: u64, pad: usize| {
-        format!(
-            "{{\"device\":\"d\",\"n\":{n},\"pad\":\"x{}\"}}",
-            "é".repeat(pad)
-        )
-    };
-    let lines: Vec<String> = (1..=200)
-        .map(|n| match n {
-            50 | 51 => line(n, 3000),
-            120 => "not json".to_owned(),
-            _ => line(n, 100),
-        })
-        .collect();
-    let file = env.dir.path().join("small.ndjson");
-    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let mut lines = numbered_lines(200, "é", |n| if n == 50 || n == 51 { 3000 } else { 100 });
+    lines[119] = "not json".to_owned();
     let config = "[ingest.http]\nlisten = \"127.0.0.1:0\"\nmax_record_bytes = 5000\n\
                   max_body_bytes = 20000\nmax_records = 7\n";
-    let host = Child_::start(&env, &env.config(config), &[], true);
-    let out = env
-        .cmd()
-        .args([
-            "produce",
-            "small",
-            "--key-pointer",
-            "/device",
-            "--redeliver-percent",
-            "50",
-            "--file",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    host.stop();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = produce_through_a_host(
+        &env,
+        config,
+        "small",
+        &lines,
+        &["--redeliver-percent", "50"],
+    );
+    assert_eq!(code, Some(2), "{err}");
     for n in [50, 51] {
         let report = format!(
             "small.ndjson:{n}: the host refused the record: the record is {} bytes, the limit is 5000 bytes\n",
@@ -1016,15 +1010,7 @@ fn produce_keeps_within_a_running_hosts_limits() {
         err.contains("; 3 bad lines kept in topic small.rejected"),
         "{err}"
     );
-    let stored: Vec<u64> = env
-        .records("small")
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value =
-                serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
-            v["n"].as_u64().unwrap()
-        })
-        .collect();
+    let stored = numbers(&env, "small");
     let want: Vec<u64> = (1..=200).filter(|n| ![50, 51, 120].contains(n)).collect();
     assert_eq!(stored[..want.len()], want[..]);
     let rejected: Vec<(String, usize)> = env

@@ -330,7 +330,7 @@ pub fn append_all_in<'r>(
     let mut parts = txn.open_table(PARTITIONS)?;
     let mut table = txn.open_table(RECORDS)?;
     let mut buf = Vec::new();
-    let mut ends = BTreeMap::new();
+    let mut firsts = BTreeMap::new();
     for (p, run) in runs {
         let end = append_run(
             &mut parts,
@@ -340,11 +340,11 @@ pub fn append_all_in<'r>(
             append_ms,
             &mut buf,
         )?;
-        ends.insert(p, end - run.len() as u64);
+        firsts.insert(p, end - run.len() as u64);
     }
     Ok(placed
         .into_iter()
-        .map(|(p, i)| (p, ends[&p] + i as u64))
+        .map(|(p, i)| (p, firsts[&p] + i as u64))
         .collect())
 }
 
