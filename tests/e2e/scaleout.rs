@@ -500,7 +500,76 @@ fn three_hosts_through_a_kill_a_fourth_host_and_a_lost_redb(exactly_once: bool) 
     }
     let state = state_in_changelog(&brokers, &format!("{tag}-threshold-changelog"));
     assert_eq!(state.len(), clean.state.len(), "threshold's state entries");
-    assert!(state == clean.state, "threshold's per-device state differs");
+    assert!(
+        state == clean.state,
+        "threshold's per-device state differs from a clean run's:\n{}\nwhat moved on the hosts:\n{}",
+        state_differences(&state, &clean.state),
+        movements(&hosts)
+    );
+}
+
+/// The lines of each host's log that say a partition moved or a batch was
+/// not committed (at most 40 a host), for a failure to show what happened.
+fn movements(hosts: &[HostProcess]) -> String {
+    const MOVES: [&str; 6] = [
+        "abandoned",
+        "revoked",
+        "restored from the changelog",
+        "trying again",
+        "cannot go on",
+        "joining the group again",
+    ];
+    let mut out = String::new();
+    for h in hosts {
+        let lines = h.lines.lock().unwrap();
+        let moved: Vec<&String> = lines
+            .iter()
+            .filter(|l| MOVES.iter().any(|m| l.contains(m)))
+            .collect();
+        out += &format!("{} ({} lines):\n", h.id, moved.len());
+        for l in moved.iter().rev().take(40).rev() {
+            out += l;
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The entries of threshold's state that differ, at most 10, one a line:
+/// `key: got <count, last, min, max, zone> want <…>` (the plugin's `Track`,
+/// little-endian: a u64 count, three f64, a zone byte).
+fn state_differences(
+    got: &BTreeMap<Vec<u8>, Vec<u8>>,
+    want: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> String {
+    let track = |b: &[u8]| -> String {
+        let word = |i: usize| <[u8; 8]>::try_from(&b[i * 8..i * 8 + 8]).unwrap();
+        format!(
+            "<{}, {}, {}, {}, {}>",
+            u64::from_le_bytes(word(0)),
+            f64::from_le_bytes(word(1)),
+            f64::from_le_bytes(word(2)),
+            f64::from_le_bytes(word(3)),
+            b[32]
+        )
+    };
+    let differing: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let got = got.get(k).map_or("nothing".to_owned(), |g| track(g));
+            format!(
+                "{}: got {got} want {}",
+                String::from_utf8_lossy(k),
+                track(v)
+            )
+        })
+        .collect();
+    format!(
+        "{} differ; {}",
+        differing.len(),
+        differing[..differing.len().min(10)].join("\n")
+    )
 }
 
 #[test]

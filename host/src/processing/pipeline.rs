@@ -258,6 +258,11 @@ impl Pipeline {
         self.source.caught_up()
     }
 
+    /// What the source has left to read, in words ([`Source::behind`]).
+    pub fn behind(&self) -> Option<String> {
+        self.source.behind()
+    }
+
     /// The version being run.
     pub fn version(&self) -> &str {
         self.handler.version()

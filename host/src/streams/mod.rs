@@ -170,6 +170,14 @@ pub trait Source: Send {
         true
     }
 
+    /// While not [`caught_up`](Source::caught_up): what is left to read, in
+    /// words, e.g. `"has not read to the end of readings/2"` (for the log
+    /// of a `run --until-idle` that goes on). `None` when there is nothing
+    /// to say.
+    fn behind(&self) -> Option<String> {
+        None
+    }
+
     /// Moves every partition's position back to `from`, durably, so the
     /// next [`Source::poll`] reads from there (a replay); never past the
     /// current position. `epoch` is the idempotency epoch the replay runs in

@@ -57,6 +57,8 @@ pub(super) async fn supervise(w: Watched<'_>, log: &Log, shutdown: impl Future<O
     let mut last_maintenance = Instant::now();
     let mut quiet_ticks = 0;
     let mut last_progress = u64::MAX;
+    let mut progressed_at = Instant::now();
+    let mut waiting_said_at = Instant::now();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -82,7 +84,38 @@ pub(super) async fn supervise(w: Watched<'_>, log: &Log, shutdown: impl Future<O
         } else {
             quiet_ticks = 0;
         }
+        if p != last_progress {
+            progressed_at = Instant::now();
+        }
+        if w.until_idle
+            && progressed_at.elapsed() >= SAY_WAITING_AFTER
+            && waiting_said_at.elapsed() >= SAY_WAITING_AFTER
+        {
+            waiting_said_at = Instant::now();
+            say_what_is_awaited(&w, p, progressed_at.elapsed());
+        }
         last_progress = p;
+    }
+}
+
+/// How long `--until-idle` goes without a commit before it logs what it
+/// waits for (and again every as long).
+const SAY_WAITING_AFTER: Duration = Duration::from_secs(30);
+
+/// Logs, for `--until-idle`, each processor that keeps the run from ending
+/// and why: what its source has left to read, or that it is in a batch.
+fn say_what_is_awaited(w: &Watched<'_>, progress: u64, quiet: Duration) {
+    for t in w.processors {
+        if t.handle.is_finished() || t.shared.idle_at.load(Ordering::SeqCst) == progress {
+            continue;
+        }
+        let behind = t.shared.behind.lock().ok().and_then(|b| b.clone());
+        let waiting_for = behind
+            .unwrap_or_else(|| "is in a batch (reading, in its component, or committing)".into());
+        tracing::info!(
+            processor = %t.name, quiet_s = quiet.as_secs(), %waiting_for,
+            "--until-idle: no commit for a while, and this processor is not idle"
+        );
     }
 }
 

@@ -36,6 +36,9 @@ pub(super) struct Shared {
     /// How the processor ended, set before its stream is closed (closing a
     /// Kafka consumer can wait on an unreachable broker).
     pub ended: std::sync::Mutex<Option<String>>,
+    /// What the processor's source had left to read when it last found
+    /// nothing to read and was not caught up ([`Pipeline::behind`]).
+    pub behind: std::sync::Mutex<Option<String>>,
 }
 
 /// A running processor: its name, its first version, what it shares, its thread.
@@ -62,6 +65,7 @@ pub(super) fn spawn_processor(
         idle_at: AtomicU64::new(u64::MAX),
         ended: std::sync::Mutex::new(None),
         busy_ns: AtomicU64::new(0),
+        behind: std::sync::Mutex::new(None),
     });
     let shared2 = shared.clone();
     let handle = std::thread::Builder::new()
@@ -102,6 +106,9 @@ fn run_batches(
         match pipeline.step() {
             Ok(Some(_)) => {
                 shared.idle_at.store(u64::MAX, Ordering::SeqCst);
+                if let Ok(mut behind) = shared.behind.lock() {
+                    *behind = None;
+                }
                 shared
                     .busy_ns
                     .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -109,8 +116,16 @@ fn run_batches(
             }
             Ok(None) => {
                 let seen = flags.progress.load(Ordering::SeqCst);
-                let at = if pipeline.caught_up() { seen } else { u64::MAX };
+                let caught_up = pipeline.caught_up();
+                let at = if caught_up { seen } else { u64::MAX };
                 shared.idle_at.store(at, Ordering::SeqCst);
+                if let Ok(mut behind) = shared.behind.lock() {
+                    *behind = (!caught_up).then(|| {
+                        pipeline
+                            .behind()
+                            .unwrap_or_else(|| "has not read its inputs to their end".into())
+                    });
+                }
                 control.idle(IDLE_POLL);
             }
             Err(e) => {

@@ -111,6 +111,9 @@ pub struct KafkaStream {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// librdkafka's setting for how often a client refreshes its metadata (ms).
+const METADATA_REFRESH: &str = "topic.metadata.refresh.interval.ms";
+
 /// A consumer outside any group's assignment: it reads what it is assigned,
 /// committed records only, and commits nothing.
 fn assigning_consumer(
@@ -161,6 +164,13 @@ impl KafkaStream {
             .set("enable.partition.eof", "true")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("isolation.level", "read_committed");
+        if !config.properties.contains_key(METADATA_REFRESH) {
+            // librdkafka joins the group only once its metadata shows a
+            // subscribed topic, and refreshes it every 5 minutes by default:
+            // an input that appears later (or that a broker's metadata had
+            // not shown yet) would wait that long to be read.
+            c.set(METADATA_REFRESH, "10000");
+        }
         let consumer = group_consumer(&c, setup.inputs)?;
         let transactional_id = format!("tidewater-{}-{}", setup.group, setup.host_id);
         let producer = producer(config, Some(transactional_id.as_str()))?;
@@ -497,6 +507,33 @@ impl Source for KafkaStream {
         !inner.owned.is_empty()
             && inner.owned.keys().all(|tp| inner.at_end.contains(tp))
             && inner.buffers.values().all(VecDeque::is_empty)
+    }
+
+    fn behind(&self) -> Option<String> {
+        let inner = lock(&self.inner);
+        if inner.owned.is_empty() {
+            return Some(
+                "owns no partition: the group assigned it none (another host may hold them all; \
+                 --until-idle is for a group's only host)"
+                    .into(),
+            );
+        }
+        let mut not_at_end: Vec<String> = inner
+            .owned
+            .keys()
+            .filter(|tp| !inner.at_end.contains(*tp))
+            .map(|(t, p)| format!("{t}/{p}"))
+            .collect();
+        not_at_end.sort();
+        let buffered: usize = inner.buffers.values().map(VecDeque::len).sum();
+        match (not_at_end.is_empty(), buffered) {
+            (true, 0) => None,
+            (true, n) => Some(format!("has {n} records read and not yet processed")),
+            (false, _) => Some(format!(
+                "has not read to the end of {}",
+                not_at_end.join(", ")
+            )),
+        }
     }
 
     fn rewind(&mut self, from: ReplayFrom, epoch: u64) -> Result<Rewound, StreamError> {
