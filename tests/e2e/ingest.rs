@@ -1203,7 +1203,7 @@ fn csv_a_quote_left_open_is_rejected_at_its_line_with_and_without_a_running_host
             err.contains("open.csv:3: a double quote opened on this line is never closed: lines 3 to 5 (the end of the file) would be one cell"),
             "{err}"
         );
-        assert!(err.contains("readings: appended 1 events from"), "{err}");
+        assert!(err.contains("readings: appended 1 event from"), "{err}");
         assert!(
             err.contains("; 1 bad row kept in topic readings.rejected"),
             "{err}"

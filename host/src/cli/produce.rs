@@ -880,8 +880,9 @@ impl<'a> Producing<'a> {
             self.keep_rejected()?;
             return Err(e).with_context(|| {
                 format!(
-                    "{}: {} records were stored before the error",
-                    self.source, self.stored
+                    "{}: {} stored before the error",
+                    self.source,
+                    counted(self.stored, "record was", "records were")
                 )
             });
         }
@@ -895,9 +896,9 @@ impl<'a> Producing<'a> {
         }
         let bad = self.keep_rejected()?;
         errln!(
-            "{}: appended {} events from {} ({} sent again){} in {:.2} s{}",
+            "{}: appended {} from {} ({} sent again){} in {:.2} s{}",
             a.topic,
-            self.stored,
+            counted(self.stored, "event", "events"),
             self.source,
             again.len(),
             if matches!(self.target, Target::Host(_)) {
@@ -929,10 +930,10 @@ impl<'a> Producing<'a> {
     /// `e`, saying where storing failed and what was stored before it.
     fn storing(&self, e: anyhow::Error, data_dir: &Path) -> anyhow::Error {
         e.context(format!(
-            "cannot store records of {} in {}; {} records were stored before it (the rows up to line {})",
+            "cannot store records of {} in {}; {} stored before it (the rows up to line {})",
             self.source,
             self.target.place(data_dir),
-            self.stored,
+            counted(self.stored, "record was", "records were"),
             self.stored_through,
         ))
     }
@@ -1053,4 +1054,10 @@ fn rejected_record(source: &str, key: &str, bad: BadLine) -> Record {
             ),
         ],
     }
+}
+
+/// `n` and the words that go with it: `one` when `n` is 1, else `many`
+/// ("1 event", "0 events").
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
