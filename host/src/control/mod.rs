@@ -223,6 +223,11 @@ impl Control {
         Ok(())
     }
 
+    /// Whether the processor is paused (or to be, at the next batch boundary).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
     /// Records how the processor's thread ended (`stopped`, `failed: ...`).
     /// A dead-letter replay still waiting is dropped then: its caller hears
     /// that the processor stopped.

@@ -110,10 +110,10 @@ fn say_what_is_awaited(w: &Watched<'_>, progress: u64, quiet: Duration) {
             continue;
         }
         let behind = t.shared.behind.lock().ok().and_then(|b| b.clone());
-        let waiting_for = behind
+        let reason = behind
             .unwrap_or_else(|| "is in a batch (reading, in its component, or committing)".into());
         tracing::info!(
-            processor = %t.name, quiet_s = quiet.as_secs(), %waiting_for,
+            processor = %t.name, quiet_s = quiet.as_secs(), ?reason,
             "--until-idle: no commit for a while, and this processor is not idle"
         );
     }

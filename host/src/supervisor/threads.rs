@@ -120,11 +120,7 @@ fn run_batches(
                 let at = if caught_up { seen } else { u64::MAX };
                 shared.idle_at.store(at, Ordering::SeqCst);
                 if let Ok(mut behind) = shared.behind.lock() {
-                    *behind = (!caught_up).then(|| {
-                        pipeline
-                            .behind()
-                            .unwrap_or_else(|| "has not read its inputs to their end".into())
-                    });
+                    *behind = (!caught_up).then(|| why_behind(pipeline, control));
                 }
                 control.idle(IDLE_POLL);
             }
@@ -139,6 +135,18 @@ fn run_batches(
             }
         }
     }
+}
+
+/// Why a processor that found nothing to read is not caught up, in words:
+/// paused (then it reads nothing), else what its source has left to read.
+fn why_behind(pipeline: &Pipeline, control: &Control) -> String {
+    if control.is_paused() {
+        let name = pipeline.name();
+        return format!("is paused: it reads nothing until resumed (tidewater resume {name})");
+    }
+    pipeline
+        .behind()
+        .unwrap_or_else(|| "has not read its inputs to their end".into())
 }
 
 /// Records how a processor ended: its failure counted by code, its status.
