@@ -503,10 +503,7 @@ impl Source for KafkaStream {
     /// or with more hosts than partitions) is not: `--until-idle` is for a
     /// group's only host.
     fn caught_up(&self) -> bool {
-        let inner = lock(&self.inner);
-        !inner.owned.is_empty()
-            && inner.owned.keys().all(|tp| inner.at_end.contains(tp))
-            && inner.buffers.values().all(VecDeque::is_empty)
+        self.behind().is_none()
     }
 
     fn behind(&self) -> Option<String> {
